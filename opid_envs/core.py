@@ -1,0 +1,232 @@
+"""What every opid text environment shares: the contract, a text space, and the base class.
+
+The contract (README, "The text-environment contract"):
+- observation and action are `str`;
+- `reset(seed=, options={"split": ..., "task_id": ...})`; the same task_id gives the same state;
+- `info` always carries `task`, `task_id`, `task_type`, `split`, `admissible_actions`, `won`,
+  and after a step `action_valid`;
+- reward is the task's outcome score in [0, 1] on the final step, 0 before;
+- `terminated` when the task ends, `truncated` at the step limit.
+
+`TextEnv` implements the bookkeeping once (task choice, step limit, invalid actions, info keys),
+so an environment writes only how a task starts and what an action does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+CONTRACT_INFO_KEYS = ("task", "task_id", "task_type", "split", "admissible_actions", "won")
+STEP_INFO_KEYS = CONTRACT_INFO_KEYS + ("action_valid",)
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is missing; the message names the extra that installs it."""
+
+    def __init__(self, module: str, extra: str):
+        super().__init__(
+            f"this environment needs the optional dependency '{module}', which is not installed: "
+            f"pip install 'opid[{extra}]'"
+        )
+        self.module, self.extra = module, extra
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise an error that names the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(module, extra) from exc
+
+
+class TextSpace(gym.Space[str]):
+    """Any Python `str` up to `max_length` characters, unicode included.
+
+    `gymnasium.spaces.Text` only holds characters from a finite charset (alphanumerics by
+    default), so observations with spaces or punctuation would fall outside it.
+    """
+
+    _SAMPLE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 []<>/.,:'-"
+
+    def __init__(self, max_length: int = 1_000_000, seed: int | None = None):
+        self.max_length = max_length
+        super().__init__(shape=None, dtype=None, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and len(x) <= self.max_length
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        length = int(self.np_random.integers(1, min(self.max_length, 32) + 1))
+        idx = self.np_random.integers(0, len(self._SAMPLE_CHARS), size=length)
+        return "".join(self._SAMPLE_CHARS[i] for i in idx)
+
+    @property
+    def is_np_flattenable(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"TextSpace(max_length={self.max_length})"
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, TextSpace) and other.max_length == self.max_length
+
+
+@dataclass
+class Task:
+    """The initial state of an episode, as `TextEnv._start` returns it."""
+
+    observation: str
+    instruction: str
+    task_type: str
+    admissible_actions: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What one valid or invalid action did, as `TextEnv._act` returns it."""
+
+    observation: str
+    valid: bool = True
+    done: bool = False
+    score: float = 0.0
+    won: bool = False
+    admissible_actions: list[str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class TextEnv(gym.Env[str, str]):
+    """Base class of a contract-abiding text environment.
+
+    Subclasses set `splits`, implement `num_tasks(split)`, `_start(split, task_id)` and
+    `_act(action)`. The base class picks tasks, counts steps, truncates at `max_steps`, turns
+    non-string or empty actions into an invalid step with a clear message (so `_act` always
+    gets a non-empty str), and fills the contract's info
+    keys. The reward is `Outcome.score` on the step that ends the task and 0 otherwise.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    splits: tuple[str, ...] = ("train",)
+
+    def __init__(self, split: str | None = None, max_steps: int = 50, render_mode: str | None = None):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.split = self._check_split(split or self.splits[0])
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.max_steps = max_steps
+        self.render_mode = render_mode
+        self.observation_space = TextSpace()
+        self.action_space = TextSpace()
+        self._info: dict[str, Any] = {}
+        self._observation = ""
+        self._steps = 0
+        self._finished = True
+
+    # -- what a subclass writes -------------------------------------------------------------
+    def num_tasks(self, split: str) -> int:
+        raise NotImplementedError
+
+    def _start(self, split: str, task_id: int) -> Task:
+        raise NotImplementedError
+
+    def _act(self, action: str) -> Outcome:
+        raise NotImplementedError
+
+    # -- the contract -------------------------------------------------------------------------
+    def _check_split(self, split: str) -> str:
+        if split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; this env has {list(self.splits)}")
+        return split
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"split", "task_id"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; use 'split' and 'task_id'")
+        split = self._check_split(options.get("split") or self.split)
+        n = self.num_tasks(split)
+        if n < 1:
+            raise ValueError(f"split {split!r} has no tasks")
+        task_id = options.get("task_id")
+        if task_id is None:
+            task_id = int(self.np_random.integers(n))
+        elif isinstance(task_id, bool) or not isinstance(task_id, (int, np.integer)) or not 0 <= task_id < n:
+            raise ValueError(f"task_id must be an int in [0, {n}) for split {split!r}, got {task_id!r}")
+        task = self._start(split, int(task_id))
+        self._steps, self._finished = 0, False
+        self._observation = task.observation
+        self._info = {
+            "task": task.instruction,
+            "task_id": int(task_id),
+            "task_type": task.task_type,
+            "split": split,
+            "admissible_actions": task.admissible_actions,
+            "won": False,
+            **task.info,
+        }
+        return self._observation, dict(self._info)
+
+    def step(self, action: str):
+        if self._finished:
+            raise RuntimeError("step() called on a finished episode; call reset() first")
+        self._steps += 1
+        if not isinstance(action, str) or not action.strip():
+            why = "the action is empty" if isinstance(action, str) else (
+                f"expected a string, got {type(action).__name__}")
+            outcome = Outcome(
+                observation=f"Invalid action: {why}. Nothing happens.",
+                valid=False,
+                admissible_actions=self._info.get("admissible_actions"),
+            )
+        else:
+            outcome = self._act(action)
+        terminated = bool(outcome.done)
+        truncated = not terminated and self._steps >= self.max_steps
+        self._finished = terminated or truncated
+        reward = float(outcome.score) if terminated else 0.0
+        self._observation = outcome.observation
+        self._info.update(outcome.info)
+        self._info.update(
+            admissible_actions=outcome.admissible_actions,
+            won=bool(outcome.won),
+            action_valid=bool(outcome.valid),
+        )
+        return self._observation, reward, terminated, truncated, dict(self._info)
+
+    def random_action(self, rng: random.Random) -> str:
+        """An action for a random agent: an admissible one, or a free-form probe."""
+        actions = self._info.get("admissible_actions")
+        return rng.choice(actions) if actions else "look"
+
+    def render(self):
+        text = f"[{self._info.get('task', '')}]\n{self._observation}"
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
+
+
+def check_contract_info(info: dict[str, Any], after_step: bool = False) -> None:
+    """Raise AssertionError when `info` misses a contract key or holds a wrong type."""
+    keys = STEP_INFO_KEYS if after_step else CONTRACT_INFO_KEYS
+    missing = [k for k in keys if k not in info]
+    assert not missing, f"info misses contract keys {missing}"
+    assert isinstance(info["task"], str) and info["task"], "info['task'] must be a non-empty str"
+    assert isinstance(info["task_id"], int), "info['task_id'] must be an int"
+    assert isinstance(info["task_type"], str), "info['task_type'] must be a str"
+    assert isinstance(info["split"], str), "info['split'] must be a str"
+    acts = info["admissible_actions"]
+    assert acts is None or (isinstance(acts, list) and all(isinstance(a, str) for a in acts)), (
+        "info['admissible_actions'] must be a list of str or None"
+    )
+    assert isinstance(info["won"], bool), "info['won'] must be a bool"
+    if after_step:
+        assert isinstance(info["action_valid"], bool), "info['action_valid'] must be a bool"

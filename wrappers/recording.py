@@ -1,0 +1,91 @@
+"""Trajectory recording: one JSON line per step, read back into the same `StepRecord`s."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass
+class StepRecord:
+    episode: int
+    t: int
+    prompt: str
+    response: str
+    action: str | None
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types; numpy scalars and arrays become numbers and lists, anything else its str."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def read_records(path: str | Path) -> list[StepRecord]:
+    """Read a recording; a malformed line raises ValueError naming the file and line."""
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(StepRecord(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a step record ({exc})") from None
+    return records
+
+
+class RecordTrajectories(gym.Wrapper):
+    """Appends every step to a JSONL file. Put it outermost, so `prompt` is what the model saw."""
+
+    def __init__(self, env: gym.Env, path: str | Path):
+        super().__init__(env)
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._episode = -1
+        self._t = 0
+        self._prompt = ""
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        self._episode += 1
+        self._t = 0
+        self._prompt = observation
+        return observation, info
+
+    def step(self, response):
+        observation, reward, terminated, truncated, info = self.env.step(response)
+        record = StepRecord(
+            episode=self._episode,
+            t=self._t,
+            prompt=self._prompt,
+            response=response if isinstance(response, str) else repr(response),
+            action=info.get("action", response if isinstance(response, str) else None),
+            reward=float(reward),
+            terminated=bool(terminated),
+            truncated=bool(truncated),
+            info=_jsonable(info),
+        )
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        self._t += 1
+        self._prompt = observation
+        return observation, reward, terminated, truncated, info
