@@ -1,0 +1,48 @@
+"""The seam every algorithm plugs into (one module per algorithm: grpo.py, opid.py, sdar.py).
+
+The learner calls, once per update and under no_grad with the old policy,
+    metrics = algorithm.prepare(batch, ctx)        # must set batch.advantages [R, T]
+and then, for every PPO minibatch, adds to the clipped PPO loss (+ KL)
+    extra, metrics = algorithm.extra_loss(minibatch, logp)   # logp: [R, T] with grad
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from opid_train.types import Batch
+from wrappers.prompt import PromptTemplate
+
+
+class ScoringPolicy(Protocol):
+    """What an algorithm may ask of the policy while preparing a batch."""
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a plain prompt, chat template applied as for generation."""
+
+    def score(self, prompt_ids: list[list[int]], response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probs [R, T] of the responses under the prompts, no grad (0 at pads)."""
+
+
+@dataclass
+class PrepareContext:
+    policy: ScoringPolicy  # the old policy (weights before this update)
+    template: PromptTemplate  # re-renders a step's prompt, e.g. with skills injected
+    run_dir: Path  # caches and dumps (analyses, skills used per step)
+    update: int  # index of this update (for schedules)
+
+
+class Algorithm:
+    """Base: subclasses compute advantages and optionally an extra loss term."""
+
+    name = "base"
+
+    def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def extra_loss(self, batch: Batch, logp: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
+        return None, {}
