@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,7 +151,8 @@ class TextEnv(gym.Env[str, str]):
         options = dict(options or {})
         unknown = set(options) - {"split", "task_id"}
         if unknown:
-            raise ValueError(f"unknown reset options {sorted(unknown)}; use 'split' and 'task_id'")
+            warnings.warn(f"{type(self).__name__} ignores unknown reset options {sorted(unknown)}; "
+                          "it reads 'split' and 'task_id'", stacklevel=2)
         split = self._check_split(options.get("split") or self.split)
         n = self.num_tasks(split)
         if n < 1:

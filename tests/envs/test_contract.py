@@ -1,0 +1,92 @@
+"""The text-env contract, held by the toy env and by the TextEnv base class."""
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import opid_envs
+from opid_envs.core import MissingDependencyError, TextSpace, check_contract_info, require
+
+
+def test_toy_env_passes_gymnasium_checker(toy_id):
+    check_env(gym.make(toy_id).unwrapped, skip_render_check=True)
+
+
+def test_info_carries_contract_keys_at_reset_and_step(toy_id):
+    env = gym.make(toy_id)
+    _, info = env.reset(seed=0)
+    check_contract_info(info)
+    _, _, _, _, info = env.step(info["admissible_actions"][0])
+    check_contract_info(info, after_step=True)
+
+
+def test_same_task_id_gives_same_initial_state(toy_id):
+    a, b = gym.make(toy_id), gym.make(toy_id)
+    assert a.reset(seed=1, options={"task_id": 2}) == b.reset(seed=99, options={"task_id": 2})
+
+
+def test_seed_picks_task_reproducibly(toy_id):
+    ids = [gym.make(toy_id).reset(seed=7)[1]["task_id"] for _ in range(3)]
+    assert len(set(ids)) == 1
+
+
+def test_split_option_and_bad_options(toy_id):
+    env = gym.make(toy_id)
+    _, info = env.reset(options={"split": "test", "task_id": 0})
+    assert info["split"] == "test"
+    with pytest.raises(ValueError, match="unknown split"):
+        env.reset(options={"split": "nope"})
+    with pytest.raises(ValueError, match="task_id must be an int"):
+        env.reset(options={"task_id": 3.5})
+    with pytest.raises(ValueError, match="task_id must be an int"):
+        env.reset(options={"split": "test", "task_id": 3})
+    with pytest.warns(UserWarning, match="ignores unknown reset options"):
+        env.reset(options={"level": 1})
+
+
+@pytest.mark.parametrize("action", [None, b"go right", "", "   ", 42])
+def test_non_string_or_empty_action_is_an_invalid_step(toy_id, action):
+    env = gym.make(toy_id).unwrapped
+    obs0, _ = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert info["action_valid"] is False
+    assert obs.startswith("Invalid action:") and "Nothing happens" in obs
+    assert (reward, terminated, truncated) == (0.0, False, False)
+
+
+def test_reward_only_on_final_step_and_won(toy_id):
+    env = gym.make(toy_id)
+    _, info = env.reset(options={"task_id": 0})  # key at cell 0
+    rewards = []
+    for action in ["take key", "go right", "go right", "go right", "open door"]:
+        _, reward, terminated, truncated, info = env.step(action)
+        rewards.append(reward)
+    assert rewards == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert terminated and not truncated and info["won"] is True
+
+
+def test_truncated_at_step_limit(toy_id):
+    env = gym.make(toy_id, max_steps=3)
+    env.reset(seed=0)
+    flags = [env.step("go left")[2:4] for _ in range(3)]
+    assert flags == [(False, False), (False, False), (False, True)]
+    with pytest.raises(RuntimeError, match="reset"):
+        env.unwrapped.step("go left")
+
+
+def test_text_space_holds_any_unicode_string():
+    space = TextSpace(max_length=11)
+    assert space.contains("héllo, [w]!")
+    assert not space.contains("x" * 12)
+    assert not space.contains(b"bytes")
+    assert space.contains(space.sample())
+
+
+def test_missing_dependency_names_the_extra():
+    with pytest.raises(MissingDependencyError, match=r"pip install 'opid\[alfworld\]'"):
+        require("surely_not_a_module_xyz", "alfworld")
+
+
+def test_opid_ids_registered_with_string_entry_points():
+    for env_id in opid_envs.OPID_ENV_IDS:
+        assert isinstance(gym.spec(env_id).entry_point, str)

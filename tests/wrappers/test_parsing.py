@@ -1,0 +1,62 @@
+import gymnasium as gym
+import pytest
+
+from wrappers import ACTION_FORMAT, SEARCH_FORMAT, make_agent_env
+
+
+@pytest.mark.parametrize(
+    "response, action",
+    [
+        ("<think>key first</think><action>take key</action>", "take key"),
+        ("<action>  go\n right </action>", "go right"),
+        ("<ACTION>go left</ACTION>", "go left"),
+        ("<action>prenez la clé 🔑</action>", "prenez la clé 🔑"),
+    ],
+)
+def test_action_format_extracts_the_action(response, action):
+    assert ACTION_FORMAT.parse(response).action == action
+
+
+@pytest.mark.parametrize(
+    "response, reason",
+    [
+        (None, "must be text"),
+        (b"<action>go</action>", "bytes"),
+        ("x" * 1_000_000, "too long"),
+        ("go right", "no <action>...</action> block"),
+        ("<action>go right", "unbalanced"),
+        ("<action>a</action><action>b</action>", "exactly one"),
+        ("<action>go <action>left</action></action>", "unbalanced|nested|exactly one"),
+        ("<action><think>x</think></action>", "nested"),
+        ("<action>   </action>", "empty"),
+        ("\udcff\x00<act", "no <action>"),
+    ],
+)
+def test_bad_responses_are_invalid_with_a_reason(response, reason):
+    parsed = ACTION_FORMAT.parse(response)
+    assert not parsed.valid and parsed.action is None
+    assert any(r in parsed.error for r in reason.split("|"))
+
+
+def test_search_format_keeps_its_tag_and_needs_exactly_one_block():
+    assert SEARCH_FORMAT.parse("<think>t</think><search> capital of France </search>").action == (
+        "<search> capital of France </search>")
+    assert SEARCH_FORMAT.parse("<answer>Paris</answer>").action == "<answer> Paris </answer>"
+    assert not SEARCH_FORMAT.parse("<search>a</search><answer>b</answer>").valid
+
+
+@pytest.mark.parametrize("response", [None, b"bytes", "x" * 1_000_000, "\u202e\u0000odd", "<action></action>"])
+def test_invalid_response_steps_as_a_noop_with_a_clear_message(toy_id, response):
+    env = make_agent_env(toy_id)
+    env.reset(seed=0)
+    prompt, reward, terminated, truncated, info = env.step(response)
+    assert info["format_valid"] is False and info["action_valid"] is False and info["action"] is None
+    assert "Invalid response:" in prompt
+    assert reward == 0.0 and not terminated
+
+
+def test_valid_response_reaches_the_env(toy_id):
+    env = make_agent_env(toy_id)
+    _, info = env.reset(options={"task_id": 0})
+    _, _, _, _, info = env.step("<think>key is here</think><action>take key</action>")
+    assert info["format_valid"] and info["action_valid"] and info["action"] == "take key"
