@@ -138,7 +138,8 @@ class DenseRetriever(Retriever):
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
         self._model = transformers.AutoModel.from_pretrained(model_dir).eval()
         self._lock = threading.Lock()
-        path = index_dir(corpus, f"dense-{model_dir.name}")
+        label = "all-MiniLM-L6-v2" if model_dir == minilm_model_dir() else model_dir.name
+        path = index_dir(corpus, f"dense-{label}")
         if not (cache and (path / "COMPLETE").exists()):
             def build(out: Path | None):
                 self._embeddings = self.encode([d.contents for d in corpus.documents], progress=progress)

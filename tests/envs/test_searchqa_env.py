@@ -1,0 +1,168 @@
+"""SearchQAEnv: the contract, the Search-R1 action rule, scoring, determinism and the oracle."""
+
+import os
+import random
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import opid_envs  # noqa: F401  (registers OPID/SearchQA-v0)
+from opid_envs.core import check_contract_info
+from opid_envs.searchqa.env import SearchQAEnv
+from opid_envs.searchqa.scoring import exact_match, f1_score, normalize_answer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    old = os.environ.get("OPID_CACHE")
+    os.environ["OPID_CACHE"] = str(tmp_path_factory.mktemp("opid-cache"))
+    yield
+    os.environ.pop("OPID_CACHE") if old is None else os.environ.__setitem__("OPID_CACHE", old)
+
+
+@pytest.fixture
+def env():
+    return gym.make("OPID/SearchQA-v0").unwrapped
+
+
+def test_check_env_passes(env):
+    check_env(env, skip_render_check=True)
+
+
+def test_contract_info_on_reset_and_steps(env):
+    obs, info = env.reset(seed=0, options={"split": "test", "task_id": 5})
+    check_contract_info(info)
+    assert info["admissible_actions"] is None and info["data_source"] == "synthetic"
+    assert info["task_type"] in {"1-hop", "bridge", "comparison"}
+    assert obs == f"Question: {info['task']}"
+    obs, reward, terminated, truncated, info = env.step(env.expert_action())
+    check_contract_info(info, after_step=True)
+    assert obs.startswith("<information>Doc 1: (Title: ") and obs.endswith("\n</information>")
+    assert info["action_valid"] and reward == 0.0 and not terminated and info["searches"] == 1
+    obs, *_ = env.step("<search> founded river city </search>")  # many matches: exactly top-3 shown
+    assert [line.split(":")[0] for line in obs.split("\n")[:3]] == ["<information>Doc 1", "Doc 2", "Doc 3"]
+    assert "Doc 4" not in obs
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("The Eiffel Tower!", "eiffel tower"),
+    ("  an  Apple,  a pear ", "apple pear"),
+    ("U.S.A.", "usa"),
+    ("Theatre", "theatre"),  # 'the' only as a whole word
+    ("", ""),
+])
+def test_normalization(text, expected):
+    assert normalize_answer(text) == expected
+
+
+def test_exact_match_and_f1():
+    assert exact_match("the Lageik river", ["Lageik River"]) == 1.0
+    assert exact_match("Lageik", ["Lageik River"]) == 0.0
+    assert f1_score("Lageik", ["Lageik River"]) == pytest.approx(2 / 3)
+    assert f1_score("nothing shared", ["Lageik River"]) == 0.0
+
+
+@pytest.mark.parametrize("action, reason", [
+    ("<search> a </search><answer> b </answer>", "exactly one"),
+    ("just some words", "no <search> or <answer> block"),
+    ("<search> a </search> <search> b </search>", "exactly one"),
+    ("<answer> a </answer><answer> a </answer>", "exactly one"),
+    ("<search> unclosed", "unbalanced"),
+    ("<search>   </search>", "empty"),
+    ("<search> a <answer> b </answer> </search>", "nested"),
+])
+def test_bad_formats_are_invalid_steps_with_a_reason(env, action, reason):
+    env.reset(seed=0, options={"split": "train", "task_id": 0})
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert not info["action_valid"] and reward == 0.0 and not terminated
+    assert obs.startswith("Invalid action:") and reason in obs and "<search> query </search>" in obs
+
+
+def test_full_response_with_think_is_accepted(env):
+    env.reset(seed=0, options={"split": "train", "task_id": 0})
+    obs, _, _, _, info = env.step("<think>I should look it up.</think>\n<SEARCH> the question </SEARCH>")
+    assert info["action_valid"] and obs.startswith("<information>")
+
+
+def test_empty_and_huge_queries_do_not_crash(env):
+    env.reset(seed=0, options={"split": "train", "task_id": 1})
+    _, _, _, _, info = env.step("")
+    assert not info["action_valid"]
+    obs, _, _, _, info = env.step("<search> " + "Kroubei capital river " * 20_000 + "</search>")
+    assert info["action_valid"] and obs.startswith("<information>")
+    obs, _, _, _, info = env.step("<search> zzqqxx </search>")
+    assert info["action_valid"] and "No document matches" in obs
+
+
+def test_answer_scores_exact_match_and_reports_f1(env):
+    _, info = env.reset(seed=0, options={"split": "test", "task_id": 3})
+    gold = env._item.answers[0]
+    _, reward, terminated, _, info = env.step(f"<answer> THE {gold.upper()}. </answer>")
+    assert terminated and reward == 1.0 and info["won"] and info["em"] == 1.0 and info["f1"] == 1.0
+    env.reset(seed=0, options={"split": "test", "task_id": 3})
+    _, reward, terminated, _, info = env.step("<answer> certainly not it </answer>")
+    assert terminated and reward == 0.0 and not info["won"] and info["gold_answers"] == [gold]
+
+
+def test_truncates_after_four_turns(env):
+    env.reset(seed=0, options={"split": "train", "task_id": 2})
+    for turn in range(4):
+        _, reward, terminated, truncated, _ = env.step("<search> something </search>")
+    assert truncated and not terminated and reward == 0.0
+
+
+def test_same_seed_same_episode():
+    def rollout(seed):
+        env = SearchQAEnv()
+        obs, info = env.reset(seed=seed)
+        rng, trace = random.Random(seed), [obs]
+        for _ in range(4):
+            obs, reward, terminated, truncated, info = env.step(env.random_action(rng))
+            trace.append((obs, reward))
+            if terminated or truncated:
+                break
+        return info["task_id"], trace
+
+    assert rollout(7) == rollout(7)
+    assert rollout(7) != rollout(8)
+
+
+def test_random_actions_are_well_formed(env):
+    rng = random.Random(0)
+    env.reset(seed=0, options={"split": "train", "task_id": 4})
+    kinds = set()
+    for _ in range(40):
+        action = env.random_action(rng)
+        kinds.add(action.split(">")[0])
+        env.reset(seed=0, options={"split": "train", "task_id": 4})
+        assert env.step(action)[4]["action_valid"]
+    assert kinds == {"<search", "<answer"}
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "fanoutqa"])
+def test_oracle_answers_most_test_questions(dataset):
+    env = gym.make("OPID/SearchQA-v0", dataset=dataset).unwrapped
+    n = env.num_tasks("test")
+    won = grounded = 0
+    for task_id in range(n):
+        env.reset(seed=0, options={"split": "test", "task_id": task_id})
+        terminated = truncated = False
+        while not (terminated or truncated):
+            action = env.expert_action()
+            _, _, terminated, truncated, info = env.step(action)
+        won += info["won"]
+        grounded += any(a.lower() in "\n".join(env._seen).lower() for a in env._item.answers)
+    assert won >= 0.9 * n and grounded >= 0.8 * n
+
+
+def test_agent_wrapper_passes_tagged_blocks():
+    from wrappers import make_agent_env
+
+    env = make_agent_env("OPID/SearchQA-v0")
+    prompt, info = env.reset(seed=0, options={"split": "test", "task_id": 0})
+    assert info["task"] in prompt
+    prompt, _, _, _, info = env.step("<think>look it up</think><search> Pouva Observatory </search>")
+    assert info["action_valid"] and "Doc 1:" in prompt
+    _, _, _, _, info = env.step("no tags at all")
+    assert not info["action_valid"]
