@@ -15,13 +15,23 @@ class GRPOConfig:
 
 @dataclass
 class AnalyzerConfig:
-    backend: str = "offline"  # offline | openai | local (a HF model path or "policy")
+    backend: str = "offline"  # offline | openai | local (a HF model path, or "policy" for the policy itself)
     model: str | None = None  # chat model name (openai) or HF path (local)
-    base_url: str | None = None  # OpenAI-compatible endpoint; key from $OPENAI_API_KEY
+    base_url: str | None = None  # OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never logged
     max_step_skills: int = 5  # K: 5 for ALFWorld/WebShop, 2 for search in the paper
     gamma: float = 0.95  # discount of the return-to-go shown to the analyzer
-    concurrency: int = 8
-    cache: bool = True  # analyses cached on disk by trajectory hash
+    concurrency: int = 8  # requests in flight (openai)
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 5  # API retries (connection errors, timeouts, 429, 5xx)
+    backoff_s: float = 1.0  # first retry wait; doubles each retry
+    backoff_max_s: float = 30.0
+    parse_retries: int = 2  # re-asks that feed the parse error back
+    max_chars_per_step: int = 600  # observation/response clip in the analyzer prompt
+    cache: bool = True  # analyses cached on disk by trajectory hash (LLM backends)
+    cache_dir: str | None = None  # default $OPID_CACHE/analyses
 
 
 @dataclass
@@ -39,4 +49,6 @@ class OPIDConfig:
 class SDARConfig:
     coef: float = 0.01
     beta: float = 5.0
-    gate: str = "sigmoid"  # sigmoid | entropy | soft_or (the SDAR paper's variants)
+    gate: str = "sigmoid"  # sigmoid (gap gate) | entropy | soft_or (the SDAR paper's variants)
+    teacher_context: str = "routed"  # routed: OPID's skill injection | prefix: "[Privileged Skill Information]" block
+    routing: str = "route"  # which skill the teacher sees (both levels in one prompt for "additive")

@@ -1,0 +1,202 @@
+"""OPID: On-Policy Skill Distillation (arXiv 2606.26790), on top of multi-turn GRPO.
+
+For a group G_q of N trajectories of one task, each step t of trajectory tau with sampled
+response y (tokens l), in the paper's order:
+
+1. Outcome advantage (GRPO, `grpo.py`), broadcast over the response mask m:
+       A_ep[tau,t,l]    = (R(tau) - mean_q R) / std_q R * m[tau,t,l]
+2. Hindsight skills from the analyzer (`opid_train.analyzers`) for every finished trajectory:
+       A(tau)           = (s_ep[tau], {s_step[tau,t] : t in C_tau})      C_tau = critical steps
+3. Critical-first routing (`wrappers.skills.route_skills`):
+       s[tau,t]         = s_step[tau,t] if t in C_tau else s_ep[tau]
+   (`additive`, the paper's no-routing ablation, scores both at critical steps; `episode_only`
+   and `step_only` keep one level.)
+4. Self-teacher re-scoring: the old policy scores the same response under the skill-augmented
+   prompt h~ = H(h, s) (one batched `policy.score` call for every teacher prompt of the batch):
+       l_skill[tau,t,l] = log pi_old(y_l | h~, y_<l),   l_old[tau,t,l] = log pi_old(y_l | h, y_<l)
+       dlogp_c[tau,t,l] = (l_skill - l_old) * m        for each routed component c in {ep, step}
+   optionally z-normalized over the active tokens and clipped to [-clip, clip] (off by default).
+5. Fused advantage, used unchanged by the clipped PPO loss of the learner:
+       A_OPID           = A_ep + w_ep * dlogp_ep + w_step * dlogp_step      (w = 1e-3 each)
+   The teacher term is on for start_update <= update < stop_update; a trajectory whose analysis
+   failed keeps A_ep alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opid_train.algorithms.base import Algorithm, PrepareContext
+from opid_train.algorithms.grpo import GRPO, masked_mean
+from opid_train.analyzers import Analysis, Analyzer, make_analyzer
+from opid_train.types import Batch
+from wrappers.skills import ROUTING_MODES, route_skills
+
+COMPONENTS = ("episode", "step")
+
+
+# -- steps 2-3: skills per row --------------------------------------------------------------------
+
+def routed_skills(batch: Batch, analyses: list[Analysis | None], mode: str) -> list[dict[str, str]]:
+    """For each row, {component: skill text} of the teacher prompts that score it ({} = no teacher)."""
+    out = []
+    for traj, t in batch.rows:
+        analysis = analyses[traj]
+        step = batch.trajectories[traj].steps[t].t
+        out.append({} if analysis is None else route_skills(mode, step, analysis.episode_skill, analysis.step_skills))
+    return out
+
+
+# -- step 4: the self-teacher -------------------------------------------------------------------
+
+def score_teacher(batch: Batch, ctx: PrepareContext, prompts: list[tuple[int, str, str]]) -> dict[str, torch.Tensor]:
+    """Teacher log-probs per component: {c: [R, T]} (0 where a row has no such teacher prompt).
+
+    `prompts` holds (row, component, prompt text); all of them go through one `policy.score` call.
+    """
+    teacher = {c: torch.zeros_like(batch.old_logp) for c in {c for _, c, _ in prompts}}
+    if not prompts:
+        return teacher
+    rows = torch.tensor([r for r, _, _ in prompts], dtype=torch.long)
+    ids = [ctx.policy.encode_prompt(text) for _, _, text in prompts]
+    logp = ctx.policy.score(ids, batch.response_ids[rows], batch.response_mask[rows]).to(batch.old_logp)
+    for i, (row, component, _) in enumerate(prompts):
+        teacher[component][row] = logp[i]
+    return teacher
+
+
+def skill_prompts(batch: Batch, ctx: PrepareContext, routed: list[dict[str, str]]) -> list[tuple[int, str, str]]:
+    """(row, component, prompt) for every routed skill: the step's prompt with that one skill injected."""
+    prompts = []
+    for row, skills in enumerate(routed):
+        context = batch.step(row).context
+        for component, skill in skills.items():
+            kwargs = {"episode_skill": skill} if component == "episode" else {"step_skill": skill}
+            prompts.append((row, component, ctx.template.render(context, **kwargs)))
+    return prompts
+
+
+def shape_teacher_term(dlogp: torch.Tensor, active: torch.Tensor, normalize: bool, clip: float | None) -> torch.Tensor:
+    """Optional z-normalization over the active tokens, then clipping; inactive tokens stay 0."""
+    if normalize and active.sum() > 1:
+        values = dlogp[active > 0]
+        dlogp = (dlogp - values.mean()) / (values.std() + 1e-6)
+    if clip is not None:
+        dlogp = dlogp.clamp(-clip, clip)
+    return dlogp * active
+
+
+def opid_advantages(a_ep: torch.Tensor, dlogp: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """A_OPID = A_ep + sum_c w_c * dlogp_c."""
+    a = a_ep.clone()
+    for component, d in dlogp.items():
+        a = a + weights[component] * d
+    return a
+
+
+# -- metrics and the per-step skill dump ----------------------------------------------------------
+
+def component_metrics(parts: dict[str, torch.Tensor], mask: torch.Tensor, prefix: str) -> dict[str, float]:
+    """Mean, abs-mean and share (of the summed abs-means) of each advantage component."""
+    abs_means = {name: masked_mean(p.abs(), mask).item() for name, p in parts.items()}
+    total = sum(abs_means.values()) or 1.0
+    out = {}
+    for name, p in parts.items():
+        out[f"{prefix}/{name}_mean"] = masked_mean(p, mask).item()
+        out[f"{prefix}/{name}_abs_mean"] = abs_means[name]
+        out[f"{prefix}/{name}_share"] = abs_means[name] / total
+    return out
+
+
+def analysis_metrics(batch: Batch, analyses: list[Analysis | None], routed: list[dict[str, str]], prefix: str) -> dict[str, float]:
+    analysed_rows = [i for i, (traj, _) in enumerate(batch.rows) if analyses[traj] is not None]
+    critical = sum(batch.step(i).t in analyses[batch.rows[i][0]].step_skills for i in analysed_rows)
+    return {
+        f"{prefix}/analysed_trajectories": float(sum(a is not None for a in analyses)),
+        f"{prefix}/failed_trajectories": float(sum(a is None for a in analyses)),
+        f"{prefix}/critical_step_ratio": critical / max(len(analysed_rows), 1),
+        f"{prefix}/skills_applied_episode": float(sum("episode" in r for r in routed)),
+        f"{prefix}/skills_applied_step": float(sum("step" in r for r in routed)),
+    }
+
+
+def dump_skills(path: Path, update: int, batch: Batch, analyses: list[Analysis | None], routed: list[dict[str, str]]) -> None:
+    """One JSON line per step of the batch: which skills its teacher prompts carried."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        for row, (traj_index, _) in enumerate(batch.rows):
+            traj, step, analysis = batch.trajectories[traj_index], batch.step(row), analyses[traj_index]
+            f.write(json.dumps({
+                "update": update, "group_id": traj.group_id, "traj_id": traj.traj_id, "task_id": traj.task_id,
+                "task": traj.task, "won": traj.won, "step": step.t, "analysed": analysis is not None,
+                "critical": analysis is not None and step.t in analysis.step_skills,
+                "episode_skill": routed[row].get("episode"), "step_skill": routed[row].get("step"),
+            }, ensure_ascii=False) + "\n")
+
+
+# -- the algorithm --------------------------------------------------------------------------------
+
+class SkillTeacher:
+    """Analyzer + routing shared by OPID and SDAR; the analyzer is built on first use (it may be the policy)."""
+
+    def __init__(self, analyzer_config, routing: str):
+        if routing not in ROUTING_MODES:
+            raise ValueError(f"unknown routing mode {routing!r}; choose one of {ROUTING_MODES}")
+        self.analyzer_config = analyzer_config
+        self.routing = routing
+        self.analyzer: Analyzer | None = None
+
+    def skills(self, batch: Batch, ctx: PrepareContext) -> tuple[list[Analysis | None], list[dict[str, str]]]:
+        if self.analyzer is None:
+            self.analyzer = make_analyzer(self.analyzer_config, policy=ctx.policy)
+        analyses = self.analyzer.analyze_many(batch.trajectories)
+        return analyses, routed_skills(batch, analyses, self.routing)
+
+
+def schedule_active(update: int, start: int, stop: int | None) -> bool:
+    return update >= start and (stop is None or update < stop)
+
+
+class OPID(Algorithm):
+    name = "opid"
+
+    def __init__(self, config):
+        self.cfg = config.opid
+        self.grpo = GRPO(config)
+        self.teacher = SkillTeacher(config.analyzer, self.cfg.routing)
+
+    def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
+        # 1. A_ep: GRPO's group-relative outcome advantage (format penalty included)
+        metrics = self.grpo.prepare(batch, ctx)
+        a_ep = batch.advantages
+        mask = batch.response_mask
+        zero = torch.zeros_like(a_ep)
+        dlogp = {c: zero for c in COMPONENTS}
+        active = {c: zero for c in COMPONENTS}
+        if schedule_active(ctx.update, self.cfg.start_update, self.cfg.stop_update):
+            # 2-3. hindsight skills, routed per step
+            analyses, routed = self.teacher.skills(batch, ctx)
+            # 4. one batched re-scoring of every skill-augmented prompt with the old policy
+            teacher = score_teacher(batch, ctx, skill_prompts(batch, ctx, routed))
+            for c in COMPONENTS:
+                rows = torch.tensor([c in r for r in routed], dtype=mask.dtype)
+                active[c] = rows[:, None] * mask
+                if c in teacher:
+                    raw = (teacher[c] - batch.old_logp) * active[c]
+                    metrics[f"opid/dlogp_{c}_raw_mean"] = masked_mean(raw, active[c]).item() if active[c].any() else 0.0
+                    dlogp[c] = shape_teacher_term(raw, active[c], self.cfg.normalize_teacher, self.cfg.clip_teacher)
+            metrics.update(analysis_metrics(batch, analyses, routed, "opid"))
+            dump_skills(Path(ctx.run_dir) / "skills.jsonl", ctx.update, batch, analyses, routed)
+        # 5. A_OPID = A_ep + w_ep * dlogp_ep + w_step * dlogp_step
+        weights = {"episode": self.cfg.w_ep, "step": self.cfg.w_step}
+        batch.advantages = opid_advantages(a_ep, dlogp, weights)
+        metrics.update(component_metrics(
+            {"adv_ep": a_ep, "adv_skill_episode": weights["episode"] * dlogp["episode"],
+             "adv_skill_step": weights["step"] * dlogp["step"]}, mask, "opid"))
+        any_teacher = ((active["episode"] + active["step"]) > 0).to(mask.dtype)
+        metrics["opid/teacher_active_token_ratio"] = (any_teacher.sum() / mask.sum().clamp(min=1)).item()
+        return metrics

@@ -1,0 +1,107 @@
+"""SDAR: self-distilled agentic RL, on-policy self-distillation as a gated auxiliary loss.
+
+The RL backbone is GRPO, its advantage untouched. The self-teacher is the same weights (the old
+policy) reading privileged skills; the student is the current policy on the plain prompt:
+    T_t     = log pi_old(y_t | h+, y_<t)        teacher log-prob (prepared once per update, detached)
+    D_t     = T_t - log pi_theta(y_t | h, y_<t)  the teacher-student gap
+    L_SDAR  = coef * token_mean( g_t * D_t )     over response tokens of rows that have a teacher
+    L       = L_GRPO + L_SDAR                    coef 0.01
+with the gate g_t detached (a confidence weight, never optimised through). Gates (`--sdar.gate`):
+    sigmoid   g = sigmoid(beta * D)                      gap gate: teacher-endorsed tokens count most,
+                                                         negative teacher rejections fade (beta 5)
+    entropy   g = 1 - pi_theta(y_t)                      student uncertainty; one-sample estimate whose
+                                                         expectation is the order-2 (Tsallis) entropy
+                                                         1 - sum_v pi(v)^2, in [0, 1)
+    soft_or   g = 1 - (1 - g_sigmoid) * (1 - g_entropy)  either signal opens the gate
+
+Teacher context (`--sdar.teacher_context`):
+    routed (default)  OPID's skill injection: the same analyzer and critical-first routing as OPID,
+                      so OPID and SDAR differ only in how the teacher's signal is used, and a tiny
+                      policy warm-started on skill-injected prompts reads them where it learned to;
+    prefix            the SDAR reference's "[Privileged Skill Information]\\n<skill>\\n\\n" in front of the
+                      plain prompt (the routed skill; both skills for routing "additive").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opid_train.algorithms.base import Algorithm, PrepareContext
+from opid_train.algorithms.grpo import GRPO, masked_mean
+from opid_train.algorithms.opid import SkillTeacher, analysis_metrics, dump_skills, score_teacher
+from opid_train.types import Batch
+
+GATES = ("sigmoid", "entropy", "soft_or")
+TEACHER_CONTEXTS = ("routed", "prefix")
+PRIVILEGED_PREFIX = "[Privileged Skill Information]\n{skill}\n\n"
+
+
+def sdar_gate(gap: torch.Tensor, logp: torch.Tensor, kind: str, beta: float) -> torch.Tensor:
+    """g_t, detached."""
+    gap, logp = gap.detach(), logp.detach()
+    g_gap = torch.sigmoid(beta * gap)
+    g_entropy = 1 - logp.exp()
+    if kind == "sigmoid":
+        return g_gap
+    if kind == "entropy":
+        return g_entropy
+    if kind == "soft_or":
+        return 1 - (1 - g_gap) * (1 - g_entropy)
+    raise ValueError(f"unknown SDAR gate {kind!r}; choose one of {GATES}")
+
+
+def sdar_loss(logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, coef: float, beta: float,
+              gate: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """coef * token_mean(g * (T - logp)) over `mask`, and its diagnostics."""
+    gap = teacher_logp - logp
+    g = sdar_gate(gap, logp, gate, beta)
+    loss = coef * masked_mean(g * gap, mask)
+    with torch.no_grad():
+        metrics = {"sdar/gate_mean": masked_mean(g, mask).item(),
+                   "sdar/gate_active_ratio": masked_mean((g > 0.5).float(), mask).item(),
+                   "sdar/gap_mean": masked_mean(gap, mask).item(),
+                   "sdar/loss": loss.item()}
+    return loss, metrics
+
+
+class SDAR(Algorithm):
+    name = "sdar"
+
+    def __init__(self, config):
+        self.cfg = config.sdar
+        if self.cfg.gate not in GATES:
+            raise ValueError(f"unknown SDAR gate {self.cfg.gate!r}; choose one of {GATES}")
+        if self.cfg.teacher_context not in TEACHER_CONTEXTS:
+            raise ValueError(f"unknown teacher context {self.cfg.teacher_context!r}; choose one of {TEACHER_CONTEXTS}")
+        self.grpo = GRPO(config)
+        self.teacher = SkillTeacher(config.analyzer, self.cfg.routing)
+
+    def _teacher_prompt(self, batch: Batch, ctx: PrepareContext, row: int, skills: dict[str, str]) -> str:
+        step = batch.step(row)
+        if self.cfg.teacher_context == "prefix":
+            skill = "\n".join(skills[c] for c in ("episode", "step") if c in skills)
+            return PRIVILEGED_PREFIX.format(skill=skill) + step.prompt
+        return ctx.template.render(step.context, episode_skill=skills.get("episode"), step_skill=skills.get("step"))
+
+    def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
+        metrics = self.grpo.prepare(batch, ctx)  # the GRPO advantage, unchanged
+        analyses, routed = self.teacher.skills(batch, ctx)
+        prompts = [(row, "teacher", self._teacher_prompt(batch, ctx, row, skills))
+                   for row, skills in enumerate(routed) if skills]
+        teacher = score_teacher(batch, ctx, prompts)
+        batch.extras["teacher_logp"] = teacher.get("teacher", torch.zeros_like(batch.old_logp))
+        batch.extras["teacher_rows"] = torch.tensor([bool(s) for s in routed], dtype=batch.response_mask.dtype)
+        metrics.update(analysis_metrics(batch, analyses, routed, "sdar"))
+        active = batch.extras["teacher_rows"][:, None] * batch.response_mask
+        metrics["sdar/teacher_active_token_ratio"] = (active.sum() / batch.response_mask.sum().clamp(min=1)).item()
+        dump_skills(Path(ctx.run_dir) / "skills.jsonl", ctx.update, batch, analyses, routed)
+        return metrics
+
+    def extra_loss(self, batch: Batch, logp: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
+        mask = batch.extras["teacher_rows"].to(logp)[:, None] * batch.response_mask.to(logp)
+        if mask.sum() == 0:
+            return None, {}
+        return sdar_loss(logp, batch.extras["teacher_logp"].to(logp), mask, self.cfg.coef, self.cfg.beta, self.cfg.gate)

@@ -1,0 +1,160 @@
+"""A hindsight analyzer that needs no LLM, so OPID runs on the embedded default.
+
+It reads the same evidence an LLM analyzer is shown and writes the same three fields, by rules:
+
+- critical steps come from evidence in the trajectory itself:
+    invalid     the response was format-invalid or the env rejected the action;
+    repeat      the same action from the same observation as an earlier step (a wasted step);
+    revisit     (failures) the step led back to an observation already seen (a loop);
+    progress    (successes) a valid action on something the task names that changed the
+                observation, and the final, rewarded action;
+- successes give a workflow skill (the key actions in order) and "do this" step skills;
+- failures give avoidance rules and "don't do this" step skills.
+
+Pure and deterministic: the same trajectory always gives the same analysis.
+"""
+
+from __future__ import annotations
+
+import re
+
+from opid_train.analyzers.base import Analysis, Analyzer
+from opid_train.types import Step, Trajectory
+
+_STOPWORDS = frozenset(
+    "a an the to and or in into on onto of at by for from with it its is are be your you this that "
+    "then them some any one two".split()
+)
+_MAX_LISTED = 8  # actions listed in a workflow skill
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOPWORDS}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _said(step: Step) -> str:
+    """The action as the agent took it (the clipped response when it was format-invalid)."""
+    return step.action if step.action is not None else " ".join(step.response.split())[:80]
+
+
+class OfflineAnalyzer(Analyzer):
+    name = "offline"
+
+    def __init__(self, max_step_skills: int = 5):
+        self.max_step_skills = max_step_skills
+
+    def identity(self) -> str:
+        return f"{self.name}|K={self.max_step_skills}"
+
+    # -- evidence ---------------------------------------------------------------------------
+    def evidence(self, trajectory: Trajectory) -> list[tuple[str, int]]:
+        """(kind, step index) for every step that stands out."""
+        steps = trajectory.steps
+        task_words = _words(trajectory.task)
+        seen_pairs: dict[tuple[str, str], int] = {}
+        seen_obs: set[str] = set()
+        found = []
+        for i, step in enumerate(steps):
+            obs = _norm(step.observation)
+            seen_obs.add(obs)
+            outcome = _norm(steps[i + 1].observation) if i + 1 < len(steps) else None
+            if not (step.format_valid and step.action_valid):
+                found.append(("invalid", i))
+                continue
+            pair = (obs, _norm(step.action or ""))
+            if pair in seen_pairs:
+                found.append(("repeat", i))
+            elif trajectory.won and (step.reward > 0 or i == len(steps) - 1):
+                found.append(("progress", i))
+            elif trajectory.won and outcome not in (None, obs) and _words(step.action or "") & task_words:
+                found.append(("progress", i))
+            elif not trajectory.won and outcome is not None and outcome in seen_obs and outcome != obs:
+                found.append(("revisit", i))
+            seen_pairs.setdefault(pair, i)
+        return found
+
+    def _pick(self, trajectory: Trajectory, found: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """At most K critical steps: most telling kinds first, one per distinct (kind, action) before repeats."""
+        order = ("progress", "invalid", "repeat", "revisit") if trajectory.won else ("invalid", "repeat", "revisit")
+        ranked = sorted((e for e in found if e[0] in order), key=lambda e: (order.index(e[0]), e[1]))
+        if trajectory.won:  # the decisive final action first
+            ranked.sort(key=lambda e: e[1] != len(trajectory.steps) - 1 or e[0] != "progress")
+        picked, kinds_seen = [], set()
+        for first_pass in (True, False):
+            for e in ranked:
+                key = (e[0], _norm(_said(trajectory.steps[e[1]])))
+                if e in picked or (first_pass and key in kinds_seen) or len(picked) >= self.max_step_skills:
+                    continue
+                picked.append(e)
+                kinds_seen.add(key)
+        return sorted(picked, key=lambda e: e[1])
+
+    # -- skills -----------------------------------------------------------------------------
+    @staticmethod
+    def _step_skill(trajectory: Trajectory, kind: str, t: int) -> str:
+        step = trajectory.steps[t]
+        if kind == "invalid" and not step.format_valid:
+            return "Answer in the required format: exactly one action block holding one admissible action."
+        if kind == "invalid":
+            return f"Do not try '{step.action}' here: it is not possible; choose one of the admissible actions."
+        if kind == "repeat":
+            return f"Do not repeat '{step.action}': you already did it in this same situation and it changed nothing."
+        if kind == "revisit":
+            return f"Do not do '{step.action}' here: it leads back to a situation you have already been in."
+        if t == len(trajectory.steps) - 1:
+            return f"Do '{step.action}' now: it completes the task."
+        return f"Do '{step.action}' now: it moves the task forward."
+
+    @staticmethod
+    def _workflow(trajectory: Trajectory, found) -> str:
+        key_steps = [t for kind, t in found if kind == "progress"]
+        actions: list[str] = []
+        for t in key_steps or range(len(trajectory.steps)):
+            step = trajectory.steps[t]
+            if step.action and step.action_valid and step.action not in actions:
+                actions.append(step.action)
+        if len(actions) > _MAX_LISTED:
+            actions = actions[: _MAX_LISTED - 1] + actions[-1:]
+        return (f"To {trajectory.task.rstrip('.')}: " + ", then ".join(f"'{a}'" for a in actions) +
+                ". Act on the objects the task names as soon as you find them.")
+
+    @staticmethod
+    def _avoidance(trajectory: Trajectory, found) -> str:
+        def distinct(kind: str) -> list[str]:
+            out = []
+            for k, t in found:
+                said = _said(trajectory.steps[t])
+                if k == kind and trajectory.steps[t].format_valid and said not in out:
+                    out.append(said)
+            return out[:2]
+
+        rules = []
+        if any(k == "invalid" and not trajectory.steps[t].format_valid for k, t in found):
+            rules.append("always answer in the required format")
+        if invalid := distinct("invalid"):
+            rules.append("use only admissible actions (" + ", ".join(f"'{a}'" for a in invalid) + " were not possible)")
+        if repeats := distinct("repeat"):
+            rules.append("do not repeat an action that changed nothing (" + ", ".join(f"'{a}'" for a in repeats) + ")")
+        if distinct("revisit"):
+            rules.append("do not go back to situations you have already been in; try places and actions you have not tried")
+        if not rules:
+            tried = [s.action for s in trajectory.steps[:4] if s.action]
+            rules.append("the approach taken (" + ", ".join(f"'{a}'" for a in tried) +
+                         ") did not work; try a different one and act directly on what the task names")
+        return f"To {trajectory.task.rstrip('.')}, avoid these mistakes: " + "; ".join(rules) + "."
+
+    def analyze(self, trajectory: Trajectory) -> Analysis | None:
+        if not trajectory.steps:
+            return None
+        found = self.evidence(trajectory)
+        counts = {k: sum(e[0] == k for e in found) for k in ("invalid", "repeat", "revisit")}
+        outcome = "Succeeded" if trajectory.won else f"Failed (score {trajectory.score:.2f})"
+        summary = (f"{outcome} after {len(trajectory.steps)} steps: {counts['invalid']} invalid, "
+                   f"{counts['repeat']} repeated and {counts['revisit']} looping actions.")
+        skill = self._workflow(trajectory, found) if trajectory.won else self._avoidance(trajectory, found)
+        steps = {t: self._step_skill(trajectory, kind, t) for kind, t in self._pick(trajectory, found)}
+        return Analysis(summary, skill, steps)

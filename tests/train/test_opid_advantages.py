@@ -1,0 +1,170 @@
+"""OPID's fused advantage against hand-computed tensors: masks, routing modes, schedule, shaping."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from opid_train.algorithms.config import AnalyzerConfig, GRPOConfig, OPIDConfig, SDARConfig
+from opid_train.algorithms.base import PrepareContext
+from opid_train.algorithms.opid import OPID, shape_teacher_term
+from opid_train.analyzers import Analysis
+from opid_train.types import Batch, Step, Trajectory
+from wrappers.prompt import PromptContext, PromptTemplate
+from wrappers.skills import EPISODE_SKILL_HEADER, STEP_SKILL_HEADER
+
+TEMPLATE = PromptTemplate()
+PLAIN, WITH_EPISODE, WITH_STEP, WITH_BOTH = -1.0, -0.5, -0.2, -0.1
+
+
+class SkillReadingScorer:
+    """A stand-in for the policy in a unit test of the code around it: its log-prob of every
+    response token depends only on which skill blocks the prompt carries, so the expected
+    advantages can be computed by hand. It counts `score` calls to check the batching."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+        self.calls = 0
+
+    def encode_prompt(self, text):
+        self.texts.append(text)
+        return [len(self.texts) - 1]
+
+    def score(self, prompt_ids, response_ids, response_mask):
+        self.calls += 1
+        values = []
+        for (i,) in prompt_ids:
+            text = self.texts[i]
+            ep, st = EPISODE_SKILL_HEADER in text, STEP_SKILL_HEADER in text
+            values.append(WITH_BOTH if ep and st else WITH_EPISODE if ep else WITH_STEP if st else PLAIN)
+        return torch.tensor(values)[:, None] * response_mask
+
+
+def make_trajectory(traj_id, group_id, n_steps, won, task="open the door"):
+    steps = []
+    for t in range(n_steps):
+        ctx = PromptContext(task=task, history=(), observation=f"cell {t}", admissible_actions=("go left", "go right"), step=t)
+        steps.append(Step(t=t, observation=f"cell {t}", context=ctx, prompt=TEMPLATE.render(ctx),
+                          response=f"<action>go right</action>", action="go right", reward=0.0,
+                          format_valid=True, action_valid=True))
+    steps[-1].reward = float(won)
+    return Trajectory(env_id="toy", split="train", task=task, task_id=0, task_type="toy", group_id=group_id,
+                      traj_id=traj_id, steps=steps, score=float(won), won=won)
+
+
+def make_batch(trajectories, lengths):
+    """One row per step; `lengths[row]` real tokens out of T = max(lengths)."""
+    rows = [(i, t) for i, traj in enumerate(trajectories) for t in range(len(traj.steps))]
+    T = max(lengths)
+    mask = torch.tensor([[1.0] * n + [0.0] * (T - n) for n in lengths])
+    return Batch(
+        trajectories=trajectories, rows=rows, prompt_ids=[[0] for _ in rows],
+        response_ids=torch.ones(len(rows), T, dtype=torch.long), response_mask=mask,
+        old_logp=PLAIN * mask, scores=torch.tensor([trajectories[i].score for i, _ in rows]),
+        group_ids=torch.tensor([trajectories[i].group_id for i, _ in rows]),
+        format_valid=torch.ones(len(rows), dtype=torch.bool),
+    )
+
+
+class FixedAnalyzer:
+    name = "fixed"
+
+    def __init__(self, analyses):
+        self.analyses = analyses
+
+    def analyze_many(self, trajectories):
+        return [self.analyses[t.traj_id] for t in trajectories]
+
+
+def train_config(**opid):
+    return SimpleNamespace(grpo=GRPOConfig(normalize_std=False), analyzer=AnalyzerConfig(), opid=OPIDConfig(**opid),
+                           sdar=SDARConfig())
+
+
+@pytest.fixture
+def setup(tmp_path):
+    # group 0: a success (2 steps, step 1 critical) and a failure (2 steps, analysis failed)
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    analyses = {0: Analysis("won", "go right until the door", {1: "open the door now"}), 1: None}
+    batch = make_batch(trajs, lengths=[3, 2, 1, 3])
+    scorer = SkillReadingScorer()
+    ctx = PrepareContext(policy=scorer, template=TEMPLATE, run_dir=tmp_path, update=0)
+    return batch, analyses, scorer, ctx
+
+
+def run(setup, **opid):
+    batch, analyses, scorer, ctx = setup
+    algo = OPID(train_config(**opid))
+    algo.teacher.analyzer = FixedAnalyzer(analyses)
+    metrics = algo.prepare(batch, ctx)
+    return batch, metrics, scorer
+
+
+def expected(a_ep_rows, terms, mask):
+    return torch.tensor(a_ep_rows)[:, None] * mask + torch.tensor(terms)[:, None] * mask
+
+
+@pytest.mark.parametrize("mode, terms", [
+    # rows: (traj 0, step 0) (traj 0, step 1 critical) (traj 1 step 0) (traj 1 step 1); traj 1 has no analysis
+    ("route", [1e-3 * 0.5, 2e-3 * 0.8, 0, 0]),                 # episode skill, then the step skill alone
+    ("additive", [1e-3 * 0.5, 1e-3 * 0.5 + 2e-3 * 0.8, 0, 0]),  # both at the critical step, scored apart
+    ("episode_only", [1e-3 * 0.5, 1e-3 * 0.5, 0, 0]),
+    ("step_only", [0, 2e-3 * 0.8, 0, 0]),
+])
+def test_fused_advantage_per_routing_mode(setup, mode, terms):
+    batch, metrics, scorer = run(setup, routing=mode, w_ep=1e-3, w_step=2e-3)
+    # A_ep = R - mean(R) (normalize_std off): +0.5 for the success, -0.5 for the failure
+    want = expected([0.5, 0.5, -0.5, -0.5], terms, batch.response_mask)
+    torch.testing.assert_close(batch.advantages, want)
+    assert scorer.calls == 1  # every teacher prompt of the batch in one score call
+    assert (batch.advantages * (1 - batch.response_mask)).abs().sum() == 0  # pads stay 0
+    assert metrics["opid/analysed_trajectories"] == 1 and metrics["opid/failed_trajectories"] == 1
+    assert metrics["opid/critical_step_ratio"] == 0.5
+
+
+def test_metrics_shares_and_active_ratio(setup):
+    batch, metrics, _ = run(setup, routing="route", w_ep=1.0, w_step=1.0)
+    # tokens: rows have 3, 2, 1, 3 real tokens; teacher active on rows 0 and 1 -> 5 of 9
+    assert metrics["opid/teacher_active_token_ratio"] == pytest.approx(5 / 9)
+    abs_ep, abs_sk_ep, abs_sk_st = 0.5, 0.5 * 3 / 9, 0.8 * 2 / 9
+    total = abs_ep + abs_sk_ep + abs_sk_st
+    assert metrics["opid/adv_ep_abs_mean"] == pytest.approx(abs_ep)
+    assert metrics["opid/adv_skill_episode_abs_mean"] == pytest.approx(abs_sk_ep)
+    assert metrics["opid/adv_skill_step_share"] == pytest.approx(abs_sk_st / total)
+    assert metrics["opid/skills_applied_episode"] == 1 and metrics["opid/skills_applied_step"] == 1
+
+
+def test_schedule_turns_the_teacher_off(setup):
+    batch, analyses, scorer, ctx = setup
+    for update, on in [(0, False), (2, True), (4, False)]:
+        ctx.update = update
+        algo = OPID(train_config(start_update=1, stop_update=4))
+        algo.teacher.analyzer = FixedAnalyzer(analyses)
+        algo.prepare(batch, ctx)
+        a_ep = torch.tensor([0.5, 0.5, -0.5, -0.5])[:, None] * batch.response_mask
+        assert torch.equal(batch.advantages, a_ep) != on
+
+
+def test_skills_dump_has_one_line_per_step(setup):
+    batch, _, _ = run(setup, routing="route")
+    lines = [json.loads(x) for x in (setup[3].run_dir / "skills.jsonl").read_text().splitlines()]
+    assert [(x["traj_id"], x["step"], x["critical"]) for x in lines] == [(0, 0, False), (0, 1, True), (1, 0, False), (1, 1, False)]
+    assert lines[0]["episode_skill"] == "go right until the door" and lines[0]["step_skill"] is None
+    assert lines[1]["step_skill"] == "open the door now" and lines[1]["episode_skill"] is None
+    assert not lines[2]["analysed"] and lines[2]["episode_skill"] is None
+
+
+def test_teacher_term_normalization_and_clipping():
+    d = torch.tensor([[1.0, 3.0, 9.0], [5.0, 0.0, 0.0]])
+    active = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    z = shape_teacher_term(d, active, normalize=True, clip=None)
+    # active values 1, 3, 5: mean 3, sample std 2
+    torch.testing.assert_close(z, torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), atol=1e-5, rtol=0)
+    clipped = shape_teacher_term(d, active, normalize=False, clip=2.0)
+    torch.testing.assert_close(clipped, torch.tensor([[1.0, 2.0, 0.0], [2.0, 0.0, 0.0]]))
+
+
+def test_unknown_routing_mode_is_a_clear_error():
+    with pytest.raises(ValueError, match="routing mode"):
+        OPID(train_config(routing="both"))
