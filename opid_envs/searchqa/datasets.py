@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from opid_envs.searchqa.corpus import Corpus, Document, load_jsonl_corpus, load_wiki_summaries, package_file
-from opid_envs.searchqa.scoring import contains_answer
+from opid_envs.searchqa.scoring import contains_answer, normalize_answer
 
 SYNTHETIC_SEED = 20260622
 
@@ -222,13 +222,14 @@ def build_fanoutqa(test_fraction: float = 0.3) -> QADataset:
 
     FanOutQA decomposes each question into single-hop sub-questions, each citing a Wikipedia
     article. A sub-question survives when that article is in the corpus and its lead summary
-    contains the normalized answer. Splits follow the parent question, so near-identical
-    sub-questions of one parent never straddle train and test.
+    contains the normalized answer; a sub-question asked again under another parent is kept
+    once. Splits follow the parent question, so sibling sub-questions never straddle train and test.
     """
     corpus = load_wiki_summaries()
     with open(package_file("fanoutqa", "data/fanout-final-dev.json"), encoding="utf-8") as f:
         questions = json.load(f)
     splits: dict[str, list[QAItem]] = {"train": [], "test": []}
+    seen: set[str] = set()
 
     def walk(node, root_id):
         for sub in node.get("decomposition") or []:
@@ -240,6 +241,9 @@ def build_fanoutqa(test_fraction: float = 0.3) -> QADataset:
             doc_id = corpus.title_index.get(title)
             if not answer or doc_id is None or not contains_answer(corpus[doc_id].text, [answer]):
                 continue
+            if normalize_answer(sub["question"]) in seen:  # the same sub-question recurs under other parents
+                continue
+            seen.add(normalize_answer(sub["question"]))
             split = "test" if _stable_fraction(root_id) < test_fraction else "train"
             splits[split].append(QAItem(sub["question"].strip(), (answer,), "fanoutqa", "fanoutqa",
                                         f"fanoutqa-{sub['id']}", (sub["question"].strip(), title)))

@@ -1,0 +1,143 @@
+"""The /retrieve server over real HTTP on loopback: Search-R1's API, batches, concurrency, bad requests."""
+
+import http.client
+import json
+import os
+import socket
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from opid_envs.searchqa.datasets import build_synthetic
+from opid_envs.searchqa.env import SearchQAEnv
+from opid_envs.searchqa.retrieval import BM25Retriever, HTTPRetriever
+from opid_envs.searchqa.server import RetrievalServer, ServerLimits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    old = os.environ.get("OPID_CACHE")
+    os.environ["OPID_CACHE"] = str(tmp_path_factory.mktemp("opid-cache"))
+    yield
+    os.environ.pop("OPID_CACHE") if old is None else os.environ.__setitem__("OPID_CACHE", old)
+
+
+@pytest.fixture(scope="module")
+def server():
+    retriever = BM25Retriever(build_synthetic().corpus, cache=False)
+    srv = RetrievalServer(retriever, port=0, limits=ServerLimits(max_body_bytes=64 * 1024, max_batch=64))
+    thread = srv.serve_in_background()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+def post(url, payload, raw=None):
+    body = raw if raw is not None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_binds_loopback_by_default(server):
+    assert server.server_address[0] == "127.0.0.1"
+
+
+def test_single_query_in_search_r1_shape(server):
+    status, payload = post(server.url, {"query": "Pouva Observatory", "topk": 2, "return_scores": True})
+    assert status == 200 and len(payload["result"]) == 1
+    first = payload["result"][0][0]
+    assert first["document"]["contents"].startswith('"Pouva Observatory"\n') and first["score"] > 0
+    status, payload = post(server.url, {"query": "Pouva Observatory", "topk": 2})
+    assert status == 200 and payload["result"][0][0]["contents"].startswith('"Pouva Observatory"')
+
+
+def test_batched_queries_match_single_ones(server):
+    queries = ["Pouva Observatory", "Koupaem Dretuk", "zzqqxx", ""]
+    status, payload = post(server.url, {"queries": queries, "topk": 3, "return_scores": True})
+    assert status == 200 and len(payload["result"]) == 4
+    assert payload["result"][2] == [] and payload["result"][3] == []
+    for query, row in zip(queries, payload["result"]):
+        assert row == post(server.url, {"query": query, "topk": 3, "return_scores": True})[1]["result"][0]
+
+
+def test_concurrent_clients_get_their_own_answers(server):
+    names = [doc.title for doc in build_synthetic().corpus.documents[:16]]
+    failures = []
+
+    def client(name):
+        for _ in range(10):
+            status, payload = post(server.url, {"queries": [name], "topk": 1})
+            if status != 200 or not payload["result"][0][0]["contents"].startswith(f'"{name}"'):
+                failures.append((name, status))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures and not any(t.is_alive() for t in threads)
+
+
+@pytest.mark.parametrize("raw, status, phrase", [
+    (b"{not json", 400, "malformed JSON"),
+    (b"\xff\xfe\x00garbage", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'{"topk": 3}', 400, "queries"),
+    (b'{"queries": "a string"}', 400, "list of strings"),
+    (b'{"queries": [1, 2]}', 400, "list of strings"),
+    (b'{"query": "x", "topk": 0}', 400, "topk"),
+    (b'{"query": "x", "topk": true}', 400, "topk"),
+    (b'{"query": "x", "return_scores": "yes"}', 400, "return_scores"),
+    (json.dumps({"queries": ["x"] * 65}).encode(), 413, "batch limit"),
+    (json.dumps({"query": "x" * 70_000}).encode(), 413, "exceeds the limit"),
+])
+def test_bad_requests_get_4xx_and_the_server_survives(server, raw, status, phrase):
+    got, payload = post(server.url, None, raw=raw)
+    assert got == status and phrase in payload["error"]
+    assert post(server.url, {"query": "Pouva Observatory"})[0] == 200
+
+
+def test_wrong_paths_methods_and_missing_length(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", "/retrieve")
+    assert conn.getresponse().status == 405
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("POST", "/nope", body=b"{}")
+    assert conn.getresponse().status == 404
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.putrequest("POST", "/retrieve")
+    conn.endheaders()
+    assert conn.getresponse().status == 411
+    with socket.create_connection((host, port), timeout=10) as sock:  # not HTTP at all
+        sock.sendall(b"\x00\x01garbage\r\n\r\n")
+        sock.recv(1024)
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", "/health")
+    health = json.loads(conn.getresponse().read())
+    assert health["status"] == "ok" and health["documents"] == len(build_synthetic().corpus)
+
+
+def test_env_through_the_server_sees_what_in_process_retrieval_sees(server):
+    remote, local = SearchQAEnv(retriever=server.url), SearchQAEnv()
+    for env in (remote, local):
+        env.reset(seed=0, options={"split": "test", "task_id": 2})
+    for _ in range(2):
+        action = local.expert_action()
+        assert remote.expert_action() == action
+        assert remote.step(action)[0] == local.step(action)[0]
+
+
+def test_client_reports_an_unreachable_server():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(RuntimeError, match="unreachable"):
+        HTTPRetriever(f"http://127.0.0.1:{port}", timeout=2).search("x")
