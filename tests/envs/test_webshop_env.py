@@ -1,0 +1,196 @@
+"""OPID/WebShop-v0 against the text-env contract, its protocol, and its expert."""
+
+import random
+
+import gymnasium as gym
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+pytest.importorskip("bm25s")
+pytest.importorskip("rapidfuzz")
+
+import opid_envs  # noqa: E402,F401
+from opid_envs.core import check_contract_info  # noqa: E402
+from opid_envs.webshop.pages import MAX_QUERY_CHARS, SEARCH_PLACEHOLDER  # noqa: E402
+from opid_envs.webshop.store import get_store  # noqa: E402
+
+ENV_ID = "OPID/WebShop-v0"
+
+
+def make(**kwargs):
+    return gym.make(ENV_ID, nouns="fallback", **kwargs)
+
+
+def test_gymnasium_checker():
+    check_env(make().unwrapped, skip_render_check=True)
+
+
+def test_splits_and_contract_info():
+    env = make()
+    ws = env.unwrapped
+    assert ws.num_tasks("test") == 500 and ws.num_tasks("train") > 1000
+    assert len(ws.store.products) >= 1000
+    obs, info = env.reset(seed=0, options={"split": "test", "task_id": 3})
+    check_contract_info(info)
+    assert info["split"] == "test" and info["task_id"] == 3
+    assert info["task"] in obs and obs.startswith("WebShop [SEP] Instruction:")
+    assert info["admissible_actions"] == [SEARCH_PLACEHOLDER]
+    assert info["task_type"] in {"beauty", "electronics", "fashion", "furniture", "grocery"}
+    _, _, _, _, info = env.step("search[lipstick]")
+    check_contract_info(info, after_step=True)
+    assert info["action_valid"] and all(a.startswith("click[") for a in info["admissible_actions"])
+
+
+def test_instances_share_one_store():
+    a, b = make().unwrapped, make().unwrapped
+    assert a.store is b.store is get_store(a.store.config)
+
+
+def walk(env, actions):
+    out = []
+    for action in actions:
+        out.append(env.step(action))
+    return out
+
+
+def test_pages_and_navigation():
+    env = make().unwrapped
+    env.reset(options={"split": "test", "task_id": 0})
+    obs, *_, info = env.step("search[free black]")
+    assert "Page 1 (Total results: 50)" in obs and "Next >" in obs and "< Prev" not in obs
+    assert "click[back to search]" in info["admissible_actions"] and "click[next >]" in info["admissible_actions"]
+    first_asin = info["admissible_actions"][2][len("click["):-1]
+    obs, *_, info = env.step("click[next >]")
+    assert "Page 2" in obs and "click[< prev]" in info["admissible_actions"]
+    obs, *_ = env.step("click[< prev]")
+    assert "Page 1" in obs
+    obs, *_, info = env.step(f"CLICK[{first_asin.upper()}]")  # targets are case-insensitive
+    assert info["action_valid"] and "Buy Now" in obs and "Price: $" in obs
+    option = next(a for a in info["admissible_actions"]
+                  if a not in {"click[back to search]", "click[< prev]", "click[description]", "click[features]",
+                               "click[reviews]", "click[buy now]"})
+    obs, *_ = env.step(option)
+    assert f"Selected: " in obs and option[6:-1] in obs.split("Selected: ")[1]
+    for sub in ("description", "features", "reviews"):
+        obs, *_, info = env.step(f"click[{sub}]")
+        assert info["page"] == sub and info["admissible_actions"] == ["click[back to search]", "click[< prev]"]
+        obs, *_, info = env.step("click[< prev]")
+        assert info["page"] == "item"
+    obs, *_, info = env.step("click[back to search]")
+    assert info["page"] == "search" and info["admissible_actions"] == [SEARCH_PLACEHOLDER]
+
+
+BAD_ACTIONS = [  # (action, page it is tried on, what the message says)
+    ("click[nonexistent button]", "results", "not clickable"),
+    ("click[buy now", "results", "expected search[...] or click[...]"),
+    ("search lipstick]", "search", "expected search[...] or click[...]"),
+    ("click[[buy now]]", "results", "malformed brackets"),
+    ("search[]", "search", "query is empty"),
+    ("search[   ]", "search", "query is empty"),
+    ("search[" + "x" * 100_000 + "]", "search", f"the limit is {MAX_QUERY_CHARS}"),
+    ("dance", "results", "expected search[...] or click[...]"),
+]
+
+
+@pytest.mark.parametrize("action,page,why", BAD_ACTIONS, ids=list(range(len(BAD_ACTIONS))))
+def test_bad_actions_are_noops_with_a_clear_message(action, page, why):
+    env = make().unwrapped
+    before_obs, before = env.reset(options={"split": "test", "task_id": 1})
+    if page == "results":
+        before_obs, *_, before = env.step("search[shirt]")
+    obs, reward, terminated, truncated, info = env.step(action)
+    assert info["action_valid"] is False and reward == 0.0 and not terminated and not truncated
+    assert obs.startswith("Invalid action:") and why in obs and len(obs) < 2 * len(before_obs) + 200
+    assert obs.endswith(before_obs)  # the page is unchanged
+    assert info["admissible_actions"] == before["admissible_actions"]
+
+
+def test_search_only_on_search_page_and_click_only_elsewhere():
+    env = make().unwrapped
+    env.reset(options={"split": "test", "task_id": 1})
+    obs, *_, info = env.step("click[buy now]")
+    assert not info["action_valid"] and "use search[your query]" in obs
+    env.step("search[shirt]")
+    obs, *_, info = env.step("search[shoes]")
+    assert not info["action_valid"] and "no search bar" in obs
+
+
+def test_query_without_known_words_gives_no_results():
+    env = make().unwrapped
+    env.reset(options={"split": "test", "task_id": 1})
+    obs, *_, info = env.step("search[zzqxv the of]")
+    assert info["action_valid"] and "Total results: 0" in obs and info["admissible_actions"] == ["click[back to search]"]
+
+
+def test_buying_ends_with_the_score_as_reward():
+    env = make().unwrapped
+    env.reset(options={"split": "test", "task_id": 2})
+    env.step("search[hoodie]")
+    obs, *_, info = env.step(info_click_first := env._info["admissible_actions"][-1])
+    obs, reward, terminated, truncated, info = env.step("click[buy now]")
+    assert terminated and not truncated and info_click_first.startswith("click[")
+    terms = info["score_terms"]
+    assert reward == pytest.approx(terms["score"]) and 0.0 <= reward <= 1.0
+    assert info["won"] == (reward == 1.0) and "Your score" in obs
+    assert info["admissible_actions"] == []
+
+
+def test_truncation_at_default_15_steps_gives_zero():
+    env = make()
+    env.reset(seed=0)
+    results = [env.step("click[nothing]") for _ in range(15)]
+    assert [r[3] for r in results] == [False] * 14 + [True]
+    assert all(r[1] == 0.0 for r in results)
+
+
+def test_determinism_same_seed_same_trajectory():
+    def run():
+        env = make()
+        rng = random.Random(5)
+        obs, info = env.reset(seed=11)
+        trace = [obs]
+        for _ in range(15):
+            obs, reward, terminated, truncated, info = env.step(env.unwrapped.random_action(rng))
+            trace.append((obs, reward))
+            if terminated or truncated:
+                break
+        return trace
+    assert run() == run()
+
+
+def test_random_agent_sometimes_searches_with_instruction_words():
+    env = make().unwrapped
+    _, info = env.reset(options={"split": "test", "task_id": 4})
+    rng = random.Random(0)
+    action = env.random_action(rng)
+    assert action.startswith("search[") and action[7:-1].split()[0] in info["task"].split()
+    env.step(action)
+    assert env.random_action(rng) in env._info["admissible_actions"]
+
+
+def test_expert_scores_high_on_a_sample_of_goals():
+    env = make().unwrapped
+    scores, wins = [], 0
+    for task_id in range(0, 500, 10):
+        env.reset(options={"split": "test", "task_id": task_id})
+        done = False
+        while not done:
+            _, reward, terminated, truncated, info = env.step(env.expert_action())
+            assert info["action_valid"]
+            done = terminated or truncated
+        scores.append(reward)
+        wins += info["won"]
+    assert sum(scores) / len(scores) >= 0.9 and wins / len(scores) >= 0.8
+
+
+def test_expert_recovers_from_a_sub_page_and_a_wrong_results_page():
+    env = make().unwrapped
+    env.reset(options={"split": "test", "task_id": 0})
+    env.step("search[" + env.expert_query() + "]")
+    if "click[next >]" in env._info["admissible_actions"]:
+        env.step("click[next >]")
+    steps = 0
+    while env._info["page"] != "done" and steps < 14:
+        _, reward, *_ = env.step(env.expert_action())
+        steps += 1
+    assert env._info["page"] == "done" and reward == 1.0

