@@ -51,30 +51,40 @@ class OfflineAnalyzer(Analyzer):
         return f"{self.name}|K={self.max_step_skills}"
 
     # -- evidence ---------------------------------------------------------------------------
+    @staticmethod
+    def states(trajectory: Trajectory) -> list[str]:
+        """The situation each step starts from: its observation, except that an invalid step changes
+        nothing, so the step after it starts from the same situation (not from the error message)."""
+        out: list[str] = []
+        for i, step in enumerate(trajectory.steps):
+            previous = trajectory.steps[i - 1] if i else None
+            invalid_before = previous is not None and not (previous.format_valid and previous.action_valid)
+            out.append(out[-1] if invalid_before else _norm(step.observation))
+        return out
+
     def evidence(self, trajectory: Trajectory) -> list[tuple[str, int]]:
         """(kind, step index) for every step that stands out."""
         steps = trajectory.steps
+        states = self.states(trajectory)
         task_words = _words(trajectory.task)
-        seen_pairs: dict[tuple[str, str], int] = {}
-        seen_obs: set[str] = set()
+        seen_pairs: set[tuple[str, str]] = set()
         found = []
         for i, step in enumerate(steps):
-            obs = _norm(step.observation)
-            seen_obs.add(obs)
-            outcome = _norm(steps[i + 1].observation) if i + 1 < len(steps) else None
+            state = states[i]
+            outcome = states[i + 1] if i + 1 < len(steps) else None
             if not (step.format_valid and step.action_valid):
                 found.append(("invalid", i))
                 continue
-            pair = (obs, _norm(step.action or ""))
+            pair = (state, _norm(step.action or ""))
             if pair in seen_pairs:
                 found.append(("repeat", i))
             elif trajectory.won and (step.reward > 0 or i == len(steps) - 1):
                 found.append(("progress", i))
-            elif trajectory.won and outcome not in (None, obs) and _words(step.action or "") & task_words:
+            elif trajectory.won and outcome not in (None, state) and _words(step.action or "") & task_words:
                 found.append(("progress", i))
-            elif not trajectory.won and outcome is not None and outcome in seen_obs and outcome != obs:
+            elif not trajectory.won and outcome not in (None, state) and outcome in states[: i + 1]:
                 found.append(("revisit", i))
-            seen_pairs.setdefault(pair, i)
+            seen_pairs.add(pair)
         return found
 
     def _pick(self, trajectory: Trajectory, found: list[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -1,0 +1,97 @@
+"""SDAR: the gated loss's gradient equals its closed form; gates; teacher prompts; the seam."""
+
+import pytest
+import torch
+
+from opid_train.algorithms.base import PrepareContext
+from opid_train.algorithms.config import SDARConfig
+from opid_train.algorithms.sdar import SDAR, sdar_gate, sdar_loss
+from opid_train.analyzers import Analysis
+from tests.train.test_opid_advantages import (
+    TEMPLATE, FixedAnalyzer, SkillReadingScorer, make_batch, make_trajectory, train_config,
+)
+
+
+@pytest.mark.parametrize("gate", ["sigmoid", "entropy", "soft_or"])
+def test_gradient_equals_closed_form(gate):
+    """Toy model: free logits per position. With g detached,
+    d/dz_t [coef * mean_t g_t (T_t - log softmax(z_t)[y_t])] = -coef/N * g_t * (onehot(y_t) - softmax(z_t))."""
+    torch.manual_seed(0)
+    R, T, V, coef, beta = 3, 4, 7, 0.01, 5.0
+    logits = torch.randn(R, T, V, requires_grad=True)
+    y = torch.randint(V, (R, T))
+    teacher = torch.log_softmax(torch.randn(R, T, V), -1).gather(-1, y[..., None]).squeeze(-1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
+    logp = torch.log_softmax(logits, -1).gather(-1, y[..., None]).squeeze(-1)
+    loss, _ = sdar_loss(logp, teacher, mask, coef, beta, gate)
+    loss.backward()
+
+    with torch.no_grad():
+        p = torch.softmax(logits, -1)
+        lp = torch.log(p.gather(-1, y[..., None]).squeeze(-1))
+        g_gap = 1 / (1 + torch.exp(-beta * (teacher - lp)))
+        g_ent = 1 - lp.exp()
+        g = {"sigmoid": g_gap, "entropy": g_ent, "soft_or": g_gap + g_ent - g_gap * g_ent}[gate]
+        onehot = torch.nn.functional.one_hot(y, V).float()
+        analytic = -coef / mask.sum() * (g * mask)[..., None] * (onehot - p)
+    torch.testing.assert_close(logits.grad, analytic, rtol=1e-5, atol=1e-8)
+    assert logits.grad[0, 3].abs().sum() == 0  # padded tokens get no gradient
+
+
+def test_gap_gate_endorses_positive_gaps_and_fades_rejections():
+    logp = torch.full((1, 3), -1.0)
+    gap = torch.tensor([[2.0, 0.0, -2.0]])
+    g = sdar_gate(gap, logp, "sigmoid", beta=5.0)
+    assert g[0, 0] > 0.99 and g[0, 1] == pytest.approx(0.5) and g[0, 2] < 0.01
+    # the entropy gate ignores the gap: high for an unlikely token, low for a sure one
+    ent = sdar_gate(gap, torch.tensor([[-3.0, -1e-4, -0.7]]), "entropy", beta=5.0)
+    assert ent[0, 0] > 0.9 and ent[0, 1] < 1e-3
+    soft_or = sdar_gate(gap, torch.tensor([[-3.0, -1e-4, -0.7]]), "soft_or", beta=5.0)
+    assert torch.all(soft_or >= torch.maximum(g, ent) - 1e-7)
+    with pytest.raises(ValueError, match="gate"):
+        sdar_gate(gap, logp, "hard", beta=5.0)
+
+
+def _sdar(tmp_path, **sdar):
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    batch = make_batch(trajs, lengths=[3, 2, 1, 3])
+    cfg = train_config()
+    cfg.sdar = SDARConfig(**sdar)
+    algo = SDAR(cfg)
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {1: "open the door"}), 1: None})
+    scorer = SkillReadingScorer()
+    metrics = algo.prepare(batch, PrepareContext(policy=scorer, template=TEMPLATE, run_dir=tmp_path, update=0))
+    return algo, batch, scorer, metrics
+
+
+def test_prepare_keeps_grpo_advantage_and_stores_the_teacher(tmp_path):
+    algo, batch, scorer, metrics = _sdar(tmp_path)
+    torch.testing.assert_close(batch.advantages, torch.tensor([0.5, 0.5, -0.5, -0.5])[:, None] * batch.response_mask)
+    # routed injection: the episode skill at step 0, the critical-step skill at step 1, none for the failed analysis
+    torch.testing.assert_close(batch.extras["teacher_logp"][:, 0], torch.tensor([-0.5, -0.2, 0.0, 0.0]))
+    assert batch.extras["teacher_rows"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert scorer.calls == 1 and metrics["sdar/teacher_active_token_ratio"] == pytest.approx(5 / 9)
+
+    # the learner's minibatches carry the teacher through Batch.select
+    mb = batch.select([1, 2])
+    logp = torch.full_like(mb.old_logp, -1.0, requires_grad=True)
+    loss, m = algo.extra_loss(mb, logp)
+    # only row 1 (2 tokens) has a teacher: gap = -0.2 - (-1) = 0.8
+    g = torch.sigmoid(torch.tensor(5.0 * 0.8))
+    assert loss.item() == pytest.approx(0.01 * (g * 0.8).item(), rel=1e-5)
+    assert m["sdar/gate_mean"] == pytest.approx(g.item(), rel=1e-5)
+    assert algo.extra_loss(batch.select([2, 3]), torch.zeros(2, 3))[0] is None  # no teacher: no term
+
+
+def test_prefix_teacher_context(tmp_path):
+    _, _, scorer, _ = _sdar(tmp_path, teacher_context="prefix", routing="additive")
+    teacher_texts = [t for t in scorer.texts if t.startswith("[Privileged Skill Information]")]
+    assert len(teacher_texts) == 2
+    assert teacher_texts[1].startswith("[Privileged Skill Information]\ngo right\nopen the door\n\nYou are an agent")
+
+
+def test_bad_config_is_a_clear_error():
+    cfg = train_config()
+    cfg.sdar = SDARConfig(gate="hard")
+    with pytest.raises(ValueError, match="gate"):
+        SDAR(cfg)
