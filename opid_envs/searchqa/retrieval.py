@@ -130,13 +130,15 @@ class DenseRetriever(Retriever):
     name = "dense"
 
     def __init__(self, corpus: Corpus, model_dir: str | os.PathLike | None = None, batch_size: int = 64,
-                 use_faiss: bool | None = None, cache: bool = True, progress: bool = False):
+                 use_faiss: bool | None = None, device: str | None = None, cache: bool = True,
+                 progress: bool = False):
         self._torch = require("torch", "dense")
         transformers = require("transformers", "dense")
         model_dir = Path(model_dir) if model_dir else minilm_model_dir()
         self.corpus, self.batch_size = corpus, batch_size
+        self.device = device or ("cuda" if self._torch.cuda.is_available() else "cpu")
         self._tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-        self._model = transformers.AutoModel.from_pretrained(model_dir).eval()
+        self._model = transformers.AutoModel.from_pretrained(model_dir).eval().to(self.device)
         self._lock = threading.Lock()
         label = "all-MiniLM-L6-v2" if model_dir == minilm_model_dir() else model_dir.name
         path = index_dir(corpus, f"dense-{label}")
@@ -169,12 +171,12 @@ class DenseRetriever(Retriever):
         starts = range(0, len(texts), self.batch_size)
         for start in tqdm(starts, desc="embedding", unit="batch", disable=not progress):
             batch = self._tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                    max_length=256, return_tensors="pt")
+                                    max_length=256, return_tensors="pt").to(self.device)
             with self._torch.inference_mode():
                 hidden = self._model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(self._torch.nn.functional.normalize(pooled, dim=-1).numpy())
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(self._torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
 
     def batch_search(self, queries, k=3):
