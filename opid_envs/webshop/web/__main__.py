@@ -1,0 +1,3 @@
+from opid_envs.webshop.web.app import main
+
+main()
