@@ -4,6 +4,10 @@ The learner calls, once per update and under no_grad with the old policy,
     metrics = algorithm.prepare(batch, ctx)        # must set batch.advantages [R, T]
 and then, for every PPO minibatch, adds to the clipped PPO loss (+ KL)
     extra, metrics = algorithm.extra_loss(minibatch, logp)   # logp: [R, T] with grad
+
+Construction: the registry in `opid_train.algorithms` maps a name to "module:Class" and builds
+`Class(train_config)` with the whole `opid_train.config.TrainConfig`; a class reads its own section
+(`train_config.grpo`, `train_config.opid`, ...). Modules are imported only when named.
 """
 
 from __future__ import annotations

@@ -1,0 +1,182 @@
+"""opid-train: warm start (optional), then RL (GRPO / OPID / SDAR) on any contract env.
+
+    opid-train --env OPID/ALFWorld-v0 --env_kwargs '{"level": "easy"}' --algo grpo \
+        --warmstart.episodes 300 --updates 20 --seed 0 --run_dir runs/alf
+    opid-train --run_dir runs/alf --resume          # continue from the latest checkpoint
+
+The run folder holds config.yaml, run_info.json (seed, versions, command), metrics.jsonl,
+curves.png, initial/ (the policy RL starts from, also the KL reference) and checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+import opid_envs  # noqa: F401  (registers the OPID env ids)
+from opid_train.algorithms import PrepareContext, make_algorithm
+from opid_train.config import TrainConfig, add_config_arguments, config_from_args, load_yaml, to_dict
+from opid_train.evaluate import evaluate, format_table, summarize
+from opid_train.learner import Learner, checkpoint_update, latest_checkpoint, make_batch
+from opid_train.metrics import MetricsLogger
+from opid_train.policy.presets import hf_policy, load_policy
+from opid_train.rollout import collect, derive_seed, make_pool
+from opid_train.warmstart import behaviour_clone, collect_demos, explore_corpus
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    import gymnasium
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[2], timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "gymnasium": gymnasium.__version__, "opid_commit": commit, "platform": platform.platform()}
+
+
+def record_run(run_dir: Path, cfg: TrainConfig) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    info = {"seed": cfg.seed, "argv": sys.argv, "versions": versions(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+
+
+def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
+    """The policy RL starts from: the preset, behaviour-cloned on expert demos when asked."""
+    demos, metrics = [], {}
+    if cfg.warmstart.episodes > 0:
+        n = pool.num_tasks(cfg.warmstart.split)
+        tasks = [(cfg.warmstart.split, i % n) for i in range(cfg.warmstart.episodes)]
+        t0 = time.monotonic()
+        demos, won = collect_demos(pool, tasks, seed=cfg.seed, progress=cfg.progress)
+        metrics.update(demo_episodes=len(tasks), demo_won=won, demo_steps=len(demos), demo_seconds=time.monotonic() - t0)
+        log(f"expert: won {won}/{len(tasks)} demonstration episodes, {len(demos)} steps")
+    texts = None
+    if cfg.policy == "tiny":
+        texts = [d.prompt + "\n" + d.response for d in demos] or explore_corpus(pool, cfg.train_split, seed=cfg.seed)
+    policy = load_policy(cfg.policy, texts=texts, seed=cfg.seed, device=cfg.device, lora_rank=cfg.lora_rank,
+                         temperature=cfg.temperature, tiny=cfg.tiny)
+    if demos:
+        metrics.update(behaviour_clone(policy, demos, epochs=cfg.warmstart.epochs, lr=cfg.warmstart.lr,
+                                       batch_size=cfg.warmstart.batch_size, seed=cfg.seed,
+                                       max_minutes=cfg.warmstart.max_minutes, progress=cfg.progress))
+        log(f"warm start: BC loss {metrics['bc_loss']:.3f} after {metrics['bc_epochs']} epochs "
+            f"({metrics['bc_seconds']:.0f} s)")
+    return policy, metrics
+
+
+def task_draw(cfg: TrainConfig, update: int, num_tasks: int) -> list[tuple[str, int]]:
+    rng = np.random.default_rng(derive_seed(cfg.seed, update, 11))
+    ids = rng.choice(num_tasks, size=cfg.tasks_per_update, replace=cfg.tasks_per_update > num_tasks)
+    return [(cfg.train_split, int(i)) for i in ids]
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
+    """Run (or resume) one training run; returns its run folder."""
+    run_dir = cfg.resolved_run_dir()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None and (run_dir / "config.yaml").exists():
+        log(f"no checkpoint in {run_dir}; starting from scratch")
+    record_run(run_dir, cfg)
+    pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers)
+    try:
+        if checkpoint is not None:
+            policy = hf_policy(checkpoint / "model", device=cfg.device, temperature=cfg.temperature)
+            start = checkpoint_update(checkpoint)
+            log(f"resuming from {checkpoint} (update {start})")
+        else:
+            policy, warm_metrics = initial_policy(cfg, pool, run_dir, log)
+            policy.save(run_dir / "initial")
+            (run_dir / "warmstart.json").write_text(json.dumps(warm_metrics, indent=2))
+            start = 0
+        reference = None
+        if cfg.grpo.kl_coef > 0:  # loaded from disk, so a resumed run has the very same reference
+            reference = hf_policy(run_dir / "initial", device=cfg.device, temperature=cfg.temperature)
+            reference.model.requires_grad_(False)
+        learner = Learner(policy, make_algorithm(cfg.algo, cfg), cfg, reference)
+        if checkpoint is not None:
+            learner.load_optimizer(checkpoint)
+        logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
+        logger.truncate_after(start)
+        num_tasks = pool.num_tasks(cfg.train_split)
+        if cfg.num_train_tasks:
+            num_tasks = min(num_tasks, cfg.num_train_tasks)
+        for update in range(start, cfg.updates):
+            t0 = time.monotonic()
+            trajs = collect(policy, pool, task_draw(cfg, update, num_tasks), cfg.group_size,
+                            seed=derive_seed(cfg.seed, update, 22), max_new_tokens=cfg.max_new_tokens,
+                            group_offset=update * cfg.tasks_per_update, progress=cfg.progress, desc=f"rollout {update}")
+            t1 = time.monotonic()
+            batch = make_batch(trajs)
+            ctx = PrepareContext(policy=policy, template=pool.config.template, run_dir=run_dir, update=update)
+            metrics = learner.update(batch, ctx)
+            groups = {}
+            for t in trajs:
+                groups.setdefault(t.group_id, []).append(t.won)
+            metrics.update(
+                success=float(np.mean([t.won for t in trajs])), score=float(np.mean([t.score for t in trajs])),
+                mean_steps=len(batch) / len(trajs), rows=len(batch),
+                mixed_groups=sum(0 < sum(g) < len(g) for g in groups.values()) / len(groups),
+                rollout_seconds=t1 - t0, update_seconds=time.monotonic() - t1)
+            logger.log(update, metrics)
+            log(f"update {update + 1}/{cfg.updates}: success {metrics['success']:.2f} "
+                f"mixed groups {metrics['mixed_groups']:.2f} loss {metrics.get('loss', 0):.4f} "
+                f"rollout {t1 - t0:.1f}s update {metrics['update_seconds']:.1f}s")
+            if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.updates:
+                learner.save_checkpoint(run_dir, update + 1)
+        if start < cfg.updates or checkpoint is None:
+            policy.save(run_dir / "final")
+        png = logger.close()
+        if png:
+            log(f"learning curves: {png}")
+        if cfg.eval.splits:
+            results = {split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, greedy=cfg.eval.greedy,
+                                                 samples=cfg.eval.samples, seed=cfg.seed,
+                                                 max_new_tokens=cfg.max_new_tokens, progress=cfg.progress))
+                       for split in cfg.eval.splits}
+            (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
+            log(format_table(results, f"evaluation of {run_dir / 'final'}"))
+    finally:
+        pool.close()
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="opid-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    base = None
+    if args.resume and args.run_dir and (Path(args.run_dir) / "config.yaml").exists() and not args.config:
+        base = load_yaml(Path(args.run_dir) / "config.yaml")  # the run's own config, flags on top
+    cfg = config_from_args(args, base)
+    train(cfg, resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()

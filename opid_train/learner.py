@@ -1,0 +1,144 @@
+"""The learner: trajectories -> token batch -> PPO update (with the algorithm's advantages, the KL
+to a frozen reference, gradient accumulation and clipping) -> atomic checkpoints.
+
+All randomness of an update comes from (seed, update), so a run resumed from the checkpoint of
+update k takes exactly the step an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opid_train.algorithms.base import Algorithm, PrepareContext
+from opid_train.algorithms.grpo import low_var_kl, masked_mean, ppo_clip_loss
+from opid_train.policy.hf import HFPolicy
+from opid_train.rollout import derive_seed
+from opid_train.types import Batch, Trajectory
+
+
+def make_batch(trajectories: list[Trajectory]) -> Batch:
+    """One row per step, responses right-padded to the longest one."""
+    rows = [(i, t) for i, traj in enumerate(trajectories) for t in range(len(traj.steps))]
+    steps = [trajectories[i].steps[t] for i, t in rows]
+    width = max(1, max((len(s.response_ids) for s in steps), default=1))
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width))
+    old = torch.zeros((len(rows), width))
+    for r, s in enumerate(steps):
+        n = len(s.response_ids)
+        ids[r, :n] = torch.tensor(s.response_ids, dtype=torch.long)
+        mask[r, :n] = 1.0
+        old[r, :n] = torch.tensor(s.old_logprobs, dtype=torch.float32)
+    return Batch(
+        trajectories=trajectories, rows=rows, prompt_ids=[s.prompt_ids for s in steps],
+        response_ids=ids, response_mask=mask, old_logp=old,
+        scores=torch.tensor([trajectories[i].score for i, _ in rows], dtype=torch.float32),
+        group_ids=torch.tensor([trajectories[i].group_id for i, _ in rows], dtype=torch.long),
+        format_valid=torch.tensor([s.format_valid for s in steps], dtype=torch.bool),
+    )
+
+
+def chunks(index: torch.Tensor, size: int):
+    for start in range(0, len(index), size):
+        yield index[start:start + size]
+
+
+@torch.no_grad()
+def score_in_chunks(policy, batch: Batch, size: int) -> torch.Tensor:
+    parts = []
+    for idx in chunks(torch.arange(len(batch)), size):
+        mb = batch.select(idx)
+        parts.append(policy.score(mb.prompt_ids, mb.response_ids, mb.response_mask).cpu())
+    return torch.cat(parts)
+
+
+class Learner:
+    def __init__(self, policy: HFPolicy, algorithm: Algorithm, config, reference: HFPolicy | None = None):
+        self.policy, self.algorithm, self.cfg = policy, algorithm, config
+        self.reference = reference
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def update(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
+        cfg = self.cfg
+        with torch.no_grad():
+            metrics = dict(self.algorithm.prepare(batch, ctx))
+            if cfg.grpo.kl_coef > 0 and self.reference is not None:
+                batch.ref_logp = score_in_chunks(self.reference, batch, cfg.micro_batch_size)
+        if batch.advantages is None:
+            raise RuntimeError(f"{type(self.algorithm).__name__}.prepare did not set batch.advantages")
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, ctx.update, 77))
+        sums: dict[str, float] = {}
+        n_minibatches = 0
+        for _ in range(cfg.ppo_epochs):
+            order = torch.randperm(len(batch), generator=gen)
+            for mb_index in chunks(order, cfg.minibatch_size):
+                total_tokens = batch.response_mask[mb_index].sum().clamp(min=1)
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro_index in chunks(mb_index, cfg.micro_batch_size):
+                    micro = batch.select(micro_index)
+                    dev = self.policy.device
+                    mask, adv, old = (micro.response_mask.to(dev), micro.advantages.to(dev), micro.old_logp.to(dev))
+                    logp = self.policy.logprobs(micro.prompt_ids, micro.response_ids, micro.response_mask)
+                    pg_loss, pg_metrics = ppo_clip_loss(logp, old, adv, mask, cfg.grpo.clip_eps)
+                    loss = pg_loss
+                    stats = {"pg_loss": pg_loss.item(), **pg_metrics}
+                    if micro.ref_logp is not None:
+                        kl = masked_mean(low_var_kl(logp, micro.ref_logp.to(dev)), mask)
+                        loss = loss + cfg.grpo.kl_coef * kl
+                        stats["kl"] = kl.item()
+                    extra, extra_metrics = self.algorithm.extra_loss(micro, logp)
+                    if extra is not None:
+                        loss = loss + extra
+                        stats.update(extra_metrics)
+                    weight = mask.sum() / total_tokens.to(dev)
+                    (loss * weight).backward()
+                    stats["loss"] = loss.item()
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * float(weight)
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                n_minibatches += 1
+        metrics.update({k: v / max(1, n_minibatches) for k, v in sums.items()})
+        return metrics
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, run_dir: Path, update: int, keep: int = 2) -> Path:
+        """Write checkpoints/update_XXXXX atomically (temp folder + rename), then point `latest` at it."""
+        root = Path(run_dir) / "checkpoints"
+        final = root / f"update_{update:05d}"
+        tmp = root / f".tmp_update_{update:05d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.policy.save(tmp / "model")
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"update": update}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        latest_tmp = root / ".latest.tmp"
+        latest_tmp.write_text(final.name)
+        os.replace(latest_tmp, root / "latest")
+        for old in sorted(root.glob("update_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_optimizer(self, checkpoint: Path) -> None:
+        state = torch.load(Path(checkpoint) / "optimizer.pt", map_location=self.policy.device, weights_only=True)
+        self.optimizer.load_state_dict(state)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if (path / "state.json").exists() else None
+
+
+def checkpoint_update(checkpoint: Path) -> int:
+    return int(json.loads((Path(checkpoint) / "state.json").read_text())["update"])

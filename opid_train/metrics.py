@@ -1,0 +1,80 @@
+"""Metrics: one JSON line per update in metrics.jsonl, mirrored to TensorBoard and W&B when they
+are installed (and enabled), and a PNG of the learning curves when the run ends."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CURVES = ("success", "score", "loss", "pg_loss", "kl", "pg_clipfrac", "format_invalid_rate", "mean_steps")
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, config: dict[str, Any], tensorboard: bool = True, wandb: bool = False):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+        self.tb = self.wb = None
+        if tensorboard and importlib.util.find_spec("tensorboard"):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+        if wandb and importlib.util.find_spec("wandb"):
+            import wandb as wb
+
+            self.wb = wb.init(project=os.environ.get("WANDB_PROJECT", "opid"), config=config,
+                              dir=str(self.run_dir), name=self.run_dir.name)
+
+    def truncate_after(self, update: int) -> None:
+        """On resume: drop lines of updates that the checkpoint does not contain."""
+        if not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("update", -1) < update]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def log(self, update: int, metrics: dict[str, Any]) -> None:
+        row = {"update": update, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if isinstance(v, float) and k != "update":
+                if self.tb:
+                    self.tb.add_scalar(k, v, update)
+        if self.wb:
+            self.wb.log(row, step=update)
+
+    def close(self) -> Path | None:
+        if self.tb:
+            self.tb.close()
+        if self.wb:
+            self.wb.finish()
+        return plot_curves(self.path, self.run_dir / "curves.png")
+
+
+def plot_curves(jsonl: Path, png: Path) -> Path | None:
+    """One panel per tracked metric present in the log."""
+    if not Path(jsonl).exists():
+        return None
+    rows = [json.loads(line) for line in Path(jsonl).read_text().splitlines() if line.strip()]
+    keys = [k for k in CURVES if any(k in r for r in rows)]
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["update"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("update", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
