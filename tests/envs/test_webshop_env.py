@@ -194,3 +194,35 @@ def test_expert_recovers_from_a_sub_page_and_a_wrong_results_page():
         _, reward, *_ = env.step(env.expert_action())
         steps += 1
     assert env._info["page"] == "done" and reward == 1.0
+
+
+def test_expert_opens_the_best_hit_when_the_target_is_not_found():
+    env = make().unwrapped
+    env.reset(options={"split": "test", "task_id": 0})
+    target = env.goal.asin.lower()
+    _, *_, info = env.step("search[yoga pants]" if env.goal.query != "yoga pants" else "search[olive oil]")
+    assert f"click[{target}]" not in info["admissible_actions"]
+    first_hit = info["admissible_actions"][2]
+    assert env.expert_action() == first_hit
+    env.step(first_hit)
+    while env._info["page"] != "done":
+        env.step(env.expert_action())
+    assert env._info["purchased_asin"].lower() == first_hit[6:-1] and env._info["won"] is False
+
+
+def test_unknown_backends_and_missing_extras_are_clear_errors():
+    from opid_envs.core import MissingDependencyError
+    from opid_envs.webshop.reward import spacy_available
+    from opid_envs.webshop.search import make_search_engine
+
+    with pytest.raises(ValueError, match="search backend must be"):
+        make(search_backend="elastic")
+    with pytest.raises(ValueError, match="nouns must be"):
+        gym.make(ENV_ID, nouns="nltk")
+    import importlib.util
+    if importlib.util.find_spec("pyserini") is None:
+        with pytest.raises(MissingDependencyError, match=r"opid\[pyserini\]"):
+            make_search_engine(get_store(make().unwrapped.store.config).products[:5], "pyserini")
+    if not spacy_available():
+        with pytest.raises(MissingDependencyError, match=r"opid\[nouns\]"):
+            gym.make(ENV_ID, nouns="spacy")
