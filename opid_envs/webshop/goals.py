@@ -9,7 +9,7 @@ Python's global random state at the time it was built.)
 
 from __future__ import annotations
 
-import itertools
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -18,7 +18,6 @@ from pathlib import Path
 from opid_envs.webshop.catalog import CatalogError, Product, _read_json
 
 NUM_TEST_GOALS = 500
-PRICE_STEPS = tuple(10.0 * i for i in range(1, 100))
 NO_PRICE_BOUND = 1_000_000.0
 
 
@@ -41,7 +40,9 @@ class Goal:
 
 
 def _price_upper(price: float, rng: random.Random) -> float:
-    above = [p for p in PRICE_STEPS if p > price][:4]
+    """One of the 2nd-4th multiples of 10 above the price (below 1000), else no bound."""
+    first = math.floor(price / 10) + 1  # the first multiple of 10 strictly above the price
+    above = [10.0 * i for i in range(first, min(first + 4, 100))]
     return rng.choice(above[1:]) if len(above) >= 2 else NO_PRICE_BOUND
 
 
@@ -59,9 +60,13 @@ def synthetic_goals(products: list[Product], seed: int = 0, per_product: int = 3
             continue
         rng = random.Random(f"goal:{seed}:{product.asin}")
         names = list(product.options)
-        combos = list(itertools.islice(itertools.product(*(product.options[n] for n in names)), 1000))
-        for combo in rng.sample(combos, min(per_product, len(combos))):
-            options = list(zip(names, combo))
+        sizes = [len(product.options[n]) for n in names]
+        total = math.prod(sizes)
+        for combo_index in rng.sample(range(total), min(per_product, total)):
+            options = []
+            for name, size in zip(names, sizes):  # mixed-radix digits of the combination's index
+                combo_index, digit = divmod(combo_index, size)
+                options.append((name, product.options[name][digit]))
             price_upper = _price_upper(product.price, rng)
             text = product.instruction.rstrip(". ")
             if options:
