@@ -226,3 +226,32 @@ def test_unknown_backends_and_missing_extras_are_clear_errors():
     if not spacy_available():
         with pytest.raises(MissingDependencyError, match=r"opid\[nouns\]"):
             gym.make(ENV_ID, nouns="spacy")
+
+
+TRACE_SCRIPT = """
+import hashlib, random, gymnasium as gym, opid_envs
+env = gym.make('OPID/WebShop-v0', nouns='fallback')
+rng, digest = random.Random(3), hashlib.sha1()
+for episode in range(10):
+    obs, _ = env.reset(seed=episode)
+    digest.update(obs.encode())
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(env.unwrapped.random_action(rng))
+        digest.update(f"{obs}{reward}".encode())
+        done = terminated or truncated
+print(digest.hexdigest())
+"""
+
+
+def test_determinism_across_processes_and_hash_seeds():
+    import os
+    import subprocess
+    import sys
+
+    digests = {
+        subprocess.run([sys.executable, "-c", TRACE_SCRIPT], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1 and len(digests.pop()) == 40
