@@ -143,10 +143,13 @@ class DenseRetriever(Retriever):
         label = "all-MiniLM-L6-v2" if model_dir == minilm_model_dir() else model_dir.name
         path = index_dir(corpus, f"dense-{label}")
         if not (cache and (path / "COMPLETE").exists()):
+            partial = path.with_name(path.name + ".partial") if cache else None
+
             def build(out: Path | None):
-                self._embeddings = self.encode([d.contents for d in corpus.documents], progress=progress)
+                self._embeddings = self._embed_corpus(partial, progress)
                 if out is not None:
                     np.save(out / "embeddings.npy", self._embeddings, allow_pickle=False)
+                    shutil.rmtree(partial, ignore_errors=True)
 
             _build_atomically(path, build) if cache else build(None)
         else:
@@ -164,20 +167,42 @@ class DenseRetriever(Retriever):
                 self._faiss_index = faiss.IndexFlatIP(self._embeddings.shape[1])
                 self._faiss_index.add(self._embeddings)
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+    def _embed_corpus(self, partial: Path | None, progress: bool, chunk: int = 1024) -> np.ndarray:
+        """Embed the corpus in chunks saved as they finish, so an interrupted build resumes."""
         from tqdm.auto import tqdm
 
-        out = []
-        starts = range(0, len(texts), self.batch_size)
-        for start in tqdm(starts, desc="embedding", unit="batch", disable=not progress):
-            batch = self._tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
+        texts = [d.contents for d in self.corpus.documents]
+        out = np.zeros((len(texts), self._model.config.hidden_size), np.float32)
+        if partial is not None:
+            partial.mkdir(parents=True, exist_ok=True)
+        with tqdm(total=len(texts), desc="embedding", unit="doc", disable=not progress) as bar:
+            for k, start in enumerate(range(0, len(texts), chunk)):
+                rows = slice(start, start + chunk)
+                saved = partial / f"chunk-{k:06d}.npy" if partial is not None else None
+                if saved is not None and saved.exists():
+                    out[rows] = np.load(saved, allow_pickle=False)
+                else:
+                    out[rows] = self.encode(texts[rows])
+                    if saved is not None:
+                        np.save(partial / f".tmp-{k:06d}.npy", out[rows], allow_pickle=False)
+                        os.replace(partial / f".tmp-{k:06d}.npy", saved)
+                bar.update(len(texts[rows]))
+        return out
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length mean-pooled embeddings, one row per text."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths pad less
+        out = np.zeros((len(texts), self._model.config.hidden_size), np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            batch = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                     max_length=256, return_tensors="pt").to(self.device)
             with self._torch.inference_mode():
                 hidden = self._model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(self._torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
+                out[rows] = self._torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+        return out
 
     def batch_search(self, queries, k=3):
         queries = _clip(queries)

@@ -98,3 +98,15 @@ def test_pyserini_agrees_with_bm25s(data):
     lucene, bm25 = make_retriever("pyserini", data.corpus), BM25Retriever(data.corpus)
     for it in entity_items(data, 10):
         assert lucene.search(it.queries[0], 1)[0].doc_id == bm25.search(it.queries[0], 1)[0].doc_id
+
+
+@pytest.mark.slow
+def test_dense_build_resumes_from_saved_chunks(small):
+    pytest.importorskip("transformers")
+    corpus, _ = small
+    partial = index_dir(corpus, "dense-all-MiniLM-L6-v2").with_name("dense-all-MiniLM-L6-v2.partial")
+    partial.mkdir(parents=True)
+    done = np.random.default_rng(0).normal(size=(len(corpus), 384)).astype(np.float32)
+    np.save(partial / "chunk-000000.npy", done)  # as if an earlier run finished this chunk
+    retriever = DenseRetriever(corpus, use_faiss=False)
+    assert np.array_equal(retriever._embeddings, done) and not partial.exists()
