@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from opid_envs.alfworld import import_alfworld, user_data_dir
-from opid_envs.alfworld.generate import LEVELS, SPLITS, TASK_TYPES, ensure_suite, read_manifest
+from opid_envs.alfworld.generate import (
+    LEVELS, SPLITS, TASK_TYPES, ensure_suite, planner_walkthrough, read_manifest)
 from opid_envs.core import Outcome, Task, TextEnv, require
 
 INVALID_FEEDBACK = "Nothing happens."
@@ -37,22 +38,27 @@ def keep_argv():
         sys.argv[:] = saved
 
 
-def load_textworld():
+def load_textworld(memoize: bool = True):
     """Import textworld's PDDL engine (with fast-downward) and install the memoized text paths."""
     import_alfworld()
     textworld = require("textworld", "alfworld")
     require("fast_downward", "alfworld")
-    from opid_envs.alfworld import fastpath
+    if memoize:
+        from opid_envs.alfworld import fastpath
 
-    fastpath.install()
+        fastpath.install()
     return textworld
 
 
 class ALFWorldEngine:
-    """textworld's `PddlEnv` with ALFWorld's entity names ("apple 1"), as AlfredTWEnv sets it up."""
+    """textworld's `PddlEnv` with ALFWorld's entity names ("apple 1"), as AlfredTWEnv sets it up.
 
-    def __init__(self):
-        textworld = load_textworld()
+    `memoize=False` leaves textworld unpatched (for the benchmark's plain-engine baseline); once
+    any engine in the process is memoized, all are.
+    """
+
+    def __init__(self, memoize: bool = True):
+        textworld = load_textworld(memoize)
         from textworld.envs.pddl.pddl import PddlEnv
 
         from alfworld.agents.utils.misc import Demangler
@@ -88,7 +94,10 @@ class ALFWorldEngine:
         return [self.tw._get_human_readable_fact(f) for f in self.state["_facts"]]
 
     def planner_plan(self) -> list[str]:
-        """The PDDL planner's plan from the current state (slow: 0.2-15 s on large rooms)."""
+        """The PDDL planner's plan from the current state (0.2-15 s on large rooms).
+
+        Fast only for an engine loaded and reset inside `fastpath.planning()`.
+        """
         return list(self.tw._pddl_state.replan(self.tw._entity_infos))
 
     @property
@@ -169,7 +178,7 @@ class ALFWorldEnv(TextEnv):
             if task_type not in self.task_types:
                 continue
             gamefile = os.path.join(root, "game.tw-pddl")
-            if not self.generated and not _marked_solvable(gamefile):
+            if not self.generated and _marked_unsolvable(gamefile):
                 continue
             refs.append(GameRef(gamefile, task_type))
         manifest = read_manifest(self.data_root) if self.generated else None
@@ -245,18 +254,18 @@ class ALFWorldEnv(TextEnv):
             raise RuntimeError("walkthrough() needs an episode: call reset() first")
         if self.engine.walkthrough:
             return list(self.engine.walkthrough)
-        probe = ALFWorldEngine()
-        probe.load(self._game.gamefile)
-        probe.reset()
-        return probe.planner_plan()
+        return planner_walkthrough(self._game.gamefile)
 
 
-def _marked_solvable(gamefile: str) -> bool:
-    """AlfredTWEnv's filter (the game says `"solvable": true`), read without parsing the JSON."""
+def _marked_unsolvable(gamefile: str) -> bool:
+    """AlfredTWEnv's filter (the game says `"solvable": false`), read without parsing the JSON.
+
+    A missing or unreadable file is kept, so that loading it reports what is wrong.
+    """
     try:
         with open(gamefile, "rb") as f:
             text = f.read()
     except OSError:
         return False
-    return b'"solvable": true' in text or b'"solvable":true' in text
+    return b'"solvable": false' in text or b'"solvable":false' in text
 

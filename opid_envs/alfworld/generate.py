@@ -427,13 +427,15 @@ def ensure_suite(level: str = "full", seed: int = 0, cache_dir: str | os.PathLik
     return root
 
 
-def planner_walkthrough(gamefile: dict) -> list[str]:
+def planner_walkthrough(gamefile: dict | str) -> list[str]:
     """The engine's PDDL planner's plan from the initial state (0.2-15 s a game)."""
+    from opid_envs.alfworld import fastpath
     from opid_envs.alfworld.env import ALFWorldEngine
 
     engine = ALFWorldEngine()
-    engine.load(gamefile)
-    engine.reset()
+    with fastpath.planning():
+        engine.load(gamefile)
+        engine.reset()
     return engine.planner_plan()
 
 
