@@ -133,6 +133,11 @@ def test_question_loader_reads_parquet(tmp_path):
     pq.write_table(table, tmp_path / "train.parquet")
     (item,) = load_searchr1_questions(tmp_path / "train.parquet")
     assert item.answers == ("a1",) and item.data_source == "nq"
+    nested = pa.table({"question": ["q2?"], "data_source": ["hotpotqa"],  # Search-R1's training layout
+                       "reward_model": [{"ground_truth": {"target": ["a2", "b2"]}, "style": "rule"}]})
+    pq.write_table(nested, tmp_path / "nq_hotpotqa_train.parquet")
+    (item,) = load_searchr1_questions(tmp_path / "nq_hotpotqa_train.parquet")
+    assert item.answers == ("a2", "b2") and item.data_source == "hotpotqa"
     with pytest.raises(ValueError, match="parquet"):
         load_searchr1_questions(write(tmp_path, "bad.parquet", "not parquet"))
 
