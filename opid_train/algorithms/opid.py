@@ -16,6 +16,8 @@ response y (tokens l), in the paper's order:
        l_skill[tau,t,l] = log pi_old(y_l | h~, y_<l),   l_old[tau,t,l] = log pi_old(y_l | h, y_<l)
        dlogp_c[tau,t,l] = (l_skill - l_old) * m        for each routed component c in {ep, step}
    optionally z-normalized over the active tokens and clipped to [-clip, clip] (off by default).
+   l_old is the batch's sampling log-prob (the learner's PPO uses the same), or with `rescore_old`
+   the old policy's re-scoring of the plain prompt, batched into the teacher's pass.
 5. Fused advantage, used unchanged by the clipped PPO loss of the learner:
        A_OPID           = A_ep + w_ep * dlogp_ep + w_step * dlogp_step      (w = 1e-3 each)
    The teacher term is on for start_update <= update < stop_update; a trajectory whose analysis
@@ -53,18 +55,40 @@ def routed_skills(batch: Batch, analyses: list[Analysis | None], mode: str) -> l
 
 # -- step 4: the self-teacher -------------------------------------------------------------------
 
-def score_teacher(batch: Batch, ctx: PrepareContext, prompts: list[tuple[int, str, str]]) -> dict[str, torch.Tensor]:
+def score_prompts(policy, prompt_ids: list[list[int]], response_ids: torch.Tensor, response_mask: torch.Tensor,
+                  chunk_rows: int | None = None) -> torch.Tensor:
+    """policy.score over many (prompt, response) pairs: one call, or length-sorted chunks of
+    `chunk_rows` (less padding, bounded memory); rows come back in the order given."""
+    if chunk_rows is None or chunk_rows >= len(prompt_ids):
+        return policy.score(prompt_ids, response_ids, response_mask)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    out = torch.zeros(response_ids.shape, dtype=torch.float32)
+    for start in range(0, len(order), chunk_rows):
+        idx = torch.tensor(order[start:start + chunk_rows], dtype=torch.long)
+        out[idx] = policy.score([prompt_ids[i] for i in idx.tolist()], response_ids[idx], response_mask[idx]).cpu().float()
+    return out
+
+
+def score_teacher(batch: Batch, ctx: PrepareContext, prompts: list[tuple[int, str, str]],
+                  chunk_rows: int | None = None, rescore_old: bool = False) -> dict[str, torch.Tensor]:
     """Teacher log-probs per component: {c: [R, T]} (0 where a row has no such teacher prompt).
 
-    `prompts` holds (row, component, prompt text); all of them go through one `policy.score` call.
+    `prompts` holds (row, component, prompt text); they are scored together (see `score_prompts`).
+    With `rescore_old` the plain prompts of those rows join the same pass and come back as
+    component "old": the old policy's own re-scoring, so that l_skill - l_old compares two
+    forwards of the same kind (sampling log-probs of a bf16 GPU run can differ from them).
     """
     teacher = {c: torch.zeros_like(batch.old_logp) for c in {c for _, c, _ in prompts}}
     if not prompts:
         return teacher
-    rows = torch.tensor([r for r, _, _ in prompts], dtype=torch.long)
-    ids = [ctx.policy.encode_prompt(text) for _, _, text in prompts]
-    logp = ctx.policy.score(ids, batch.response_ids[rows], batch.response_mask[rows]).to(batch.old_logp)
-    for i, (row, component, _) in enumerate(prompts):
+    items = [(row, c, ctx.policy.encode_prompt(text)) for row, c, text in prompts]
+    if rescore_old:
+        teacher["old"] = batch.old_logp.clone()
+        items += [(row, "old", batch.prompt_ids[row]) for row in sorted({row for row, _, _ in prompts})]
+    rows = torch.tensor([row for row, _, _ in items], dtype=torch.long)
+    logp = score_prompts(ctx.policy, [ids for _, _, ids in items], batch.response_ids[rows],
+                         batch.response_mask[rows], chunk_rows).to(batch.old_logp)
+    for i, (row, component, _) in enumerate(items):
         teacher[component][row] = logp[i]
     return teacher
 
@@ -181,12 +205,14 @@ class OPID(Algorithm):
             # 2-3. hindsight skills, routed per step
             analyses, routed = self.teacher.skills(batch, ctx)
             # 4. one batched re-scoring of every skill-augmented prompt with the old policy
-            teacher = score_teacher(batch, ctx, skill_prompts(batch, ctx, routed))
+            teacher = score_teacher(batch, ctx, skill_prompts(batch, ctx, routed), self.cfg.score_chunk_rows,
+                                    self.cfg.rescore_old)
+            l_old = teacher.get("old", batch.old_logp)
             for c in COMPONENTS:
                 rows = torch.tensor([c in r for r in routed], dtype=mask.dtype)
                 active[c] = rows[:, None] * mask
                 if c in teacher:
-                    raw = (teacher[c] - batch.old_logp) * active[c]
+                    raw = (teacher[c] - l_old) * active[c]
                     metrics[f"opid/dlogp_{c}_raw_mean"] = masked_mean(raw, active[c]).item() if active[c].any() else 0.0
                     dlogp[c] = shape_teacher_term(raw, active[c], self.cfg.normalize_teacher, self.cfg.clip_teacher)
             metrics.update(analysis_metrics(batch, analyses, routed, "opid"))

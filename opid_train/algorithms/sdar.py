@@ -91,7 +91,7 @@ class SDAR(Algorithm):
         analyses, routed = self.teacher.skills(batch, ctx)
         prompts = [(row, "teacher", self._teacher_prompt(batch, ctx, row, skills))
                    for row, skills in enumerate(routed) if skills]
-        teacher = score_teacher(batch, ctx, prompts)
+        teacher = score_teacher(batch, ctx, prompts, self.cfg.score_chunk_rows)
         batch.extras["teacher_logp"] = teacher.get("teacher", torch.zeros_like(batch.old_logp))
         batch.extras["teacher_rows"] = torch.tensor([bool(s) for s in routed], dtype=batch.response_mask.dtype)
         metrics.update(analysis_metrics(batch, analyses, routed, "sdar"))

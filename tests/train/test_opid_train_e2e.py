@@ -1,0 +1,29 @@
+"""`opid-train --algo opid` and `--algo sdar` end to end on the toy env (tiny policy, one update)."""
+
+import json
+
+import pytest
+
+from opid_train.cli.train import main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["opid", "sdar"])
+def test_train_end_to_end(toy_id, tmp_path, monkeypatch, algo):
+    monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / algo
+    main(["--env", toy_id, "--env_kwargs", '{"max_steps": 3}', "--algo", algo, "--updates", "1",
+          "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6", "--run_dir", str(run_dir),
+          "--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
+          "--tiny.intermediate_size", "64", "--tiny.vocab_size", "300", "--progress", "false",
+          "--tensorboard", "false"])
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics[f"{algo}/analysed_trajectories"] == 4 and metrics[f"{algo}/failed_trajectories"] == 0
+    assert metrics[f"{algo}/teacher_active_token_ratio"] == 1.0  # the offline analyzer always gives skills
+    if algo == "opid":
+        assert metrics["opid/adv_ep_share"] + metrics["opid/adv_skill_episode_share"] + metrics["opid/adv_skill_step_share"] == pytest.approx(1)
+    else:
+        assert 0 < metrics["sdar/gate_mean"] < 1
+    dumped = [json.loads(x) for x in (run_dir / "skills.jsonl").read_text().splitlines()]
+    assert len(dumped) == metrics["rows"] and all(d["episode_skill"] or d["step_skill"] for d in dumped)
+    assert (run_dir / "final").exists()
