@@ -103,12 +103,13 @@ def main() -> None:
 
     print(f"\nOPID/WebShop-v0, {args.num_products} products, nouns={envs[0].noun_finder}; "
           f"first env (catalog + index + goals) built in {build_s:.2f} s; RSS before any env {base:.0f} MB")
-    print(f"{'envs':>5} {'RSS MB':>8} {'RSS / 1 env':>12} {'clicks/s':>10} {'searches/s':>11} "
-          f"{'expert steps/s':>15} {'expert score':>13}")
-    rss_one = rows[0][1]
+    print(f"{'envs':>5} {'RSS MB':>8} {'RSS / 1 env':>12} {'MB / extra env':>15} {'clicks/s':>10} "
+          f"{'searches/s':>11} {'expert steps/s':>15} {'expert score':>13}")
+    count_one, rss_one = rows[0][:2]
     for count, rss, clicks, searches, expert, score in rows:
-        print(f"{count:>5} {rss:>8.0f} {rss / rss_one:>12.2f} {clicks:>10.0f} {searches:>11.0f} "
-              f"{expert:>15.0f} {score:>13.3f}")
+        per_env = f"{(rss - rss_one) / (count - count_one):.3f}" if count > count_one else "-"
+        print(f"{count:>5} {rss:>8.1f} {rss / rss_one:>12.3f} {per_env:>15} {clicks:>10.0f} "
+              f"{searches:>11.0f} {expert:>15.0f} {score:>13.3f}")
 
 
 if __name__ == "__main__":

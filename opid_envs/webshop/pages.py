@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from opid_envs.webshop.search import MAX_HITS
+from opid_envs.webshop.store import Store
 
 SEP = " [SEP] "
 RESULTS_PER_PAGE = 10
@@ -42,7 +43,7 @@ class ActResult:
 class ShopSession:
     """One shopper's position in the store. Reads the shared store; owns only its own state."""
 
-    store: object  # opid_envs.webshop.store.Store
+    store: Store
     instruction: str
     page: str = SEARCH
     query: str = ""
