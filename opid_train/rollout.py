@@ -9,6 +9,7 @@ agent stack, so prompts, history and parsing come from `wrappers`.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -25,6 +26,17 @@ from wrappers import AgentConfig, AgentPrompt, ParseResponse, PromptContext, age
 def derive_seed(*parts: int) -> int:
     """A 31-bit seed from a tuple of ints (run seed, update, turn, env index, ...)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] >> 1)
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Gymnasium's "package.module:NS/Name-v0" form: import the module (it registers the id), return the id."""
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        importlib.import_module(module)
+    if env_id not in gym.registry:
+        raise ValueError(f"no environment {env_id!r} is registered with gymnasium; register it, or pass "
+                         f"'your.module:{env_id}' so the module that registers it is imported")
+    return env_id
 
 
 def make_env(env_id: str, config: AgentConfig, env_kwargs: dict[str, Any]) -> gym.Env:
@@ -49,6 +61,7 @@ class EnvPool:
     """`size` agent envs of one id, stepped in this process."""
 
     def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None):
+        env_id = resolve_env_id(env_id)
         self.env_id, self.size = env_id, size
         self.config = agent_config(env_id)
         self.envs = [make_env(env_id, self.config, dict(env_kwargs or {})) for _ in range(size)]
@@ -103,6 +116,7 @@ class ProcessEnvPool:
     """The same interface with envs in `workers` processes (env i lives in worker i % workers)."""
 
     def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 2):
+        env_id = resolve_env_id(env_id)
         self.env_id, self.size, self.workers = env_id, size, max(1, min(workers, size))
         self.config = agent_config(env_id)
         ctx = mp.get_context("spawn")  # fork would copy the model's thread pools

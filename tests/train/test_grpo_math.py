@@ -1,0 +1,88 @@
+"""GRPO / PPO / KL math against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from opid_train.algorithms import ALGORITHMS, algorithm_class, make_algorithm
+from opid_train.algorithms.base import PrepareContext
+from opid_train.algorithms.grpo import GRPO, group_advantages, low_var_kl, masked_mean, ppo_clip_loss
+from opid_train.config import TrainConfig
+from opid_train.learner import make_batch
+from opid_train.types import Step, Trajectory
+from wrappers import PromptContext, PromptTemplate
+
+
+def test_group_advantages_mean_std_and_mean_only():
+    scores = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1])
+    # group 0: mean 0.25, population std sqrt(0.1875) = 0.4330; group 1: all equal -> 0
+    std = math.sqrt(0.1875)
+    expected = torch.tensor([0.75 / std, -0.25 / std, -0.25 / std, -0.25 / std, 0.0, 0.0])
+    assert torch.allclose(group_advantages(scores, groups, normalize_std=True), expected, atol=1e-4)
+    expected_mean_only = torch.tensor([0.75, -0.25, -0.25, -0.25, 0.0, 0.0])
+    assert torch.allclose(group_advantages(scores, groups, normalize_std=False), expected_mean_only)
+
+
+def test_ppo_clip_loss_hand_computed():
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
+    new = torch.log(torch.tensor([[0.75, 0.25, 0.55]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, 1.0, -2.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third token is padding
+    loss, stats = ppo_clip_loss(new, old, adv, mask, clip_eps=0.2)
+    # token 1: max(-1*1.5, -1*1.2) = -1.2 ; token 2: max(-0.5, -0.8) = -0.5 ; mean over 2 tokens
+    assert loss.item() == pytest.approx((-1.2 - 0.5) / 2, abs=1e-6)
+    assert stats["pg_clipfrac"] == pytest.approx(0.5)  # token 1 was clipped, token 2 was not
+    assert stats["ppo_approx_kl"] == pytest.approx((0.5 * math.log(1.5) ** 2 + 0.5 * math.log(0.5) ** 2) / 2, rel=1e-5)
+
+
+def test_ppo_gradient_vanishes_on_clipped_tokens():
+    old = torch.log(torch.tensor([[0.5, 0.5]]))
+    new = torch.log(torch.tensor([[0.75, 0.55]])).requires_grad_()
+    loss, _ = ppo_clip_loss(new, old, torch.tensor([[1.0, 1.0]]), torch.ones(1, 2), clip_eps=0.2)
+    loss.backward()
+    # d/dlogp of -A*ratio/2 = -ratio/2 on the unclipped token; 0 on the clipped one
+    assert new.grad[0, 0].item() == 0.0
+    assert new.grad[0, 1].item() == pytest.approx(-1.1 / 2, rel=1e-5)
+
+
+def test_low_var_kl_k3():
+    logp = torch.log(torch.tensor([0.5, 0.2, 0.3]))
+    ref = torch.log(torch.tensor([0.25, 0.2, 0.6]))
+    d = [math.log(0.5), 0.0, math.log(2.0)]  # ref - logp
+    expected = torch.tensor([math.exp(x) - x - 1 for x in d])
+    assert torch.allclose(low_var_kl(logp, ref), expected, atol=1e-6)
+    assert low_var_kl(logp, logp).abs().max().item() == 0.0
+    assert masked_mean(expected, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(float(expected[:2].mean()))
+
+
+def _traj(group, tid, score, valid_flags):
+    ctx = PromptContext(task="t", history=(), observation="o", admissible_actions=None, step=0)
+    steps = [Step(t=i, observation="o", context=ctx, prompt="p", response="r", action="a" if ok else None,
+                  reward=0.0, format_valid=ok, action_valid=ok, prompt_ids=[1, 2], response_ids=[3] * (i + 1),
+                  old_logprobs=[-0.5] * (i + 1)) for i, ok in enumerate(valid_flags)]
+    return Trajectory(env_id="x", split="train", task="t", task_id=group, task_type="k", group_id=group,
+                      traj_id=tid, steps=steps, score=score, won=score == 1.0)
+
+
+def test_grpo_prepare_broadcasts_advantage_and_penalises_invalid_format():
+    trajs = [_traj(0, 0, 1.0, [True, False]), _traj(0, 1, 0.0, [True]), _traj(1, 2, 0.5, [True])]
+    batch = make_batch(trajs)
+    assert batch.response_ids.shape == (4, 2) and batch.response_mask.sum().item() == 5
+    cfg = TrainConfig()
+    cfg.grpo.normalize_std, cfg.grpo.invalid_format_penalty = False, 0.1
+    ctx = PrepareContext(policy=None, template=PromptTemplate(), run_dir=None, update=0)
+    metrics = GRPO(cfg).prepare(batch, ctx)
+    # group 0: A = +0.5 / -0.5; group 1 (one member): 0. Row 1 (invalid) gets -0.1 more.
+    expected = torch.tensor([[0.5, 0.0], [0.4, 0.4], [-0.5, 0.0], [0.0, 0.0]])
+    assert torch.allclose(batch.advantages, expected, atol=1e-6)
+    assert metrics["format_invalid_rate"] == pytest.approx(0.25)
+
+
+def test_registry_is_lazy_and_constructs_with_train_config():
+    assert set(ALGORITHMS) >= {"grpo", "opid", "sdar"}
+    assert isinstance(make_algorithm("grpo", TrainConfig()), GRPO)
+    assert algorithm_class("grpo") is GRPO
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        make_algorithm("ppo2", TrainConfig())

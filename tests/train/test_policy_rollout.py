@@ -1,0 +1,106 @@
+"""The tiny HF policy and the batched collector on the toy env (fast, in process)."""
+
+import pytest
+import torch
+
+import tests.train.toy_expert  # noqa: F401  (registers OPIDTest/KeyDoorExpert-v0)
+from opid_train.learner import make_batch
+from opid_train.policy import load_policy
+from opid_train.policy.presets import TinyConfig
+from opid_train.rollout import EnvPool, ProcessEnvPool, collect
+from opid_train.warmstart import collect_demos, format_action
+from tests.train.toy_expert import EXPERT_ID
+from wrappers import ACTION_FORMAT, SEARCH_FORMAT
+
+TINY = TinyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("OPID_CACHE", str(tmp_path_factory.mktemp("cache")))
+    pool = EnvPool(EXPERT_ID, 4)
+    demos, won = collect_demos(pool, [("train", i) for i in range(5)], seed=0, progress=False)
+    assert won == 5 and demos
+    return load_policy("tiny", texts=[d.prompt + d.response for d in demos], seed=0, tiny=TINY)
+
+
+def test_generation_logprobs_match_scoring_and_seed_reproduces(policy):
+    prompts = ["Your task is to: open the door", "Current observation: cell 2", "x"]
+    a = policy.generate(prompts, max_new_tokens=6, seed=3)
+    b = policy.generate(prompts, max_new_tokens=6, seed=3)
+    assert [g.response_ids for g in a] == [g.response_ids for g in b]
+    width = max(len(g.response_ids) for g in a)
+    ids = torch.zeros(len(a), width, dtype=torch.long)
+    mask = torch.zeros(len(a), width)
+    for i, g in enumerate(a):
+        ids[i, : len(g.response_ids)] = torch.tensor(g.response_ids)
+        mask[i, : len(g.response_ids)] = 1
+    scored = policy.score([g.prompt_ids for g in a], ids, mask)
+    sampled = torch.zeros_like(scored)
+    for i, g in enumerate(a):
+        sampled[i, : len(g.logprobs)] = torch.tensor(g.logprobs)
+    assert torch.allclose(scored, sampled, atol=1e-4)
+    assert (scored[mask == 0] == 0).all()
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(policy):
+    prompts = ["Your task is to: open the door", "Current observation: you are in cell 3 of a corridor."]
+    batched = policy.generate(prompts, max_new_tokens=5, greedy=True)
+    for prompt, g in zip(prompts, batched):
+        alone = policy.generate([prompt], max_new_tokens=5, greedy=True)[0]
+        assert alone.response_ids == g.response_ids
+
+
+class CountingPolicy:
+    """Wraps a policy to count generate calls (the collector must batch every turn)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def generate(self, prompts, **kw):
+        self.calls.append(len(prompts))
+        return self.inner.generate(prompts, **kw)
+
+
+def test_collect_groups_share_tasks_and_one_generate_call_per_turn(policy):
+    pool = EnvPool(EXPERT_ID, 6, {"max_steps": 4})
+    counting = CountingPolicy(policy)
+    trajs = collect(counting, pool, [("train", 1), ("train", 3)], 3, seed=5, max_new_tokens=6, progress=False)
+    assert [t.group_id for t in trajs] == [0, 0, 0, 1, 1, 1]
+    assert [t.task_id for t in trajs] == [1, 1, 1, 3, 3, 3]
+    longest = max(len(t.steps) for t in trajs)
+    assert len(counting.calls) == longest  # one call per turn, for every live env at once
+    assert counting.calls[0] == 6
+    for t in trajs:
+        assert all(len(s.response_ids) == len(s.old_logprobs) > 0 for s in t.steps)
+        assert t.steps[0].context.task == "take the key and open the door"
+    batch = make_batch(trajs)
+    assert len(batch) == sum(len(t.steps) for t in trajs)
+    again = collect(policy, pool, [("train", 1), ("train", 3)], 3, seed=5, max_new_tokens=6, progress=False)
+    assert [[s.response for s in t.steps] for t in again] == [[s.response for s in t.steps] for t in trajs]
+
+
+def test_process_pool_gives_the_same_trajectories(policy):
+    tasks = [("train", 0), ("train", 2)]
+    local = collect(policy, EnvPool(EXPERT_ID, 4, {"max_steps": 3}), tasks, 2, seed=9, max_new_tokens=6, progress=False)
+    pool = ProcessEnvPool(EXPERT_ID, 4, {"max_steps": 3}, workers=2)
+    try:
+        remote = collect(policy, pool, tasks, 2, seed=9, max_new_tokens=6, progress=False)
+        assert pool.num_tasks("test") == 3
+    finally:
+        pool.close()
+    assert [[(s.prompt, s.response, s.reward) for s in t.steps] for t in remote] == \
+           [[(s.prompt, s.response, s.reward) for s in t.steps] for t in local]
+
+
+def test_collect_rejects_more_rollouts_than_envs(policy):
+    with pytest.raises(ValueError, match="need 6 envs"):
+        collect(policy, EnvPool(EXPERT_ID, 2), [("train", 0), ("train", 1)], 3, seed=0, max_new_tokens=4, progress=False)
+
+
+def test_format_action_wraps_plain_actions_only():
+    assert format_action("go left", ACTION_FORMAT) == "<action>go left</action>"
+    assert format_action("<search> who </search>", SEARCH_FORMAT) == "<search> who </search>"
+    assert ACTION_FORMAT.parse(format_action("take key", ACTION_FORMAT)).action == "take key"

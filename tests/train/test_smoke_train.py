@@ -1,0 +1,93 @@
+"""End-to-end runs of opid-train as subprocesses (CleanRL style): warm start + two RL updates with
+a very small tiny model on every registered env, and kill-after-checkpoint-then-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
+SMALL = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
+         "--tiny.intermediate_size", "64", "--tiny.vocab_size", "600", "--threads", "1",
+         "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "8",
+         "--warmstart.episodes", "2", "--warmstart.epochs", "1", "--progress", "false", "--tensorboard", "false"]
+
+
+def command(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "opid_train.cli.train", "--run_dir", str(run_dir), *SMALL, *extra]
+
+
+def environ(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPID_CACHE=os.environ.get("OPID_CACHE", str(tmp_path / "cache")))
+    env.pop("ALFWORLD_DATA", None)
+    return env
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id, env_kwargs", [
+    ("OPID/ALFWorld-v0", {"level": "easy", "max_steps": 10}),
+    ("OPID/WebShop-v0", {"max_steps": 8, "num_products": 200}),
+    ("OPID/SearchQA-v0", {"max_steps": 4}),
+])
+def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwargs):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(command(run_dir, "--env", env_id, "--env_kwargs", json.dumps(env_kwargs), "--updates", "2"),
+                          cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = metrics(run_dir)
+    assert [r["update"] for r in rows] == [0, 1]
+    assert all(r["rows"] > 0 and "pg_loss" in r and "kl" in r for r in rows)
+    warm = json.loads((run_dir / "warmstart.json").read_text())
+    assert warm["demo_won"] >= 1 and warm["bc_demos"] > 0
+    assert (run_dir / "checkpoints" / "update_00002" / "model" / "model.safetensors").exists()
+    assert (run_dir / "curves.png").stat().st_size > 0
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["seed"] == 0 and info["versions"]["torch"] == torch.__version__
+
+
+def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
+    args = ["--env", TOY, "--env_kwargs", '{"max_steps": 4}', "--updates", "2", "--lr", "1e-2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    # An uninterrupted run and, beside it, the same run SIGKILLed as soon as its first checkpoint
+    # is complete, then resumed.
+    uninterrupted = subprocess.Popen(command(straight, *args), cwd=ROOT, env=environ(tmp_path),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    victim = subprocess.Popen(command(killed, *args), cwd=ROOT, env=environ(tmp_path),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / "checkpoints" / "latest").exists():
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (killed / "checkpoints" / "update_00002").exists(), "the run finished before it was killed"
+    proc = subprocess.run(command(killed, *args, "--resume"), cwd=ROOT, env=environ(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout
+    _, err = uninterrupted.communicate(timeout=300)
+    assert uninterrupted.returncode == 0, err[-3000:]
+
+    a = load_file(str(straight / "checkpoints" / "update_00002" / "model" / "model.safetensors"))
+    b = load_file(str(killed / "checkpoints" / "update_00002" / "model" / "model.safetensors"))
+    first = load_file(str(straight / "checkpoints" / "update_00001" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], first[k]) for k in a)  # the second update did change the weights
+    timing = {"rollout_seconds", "update_seconds"}
+    clean = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
+    assert [clean(r) for r in metrics(killed)] == [clean(r) for r in metrics(straight)]
