@@ -18,7 +18,7 @@ import random
 
 from opid_envs.core import Outcome, Task, TextEnv
 from opid_envs.webshop.catalog import CatalogConfig
-from opid_envs.webshop.pages import BUY, ITEM, NEXT, PREV, RESULTS, SEARCH, SEARCH_PLACEHOLDER, SUB_PAGES, ShopSession
+from opid_envs.webshop.pages import BACK_TO_SEARCH, BUY, ITEM, NEXT, PREV, RESULTS, SEARCH, SEARCH_PLACEHOLDER, SUB_PAGES, ShopSession
 from opid_envs.webshop.reward import fuzzy_match, get_noun_finder, noun_finder_name, score_purchase
 from opid_envs.webshop.store import StoreConfig, get_store
 
@@ -84,12 +84,14 @@ class WebShopEnv(TextEnv):
         words = [w for w in base.split() if w.lower() not in FILLER_WORDS]
         return " ".join(words + list(self.goal.option_values))
 
-    def expert_action(self) -> str:
-        """The next action of a scripted shopper that knows the goal (for demonstrations).
+    def expert_action(self, oracle: bool = True) -> str:
+        """The next action of a scripted shopper (for demonstrations).
 
-        It searches with the goal's key words, pages through the results to the target product
-        (or opens the best-ranked hit when the target is not among them), clicks the goal's option
-        values that the product offers (exactly, else by fuzzy match) and buys.
+        It searches with the goal's key words. With `oracle=True` it knows which product the goal
+        was built from: it pages to it (or opens the best-ranked hit when the search missed it).
+        With `oracle=False` it uses only what the pages show: the first hit on the page whose
+        listed price is within the budget. Then it clicks the goal's option values that the
+        product offers (exactly, else by fuzzy match) and buys.
         """
         s = self.session
         if s is None:
@@ -99,13 +101,17 @@ class WebShopEnv(TextEnv):
         if s.page in SUB_PAGES:
             return f"click[{PREV}]"
         if s.page == RESULTS:
-            target = self.goal.asin.lower()
-            on_page = [self.store.products[i].asin.lower() for i in s.page_hits()]
-            if target in on_page:
-                return f"click[{target}]"
-            if any(self.store.products[i].asin.lower() == target for i in s.hits):
+            on_page = [self.store.products[i] for i in s.page_hits()]
+            if not on_page:
+                return f"click[{BACK_TO_SEARCH}]"
+            if not oracle:
+                affordable = [p for p in on_page if p.price_range[0] <= self.goal.price_upper]
+                return f"click[{(affordable or on_page)[0].asin.lower()}]"
+            if any(p.asin == self.goal.asin for p in on_page):
+                return f"click[{self.goal.asin.lower()}]"
+            if any(self.store.products[i].asin == self.goal.asin for i in s.hits):
                 return f"click[{NEXT if self._target_rank(s) >= s.page_no * 10 else PREV}]"
-            return f"click[{on_page[0]}]" if on_page else "click[back to search]"
+            return f"click[{on_page[0].asin.lower()}]"
         if s.page == ITEM:
             for name, wanted in self.goal.options:
                 click = self._option_click(s.product.options, s.chosen, name, wanted)

@@ -168,19 +168,31 @@ def test_random_agent_sometimes_searches_with_instruction_words():
     assert env.random_action(rng) in env._info["admissible_actions"]
 
 
-def test_expert_scores_high_on_a_sample_of_goals():
+def expert_results(oracle):
     env = make().unwrapped
     scores, wins = [], 0
-    for task_id in range(0, 500, 10):
+    for task_id in range(0, 500, 5):
         env.reset(options={"split": "test", "task_id": task_id})
         done = False
         while not done:
-            _, reward, terminated, truncated, info = env.step(env.expert_action())
+            _, reward, terminated, truncated, info = env.step(env.expert_action(oracle=oracle))
             assert info["action_valid"]
             done = terminated or truncated
+        assert terminated  # it always buys within the step limit
         scores.append(reward)
         wins += info["won"]
-    assert sum(scores) / len(scores) >= 0.9 and wins / len(scores) >= 0.8
+    return sum(scores) / len(scores), wins / len(scores)
+
+
+def test_expert_scores_high_on_a_sample_of_goals():
+    mean_score, success = expert_results(oracle=True)
+    assert mean_score >= 0.95 and success >= 0.9
+
+
+def test_non_oracle_expert_is_good_but_not_perfect():
+    # It cannot tell apart products that the pages show alike, so it sometimes buys the wrong one.
+    mean_score, success = expert_results(oracle=False)
+    assert 0.75 <= mean_score < 1.0 and 0.4 <= success < 0.95
 
 
 def test_expert_recovers_from_a_sub_page_and_a_wrong_results_page():
