@@ -18,7 +18,7 @@ import random
 
 from opid_envs.core import Outcome, Task, TextEnv
 from opid_envs.webshop.catalog import CatalogConfig
-from opid_envs.webshop.pages import BACK_TO_SEARCH, BUY, ITEM, NEXT, PREV, RESULTS, SEARCH, SEARCH_PLACEHOLDER, SUB_PAGES, ShopSession
+from opid_envs.webshop.pages import BACK_TO_SEARCH, BUY, ITEM, NEXT, PREV, RESULTS, SEARCH, SUB_PAGES, ShopSession
 from opid_envs.webshop.reward import fuzzy_match, get_noun_finder, noun_finder_name, score_purchase
 from opid_envs.webshop.store import StoreConfig, get_store
 
@@ -26,6 +26,14 @@ FILLER_WORDS = frozenset("i i'm im looking for need find me want to buy would li
 
 
 class WebShopEnv(TextEnv):
+    """The store for one shopper. Catalog arguments (shared store, built once per process):
+
+    num_products, catalog_seed: the generated catalog; items_path, attributes_path,
+    human_instructions_path: the official WebShop files instead; goal_source: "synthetic" or
+    "human"; goals_per_product: option combinations per product; search_backend: "bm25s" or
+    "pyserini"; nouns: "auto", "spacy" or "fallback" (how the type reward finds title nouns).
+    """
+
     splits = ("train", "test")
 
     def __init__(self, split: str | None = None, max_steps: int = 15, render_mode: str | None = None, *,
