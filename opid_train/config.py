@@ -30,6 +30,7 @@ class WarmstartConfig:
     lr: float = 2e-3
     batch_size: int = 32
     max_minutes: float | None = None  # stop the SFT early after this many minutes
+    skill_share: float = 0.0  # share of demo steps also shown with hindsight skills they follow (OPID/SDAR, tiny policy)
 
 
 @dataclass

@@ -18,13 +18,15 @@ import torch
 from tqdm.auto import tqdm
 
 from opid_train.rollout import derive_seed
-from wrappers import TagFormat
+from wrappers import PromptContext, TagFormat
 
 
 @dataclass
 class Demo:
     prompt: str
     response: str
+    context: PromptContext | None = None  # the prompt's pieces, to re-render it with skills injected
+    episode: int = -1  # which expert episode the step belongs to
 
 
 def format_action(action: str, response_format: TagFormat) -> str:
@@ -35,8 +37,13 @@ def format_action(action: str, response_format: TagFormat) -> str:
     return f"<{tag}>{action}</{tag}>"
 
 
-def collect_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, progress: bool = True) -> tuple[list[Demo], int]:
-    """Play the expert on each task (in parallel over the pool); returns demos of won episodes and #won."""
+def collect_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, progress: bool = True,
+                  skill_share: float = 0.0) -> tuple[list[Demo], int]:
+    """Play the expert on each task (in parallel over the pool); returns demos of won episodes and #won.
+
+    `skill_share` > 0 adds that share of the steps again with hindsight skills injected that the
+    expert's action follows (a skill-aware warm start for OPID/SDAR: `analyzers.skill_demos`).
+    """
     demos: list[Demo] = []
     won = 0
     bar = tqdm(total=len(tasks), desc="expert demos", unit="ep", disable=not progress, leave=False)
@@ -60,7 +67,7 @@ def collect_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, progress
             responses = [format_action(a, pool.config.response_format) for a in actions]
             results = pool.step(active, responses)
             for k, response, res in zip(active, responses, results):
-                episodes[k].append(Demo(states[k].prompt, response))
+                episodes[k].append(Demo(states[k].prompt, response, states[k].context, start + k))
                 states[k] = res
                 if res.done and res.info.get("won"):
                     demos.extend(episodes[k])
@@ -68,6 +75,10 @@ def collect_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, progress
             active = [k for k in active if not states[k].done]
         bar.update(len(batch))
     bar.close()
+    if skill_share > 0:
+        from opid_train.analyzers.skill_demos import skill_demos
+
+        demos += skill_demos(demos, pool.config.template, pool.config.response_format, share=skill_share, seed=seed)
     return demos, won
 
 

@@ -28,6 +28,47 @@ _STOPWORDS = frozenset(
 _MAX_LISTED = 8  # actions listed in a workflow skill
 
 
+FORMAT_SKILL = "Answer in the required format: exactly one action block holding one admissible action."
+
+
+def do_skill(action: str, final: bool = False) -> str:
+    """A step skill that endorses `action` (decisive steps of successes)."""
+    return f"Do '{action}' now: it {'completes the task' if final else 'moves the task forward'}."
+
+
+def avoid_skill(kind: str, action: str) -> str:
+    """A step skill that rejects `action`: kind is invalid | repeat | revisit."""
+    if kind == "invalid":
+        return f"Do not try '{action}' here: it is not possible; choose one of the admissible actions."
+    if kind == "repeat":
+        return f"Do not repeat '{action}': you already did it in this same situation and it changed nothing."
+    return f"Do not do '{action}' here: it leads back to a situation you have already been in."
+
+
+def workflow_skill(task: str, actions: list[str]) -> str:
+    """An episode skill: the actions that solved the task, in order."""
+    return (f"To {task.rstrip('.')}: " + ", then ".join(f"'{a}'" for a in actions) +
+            ". Act on the objects the task names as soon as you find them.")
+
+
+def avoidance_skill(task: str, *, bad_format: bool = False, invalid=(), repeated=(), looped: bool = False,
+                    tried=()) -> str:
+    """An episode skill of a failure: rules against the mistakes it shows."""
+    rules = []
+    if bad_format:
+        rules.append("always answer in the required format")
+    if invalid:
+        rules.append("use only admissible actions (" + ", ".join(f"'{a}'" for a in invalid) + " were not possible)")
+    if repeated:
+        rules.append("do not repeat an action that changed nothing (" + ", ".join(f"'{a}'" for a in repeated) + ")")
+    if looped:
+        rules.append("do not go back to situations you have already been in; try places and actions you have not tried")
+    if not rules:
+        rules.append("the approach taken (" + ", ".join(f"'{a}'" for a in tried) +
+                     ") did not work; try a different one and act directly on what the task names")
+    return f"To {task.rstrip('.')}, avoid these mistakes: " + "; ".join(rules) + "."
+
+
 def _words(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z]+", text.lower()) if w not in _STOPWORDS}
 
@@ -108,29 +149,28 @@ class OfflineAnalyzer(Analyzer):
     def _step_skill(trajectory: Trajectory, kind: str, t: int) -> str:
         step = trajectory.steps[t]
         if kind == "invalid" and not step.format_valid:
-            return "Answer in the required format: exactly one action block holding one admissible action."
-        if kind == "invalid":
-            return f"Do not try '{step.action}' here: it is not possible; choose one of the admissible actions."
-        if kind == "repeat":
-            return f"Do not repeat '{step.action}': you already did it in this same situation and it changed nothing."
-        if kind == "revisit":
-            return f"Do not do '{step.action}' here: it leads back to a situation you have already been in."
-        if t == len(trajectory.steps) - 1:
-            return f"Do '{step.action}' now: it completes the task."
-        return f"Do '{step.action}' now: it moves the task forward."
+            return FORMAT_SKILL
+        if kind == "progress":
+            return do_skill(step.action, final=t == len(trajectory.steps) - 1)
+        return avoid_skill(kind, step.action)
 
     @staticmethod
     def _workflow(trajectory: Trajectory, found) -> str:
-        key_steps = [t for kind, t in found if kind == "progress"]
-        actions: list[str] = []
-        for t in key_steps or range(len(trajectory.steps)):
-            step = trajectory.steps[t]
-            if step.action and step.action_valid and step.action not in actions:
-                actions.append(step.action)
+        def distinct_actions(indices) -> list[str]:
+            out: list[str] = []
+            for t in indices:
+                step = trajectory.steps[t]
+                if step.action and step.format_valid and step.action_valid and step.action not in out:
+                    out.append(step.action)
+            return out
+
+        # a short success is its own workflow; a long one is summarised by its key actions
+        actions = distinct_actions(range(len(trajectory.steps)))
+        if len(actions) > _MAX_LISTED:
+            actions = distinct_actions(t for kind, t in found if kind == "progress")
         if len(actions) > _MAX_LISTED:
             actions = actions[: _MAX_LISTED - 1] + actions[-1:]
-        return (f"To {trajectory.task.rstrip('.')}: " + ", then ".join(f"'{a}'" for a in actions) +
-                ". Act on the objects the task names as soon as you find them.")
+        return workflow_skill(trajectory.task, actions)
 
     @staticmethod
     def _avoidance(trajectory: Trajectory, found) -> str:
@@ -142,20 +182,10 @@ class OfflineAnalyzer(Analyzer):
                     out.append(said)
             return out[:2]
 
-        rules = []
-        if any(k == "invalid" and not trajectory.steps[t].format_valid for k, t in found):
-            rules.append("always answer in the required format")
-        if invalid := distinct("invalid"):
-            rules.append("use only admissible actions (" + ", ".join(f"'{a}'" for a in invalid) + " were not possible)")
-        if repeats := distinct("repeat"):
-            rules.append("do not repeat an action that changed nothing (" + ", ".join(f"'{a}'" for a in repeats) + ")")
-        if distinct("revisit"):
-            rules.append("do not go back to situations you have already been in; try places and actions you have not tried")
-        if not rules:
-            tried = [s.action for s in trajectory.steps[:4] if s.action]
-            rules.append("the approach taken (" + ", ".join(f"'{a}'" for a in tried) +
-                         ") did not work; try a different one and act directly on what the task names")
-        return f"To {trajectory.task.rstrip('.')}, avoid these mistakes: " + "; ".join(rules) + "."
+        return avoidance_skill(
+            trajectory.task, bad_format=any(k == "invalid" and not trajectory.steps[t].format_valid for k, t in found),
+            invalid=distinct("invalid"), repeated=distinct("repeat"), looped=bool(distinct("revisit")),
+            tried=[s.action for s in trajectory.steps[:4] if s.action])
 
     def analyze(self, trajectory: Trajectory) -> Analysis | None:
         if not trajectory.steps:

@@ -69,7 +69,8 @@ def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
         n = pool.num_tasks(cfg.warmstart.split)
         tasks = [(cfg.warmstart.split, i % n) for i in range(cfg.warmstart.episodes)]
         t0 = time.monotonic()
-        demos, won = collect_demos(pool, tasks, seed=cfg.seed, progress=cfg.progress)
+        demos, won = collect_demos(pool, tasks, seed=cfg.seed, progress=cfg.progress,
+                                   skill_share=cfg.warmstart.skill_share)
         metrics.update(demo_episodes=len(tasks), demo_won=won, demo_steps=len(demos), demo_seconds=time.monotonic() - t0)
         log(f"expert: won {won}/{len(tasks)} demonstration episodes, {len(demos)} steps")
     texts = None
