@@ -22,7 +22,7 @@ def opid_cache() -> Path:
 def import_alfworld():
     """Import alfworld (and textworld) or raise an error naming the 'alfworld' extra."""
     # Keep alfworld from creating ~/.cache/alfworld: point it into our cache unless the user chose.
-    os.environ.setdefault("ALFWORLD_DATA", str(opid_cache() / "alfworld" / "official"))
+    os.environ.setdefault("ALFWORLD_DATA", str(opid_cache() / "alfworld"))
     require("textworld", "alfworld")
     return require("alfworld", "alfworld")
 

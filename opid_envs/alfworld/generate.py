@@ -400,6 +400,7 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
         manifest = {"generator": "opid", "version": GENERATOR_VERSION, "level": lv.name, "seed": seed,
                     "sizes": {s: sizes[s] for s in SPLITS}, "walkthroughs": bool(walkthroughs)}
         (tmp / "opid_suite.json").write_text(json.dumps(manifest, indent=1))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any other
         if root.exists():  # a stale or foreign suite: move it aside, then replace it atomically
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
             os.replace(root, old / "suite")
@@ -420,10 +421,15 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
 
 def ensure_suite(level: str = "full", seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
     """The cached suite of a level, generated on first use (or when the generator changed)."""
+    import fcntl
+
     root = suite_root(level, seed, cache_dir)
-    manifest = read_manifest(root)
-    if manifest is None or manifest.get("version") != GENERATOR_VERSION or manifest.get("level") != level:
-        generate_suite(level, root, seed=seed)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:  # one writer; others wait, then reuse
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(root)
+        if manifest is None or manifest.get("version") != GENERATOR_VERSION or manifest.get("level") != level:
+            generate_suite(level, root, seed=seed)
     return root
 
 

@@ -116,6 +116,23 @@ def test_planner_walkthrough_wins(easy_suite):
     assert terminated and info["won"] and reward == 1.0
 
 
+def test_easy_rooms_have_six_receptacles_and_two_task_types(easy_suite):
+    env = ALFWorldEnv(data_dir=easy_suite, split="valid_unseen")
+    for task_id in range(env.num_tasks("valid_unseen")):
+        obs, info = env.reset(options={"task_id": task_id})
+        assert info["task_type"] in ("pick_and_place_simple", "look_at_obj_in_light")
+        goes = sorted(a for a in info["admissible_actions"] if a.startswith("go to "))
+        assert goes == ["go to cabinet 1", "go to countertop 1", "go to fridge 1", "go to microwave 1",
+                        "go to sidetable 1", "go to sinkbasin 1"]
+
+
+def test_generator_command_line(tmp_path):
+    generate.main(["--level", "easy", "--out", str(tmp_path / "cli"), "--train", "2", "--valid-seen", "1",
+                   "--valid-unseen", "1"])
+    assert generate.read_manifest(tmp_path / "cli")["sizes"] == {"train": 2, "valid_seen": 1, "valid_unseen": 1}
+    assert len(_games(tmp_path / "cli", "train")) == 2
+
+
 def test_seen_and_unseen_scenes_are_disjoint(suite):
     scenes = {s: {_traj(g)["scene"]["scene_num"] for g in _games(suite, s)} for s in generate.SPLITS}
     assert not scenes["valid_unseen"] & (scenes["train"] | scenes["valid_seen"])
