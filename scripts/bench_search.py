@@ -14,6 +14,7 @@ import argparse
 import http.client
 import importlib.util
 import json
+import os
 import platform
 import random
 import subprocess
@@ -117,7 +118,8 @@ def main():
     dataset = load_dataset(args.dataset)
     items = dataset.split("test") + dataset.split("train")
     questions = [it.question for it in items][: args.queries]
-    print(f"machine: {platform.node()} {platform.machine()}, python {platform.python_version()}; "
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}, python {platform.python_version()}; "
           f"dataset {args.dataset}: {len(dataset.corpus)} documents, {len(questions)} queries")
 
     print("\n== retrieval (top-3) ==")
@@ -133,6 +135,15 @@ def main():
         base = base or (single if backend == "bm25" else None)
         ratio = f"{single / base:.2f}x" if base else "-"
         print(f"{backend:10} {ready_s:8.2f} {single:11.1f} {batched:10.1f} {ratio:>15}")
+        if backend == "dense":  # torch's default threads oversubscribe a busy CPU; show one thread too
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            _, ready_s, single, batched = bench_backend(backend, dataset, questions, args.batch_size)
+            torch.set_num_threads(threads)
+            ratio = f"{single / base:.2f}x" if base else "-"
+            print(f"{'dense/1thr':10} {ready_s:8.2f} {single:11.1f} {batched:10.1f} {ratio:>15}")
 
     print("\n== env steps (in process) ==")
     print(f"{'backend':10} {'policy':8} {'steps/s':>9} {'success':>8}")

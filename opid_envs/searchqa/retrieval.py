@@ -14,13 +14,14 @@ half-written index behind.
 
 from __future__ import annotations
 
+import functools
+import http.client
 import json
 import os
 import shutil
 import tempfile
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,34 +276,55 @@ class PyseriniRetriever(Retriever):
 
 
 class HTTPRetriever(Retriever):
-    """A client of a Search-R1 `/retrieve` server; one POST per batch."""
+    """A client of a Search-R1 `/retrieve` server: one POST per batch over a kept-alive connection
+    per thread (a fresh TCP connection per search would cost more than the search)."""
 
     name = "http"
 
     def __init__(self, url: str, timeout: float = 30.0):
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"retriever URL must start with http:// or https://, got {url!r}")
-        self.url = url if url.rstrip("/").endswith("/retrieve") else url.rstrip("/") + "/retrieve"
-        self.timeout = timeout
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"retriever URL must look like http://host:port, got {url!r}")
+        path = parts.path.rstrip("/")
+        self.path = path if path.endswith("/retrieve") else path + "/retrieve"
+        self.url = f"{parts.scheme}://{parts.netloc}{self.path}"
+        self._connect = functools.partial(
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection,
+            parts.hostname, parts.port, timeout=timeout)
+        self._local = threading.local()
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        for attempt in (0, 1):  # a kept-alive connection the server has closed fails once; reconnect
+            conn = getattr(self._local, "conn", None) or self._connect()
+            self._local.conn = conn
+            try:
+                conn.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                return response.status, response.read()
+            except (http.client.HTTPException, OSError) as exc:
+                conn.close()
+                self._local.conn = None
+                if attempt or not isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                                                   BrokenPipeError)):
+                    raise RuntimeError(f"retrieval server {self.url} unreachable: {exc}") from None
+        raise AssertionError("unreachable")
 
     def batch_search(self, queries, k=3):
         queries = _clip(queries)
         if not queries:
             return []
         body = json.dumps({"queries": queries, "topk": int(k), "return_scores": True}).encode("utf-8")
-        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        status, raw = self._post(body)
+        if status != 200:
+            raise RuntimeError(f"retrieval server {self.url} answered {status}: {raw[:200]!r}")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"retrieval server {self.url} answered {exc.code}: {exc.read()[:200]!r}") from None
-        except (urllib.error.URLError, TimeoutError) as exc:
-            raise RuntimeError(f"retrieval server {self.url} unreachable: {exc}") from None
-        result = payload.get("result") if isinstance(payload, dict) else None
-        if not isinstance(result, list) or len(result) != len(queries):
-            raise RuntimeError(f"retrieval server {self.url} sent a malformed answer")
-        return [[Hit(entry["document"].get("id", ""), float(entry.get("score", 0.0)),
-                     parse_contents(entry["document"]["contents"])) for entry in row] for row in result]
+            result = json.loads(raw)["result"]
+            if len(result) != len(queries):
+                raise ValueError("one row per query expected")
+            return [[Hit(entry["document"].get("id", ""), float(entry.get("score", 0.0)),
+                         parse_contents(entry["document"]["contents"])) for entry in row] for row in result]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RuntimeError(f"retrieval server {self.url} sent a malformed answer ({exc})") from None
 
 
 def make_retriever(backend: str, corpus: Corpus | None = None, **kwargs) -> Retriever:

@@ -141,3 +141,22 @@ def test_client_reports_an_unreachable_server():
         port = sock.getsockname()[1]
     with pytest.raises(RuntimeError, match="unreachable"):
         HTTPRetriever(f"http://127.0.0.1:{port}", timeout=2).search("x")
+
+
+def test_client_reconnects_after_the_server_drops_an_idle_connection():
+    import time
+
+    retriever = BM25Retriever(build_synthetic().corpus, cache=False)
+    srv = RetrievalServer(retriever, port=0, limits=ServerLimits(socket_timeout_s=0.2))
+    thread = srv.serve_in_background()
+    try:
+        client = HTTPRetriever(srv.url)
+        first = client.search("Pouva Observatory")
+        time.sleep(0.6)  # the server times the kept-alive connection out
+        assert client.search("Pouva Observatory") == first
+        with pytest.raises(RuntimeError, match="answered 400"):
+            client.search("Pouva Observatory", k=0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
