@@ -239,24 +239,30 @@ def _import_pyserini():
 
         jnius_config.add_options = without_incubator
         jnius_config._opid_patched = True
-    return require("pyserini.search.lucene", "pyserini"), require("pyserini.index.lucene", "pyserini")
+    return require("pyserini.search.lucene", "pyserini"), require("pyserini.pyclass", "pyserini")
 
 
 class PyseriniRetriever(Retriever):
     name = "pyserini"
 
     def __init__(self, corpus: Corpus, k1: float = 0.9, b: float = 0.4, cache: bool = True, progress: bool = False):
-        search_module, index_module = _import_pyserini()
+        search_module, pyclass = _import_pyserini()
         from tqdm.auto import tqdm
 
         self.corpus = corpus
         path = index_dir(corpus, "pyserini")
         if not (path / "COMPLETE").exists() or not cache:
             def build(out: Path):
-                indexer = index_module.LuceneIndexer(str(out / "lucene"), threads=1)
-                for i, doc in enumerate(tqdm(corpus.documents, desc="lucene index", disable=not progress)):
-                    indexer.add_doc_dict({"id": str(i), "contents": doc.contents})
-                indexer.close()
+                # Anserini's IndexCollection over a JsonCollection folder: the route Pyserini's own
+                # `python -m pyserini.index.lucene` takes, stable across Pyserini versions
+                (out / "docs").mkdir()
+                with open(out / "docs" / "corpus.jsonl", "w", encoding="utf-8") as f:
+                    for i, doc in enumerate(tqdm(corpus.documents, desc="lucene input", disable=not progress)):
+                        f.write(json.dumps({"id": str(i), "contents": doc.contents}) + "\n")
+                pyclass.autoclass("io.anserini.index.IndexCollection").main([
+                    "-collection", "JsonCollection", "-input", str(out / "docs"), "-index", str(out / "lucene"),
+                    "-generator", "DefaultLuceneDocumentGenerator", "-threads", "1", "-storeRaw"])
+                shutil.rmtree(out / "docs")
 
             _build_atomically(path, build)
         self._searcher = search_module.LuceneSearcher(str(path / "lucene"))
