@@ -324,7 +324,7 @@ def load_searchr1_questions(path: str | os.PathLike, data_source: str | None = N
         answers = _answers_of(row)
         if answers is None:
             raise ValueError(f"{where}: missing gold answers ('golden_answers' or reward_model.ground_truth.target)")
-        source = str(row.get("data_source") or data_source or path.stem.split("_")[0])
+        source = str(row.get("data_source") or data_source or path.stem.split("_")[0])  # nq_test.jsonl -> nq
         question = question.strip()
         items.append(QAItem(question, tuple(answers), source, source, f"{source}-{row.get('id', i)}", (question,)))
     if not items:
@@ -332,10 +332,30 @@ def load_searchr1_questions(path: str | os.PathLike, data_source: str | None = N
     return tuple(items)
 
 
+def searchr1_test_files(root: str | os.PathLike) -> list[tuple[Path, str]]:
+    """The seven evaluation sources in a FlashRAG-style folder (`<root>/<source>/test.jsonl`, or
+    `dev.jsonl` where the source has no public test answers), as (path, data_source) pairs."""
+    root, found = Path(root), []
+    for source in SEARCH_R1_TEST_SOURCES:
+        for split in ("test", "dev"):
+            if (root / source / f"{split}.jsonl").is_file():
+                found.append((root / source / f"{split}.jsonl", source))
+                break
+    if not found:
+        raise FileNotFoundError(f"none of {list(SEARCH_R1_TEST_SOURCES)} found as <source>/test.jsonl under {root}")
+    return found
+
+
 def load_searchr1(corpus_path: str | os.PathLike, train_files=(), test_files=(), corpus_limit: int | None = None) -> QADataset:
-    """A dataset from the official files: a wiki-18 style JSONL corpus plus train / test question files."""
+    """A dataset from the official files: a wiki-18 style JSONL corpus plus train / test question
+    files, each a path or a (path, data_source) pair (e.g. from `searchr1_test_files`)."""
     corpus = load_jsonl_corpus(corpus_path, limit=corpus_limit)
-    splits = {split: tuple(it for p in files for it in load_searchr1_questions(p))
+
+    def load(entry):
+        path, source = entry if isinstance(entry, tuple) else (entry, None)
+        return load_searchr1_questions(path, data_source=source)
+
+    splits = {split: tuple(it for entry in files for it in load(entry))
               for split, files in (("train", train_files), ("test", test_files))}
     if not any(splits.values()):
         raise ValueError("give at least one train or test question file")

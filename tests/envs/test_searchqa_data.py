@@ -158,3 +158,17 @@ def test_corpus_loader_reads_both_layouts(tmp_path):
     corpus = load_jsonl_corpus(path)
     assert corpus.documents == (Document("A", "alpha"), Document("B", "beta"))
     assert len(load_jsonl_corpus(path, limit=1)) == 1
+
+
+def test_flashrag_folder_of_test_sources(tmp_path):
+    from opid_envs.searchqa.datasets import searchr1_test_files
+
+    for source, split in (("nq", "test"), ("musique", "dev"), ("bamboogle", "test")):
+        (tmp_path / source).mkdir()
+        write(tmp_path / source, f"{split}.jsonl", json.dumps({"question": f"{source}?", "golden_answers": ["a"]}) + "\n")
+    files = searchr1_test_files(tmp_path)
+    assert [source for _, source in files] == ["nq", "musique", "bamboogle"]  # Search-R1's order
+    data = load_searchr1(EXAMPLES / "example_corpus.jsonl", test_files=files)
+    assert [it.data_source for it in data.split("test")] == ["nq", "musique", "bamboogle"]
+    with pytest.raises(FileNotFoundError, match="none of"):
+        searchr1_test_files(tmp_path / "nq")
