@@ -47,6 +47,7 @@ class TrainConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     algo: str = "grpo"
     policy: str = "tiny"  # tiny | smollm2-135m | a local HF model folder
+    init: str | None = None  # start RL from this model folder (e.g. another run's initial/), skipping the warm start
     tiny: TinyConfig = field(default_factory=TinyConfig)
     lora_rank: int = 0  # > 0 trains a LoRA adapter of this rank (peft) instead of all weights
     device: str | None = None  # default: cuda when available

@@ -9,9 +9,13 @@ Only episodes the expert won are kept.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -79,6 +83,41 @@ def collect_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, progress
         from opid_train.analyzers.skill_demos import skill_demos
 
         demos += skill_demos(demos, pool.config.template, pool.config.response_format, share=skill_share, seed=seed)
+    return demos, won
+
+
+def _demo_from_json(row: dict) -> Demo:
+    ctx = row.get("context")
+    if ctx is not None:
+        ctx = PromptContext(task=ctx["task"], history=tuple(tuple(pair) for pair in ctx["history"]),
+                            observation=ctx["observation"], step=ctx["step"],
+                            admissible_actions=tuple(ctx["admissible_actions"]) if ctx["admissible_actions"] else None)
+    return Demo(prompt=row["prompt"], response=row["response"], context=ctx, episode=row.get("episode", -1))
+
+
+def cached_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, env_kwargs: dict, cache: Path,
+                 progress: bool = True, skill_share: float = 0.0) -> tuple[list[Demo], int]:
+    """`collect_demos`, the expert's part stored as JSONL under `cache` by (env, kwargs, tasks, seed):
+    experts are slow, and every seed of a study warm-starts from the same demonstrations."""
+    key = json.dumps([pool.env_id, env_kwargs, list(map(list, tasks)), seed], sort_keys=True, default=str)
+    path = Path(cache) / f"demos-{hashlib.sha256(key.encode()).hexdigest()[:16]}.jsonl"
+    if path.exists():
+        lines = path.read_text().splitlines()
+        try:
+            won = int(json.loads(lines[0])["won"])
+            demos = [_demo_from_json(json.loads(line)) for line in lines[1:]]
+        except (IndexError, KeyError, json.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"{path}: not a demonstration cache ({exc}); delete it to rebuild") from None
+    else:
+        demos, won = collect_demos(pool, tasks, seed=seed, progress=progress)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text("\n".join([json.dumps({"won": won, "key": key})] + [json.dumps(asdict(d)) for d in demos]) + "\n")
+        os.replace(tmp, path)
+    if skill_share > 0:
+        from opid_train.analyzers.skill_demos import skill_demos
+
+        demos = demos + skill_demos(demos, pool.config.template, pool.config.response_format, share=skill_share, seed=seed)
     return demos, won
 
 

@@ -30,9 +30,9 @@ from opid_train.config import TrainConfig, add_config_arguments, config_from_arg
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, checkpoint_update, latest_checkpoint, make_batch
 from opid_train.metrics import MetricsLogger
-from opid_train.policy.presets import hf_policy, load_policy
+from opid_train.policy.presets import cache_dir, hf_policy, load_policy
 from opid_train.rollout import collect, derive_seed, make_pool
-from opid_train.warmstart import behaviour_clone, collect_demos, explore_corpus
+from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
 
 
 def seed_everything(seed: int) -> None:
@@ -69,10 +69,13 @@ def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
         n = pool.num_tasks(cfg.warmstart.split)
         tasks = [(cfg.warmstart.split, i % n) for i in range(cfg.warmstart.episodes)]
         t0 = time.monotonic()
-        demos, won = collect_demos(pool, tasks, seed=cfg.seed, progress=cfg.progress,
-                                   skill_share=cfg.warmstart.skill_share)
+        # Demonstrations depend on the tasks only; every seed of a study shares them.
+        demos, won = cached_demos(pool, tasks, seed=0, env_kwargs=cfg.env_kwargs, cache=cache_dir() / "demos",
+                                  progress=cfg.progress, skill_share=cfg.warmstart.skill_share)
         metrics.update(demo_episodes=len(tasks), demo_won=won, demo_steps=len(demos), demo_seconds=time.monotonic() - t0)
         log(f"expert: won {won}/{len(tasks)} demonstration episodes, {len(demos)} steps")
+        if not demos:
+            raise RuntimeError(f"the expert won none of {len(tasks)} episodes: no demonstrations to warm-start from")
     texts = None
     if cfg.policy == "tiny":
         texts = [d.prompt + "\n" + d.response for d in demos] or explore_corpus(pool, cfg.train_split, seed=cfg.seed)
@@ -109,6 +112,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             policy = hf_policy(checkpoint / "model", device=cfg.device, temperature=cfg.temperature)
             start = checkpoint_update(checkpoint)
             log(f"resuming from {checkpoint} (update {start})")
+        elif cfg.init:
+            policy = hf_policy(cfg.init, device=cfg.device, lora_rank=cfg.lora_rank, temperature=cfg.temperature)
+            policy.save(run_dir / "initial")
+            start = 0
         else:
             policy, warm_metrics = initial_policy(cfg, pool, run_dir, log)
             policy.save(run_dir / "initial")

