@@ -172,9 +172,10 @@ class ALFWorldEnv(TextEnv):
         split_dir = self.data_root / "json_2.1.1" / split
         refs = []
         for root, _dirs, files in sorted(os.walk(split_dir)):
-            if "traj_data.json" not in files or "movable" in root or "Sliced" in root:
-                continue
-            task_type = Path(root).parent.name.split("-", 1)[0]
+            task_dir = Path(root).parent.name  # <task_type>-<Object>-<mrecep>-<Receptacle>-<scene>
+            if "traj_data.json" not in files or "movable" in task_dir or "Sliced" in task_dir:
+                continue  # AlfredTWEnv's filter: no movable-receptacle or sliced tasks
+            task_type = task_dir.split("-", 1)[0]
             if task_type not in self.task_types:
                 continue
             gamefile = os.path.join(root, "game.tw-pddl")

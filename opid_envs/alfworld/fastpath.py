@@ -22,6 +22,7 @@ from contextlib import contextmanager
 
 _installed = False
 _planning = False
+_game_caches: list = []  # the per-game caches (translations, game logic), for forget_games()
 PARSE_CACHE = 8192  # distinct grammar strings and queries; a game adds only its task sentence
 TRANSLATION_CACHE = 32  # translated problems kept; a GRPO group resets one game many times
 LOGIC_CACHE = 16  # parsed (domain, grammar) pairs, shared by envs loading the same game
@@ -81,10 +82,17 @@ def install() -> None:
         return translate(domain, problem, verbose=verbose, optimize=optimize and _planning)
 
     fast_downward.pddl2sas = pddl2sas
+    _game_caches.append(translate)
 
     # 5. Game logic (domain + grammar parse): shared by envs that load the same game.
     pddl_logic.GameLogic = _cached_logic(pddl_logic.GameLogic)
     _installed = True
+
+
+def forget_games() -> None:
+    """Drop cached translations and game logic (the benchmark times resets of new games)."""
+    for cache in _game_caches:
+        cache.cache_clear()
 
 
 @contextmanager
@@ -102,5 +110,7 @@ def _cached_logic(game_logic_cls):
     @functools.lru_cache(maxsize=LOGIC_CACHE)
     def make(domain: str, grammar: str):
         return game_logic_cls(domain=domain, grammar=grammar)
+
+    _game_caches.append(make)
 
     return lambda domain, grammar: make(domain, grammar)
