@@ -103,15 +103,18 @@ class SceneTables:
         self.actions = constants.VAL_ACTION_OBJECTS
         self.train_scenes = list(constants.TRAIN_SCENE_NUMBERS)
         self.test_scenes = list(constants.TEST_SCENE_NUMBERS)
+        self._scenes: dict[int, tuple[dict, list]] = {}
 
     def room_type(self, scene: int) -> str:
         return next(name for name, nums in self.constants.SCENE_TYPE.items() if scene in nums)
 
     def scene(self, scene: int) -> tuple[dict[str, list[float]], list[str]]:
         """(receptacle instance id -> interaction pose, object classes) of a floor plan."""
-        poses = json.loads((self.layouts / f"FloorPlan{scene}-openable.json").read_text())
-        classes = json.loads((self.layouts / f"FloorPlan{scene}-objects.json").read_text())
-        return poses, classes
+        if scene not in self._scenes:
+            poses = json.loads((self.layouts / f"FloorPlan{scene}-openable.json").read_text())
+            classes = json.loads((self.layouts / f"FloorPlan{scene}-objects.json").read_text())
+            self._scenes[scene] = (poses, classes)
+        return self._scenes[scene]
 
 
 def receptacle_class(instance_id: str) -> str:
