@@ -16,10 +16,11 @@ Each game is drawn from its own seeded RNG (suite seed, split, index), so a suit
 byte-identical for the same seed whatever order or subset is written. A suite is written into a
 temporary directory and renamed into place, so a killed run never leaves a half suite behind.
 
-The planner's plan (`walkthrough`) costs 0.2-15 s per game on ALFRED-sized rooms, far too slow
-for the thousands of games a first `gym.make` generates, so lazy generation stores no plan by
-default; `--walkthroughs` (or `walkthroughs=True`) stores it for a suite, and
-`ALFWorldEnv.planner_walkthrough()` computes it for one game on demand.
+The planner's plan (`walkthrough`) costs 0.5-30 s per game here (most in ALFRED's large
+kitchens), hours for the thousands of games a first `gym.make` writes in ~20 s, so lazy
+generation stores no plan; `--walkthroughs` adds it to a suite in a resumable pass (one atomic
+file write per game, `--workers` processes), and `ALFWorldEnv.walkthrough()` computes it for
+one game on demand. The handcoded expert (`experts.py`) needs no stored plan.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,8 +355,7 @@ def _scenes(tables: SceneTables, split: str, task_type: str, level: Level) -> li
 
 
 def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | None = None, seed: int = 0,
-                   sizes: dict | None = None, walkthroughs: bool = False,
-                   progress: bool = True) -> Path:
+                   sizes: dict | None = None, progress: bool = True) -> Path:
     """Write a suite to `out_dir` (default: the cache) atomically and return its root.
 
     `sizes` overrides the level's games per split (e.g. {"train": 12, ...} for tests).
@@ -390,8 +391,6 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
                 else:
                     raise RuntimeError(f"could not draw a new {task_type} game for {split}")
                 seen_problems.add(key)
-                if walkthroughs:
-                    gamefile["walkthrough"] = planner_walkthrough(gamefile)
                 recep = game.toggle_target or game.parent_target
                 trial = tmp / "json_2.1.1" / split / (
                     f"{task_type}-{game.object_target}-None-{recep}-{game.scene}") / f"trial_{index:05d}"
@@ -401,7 +400,7 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
                 bar.update()
         bar.close()
         manifest = {"generator": "opid", "version": GENERATOR_VERSION, "level": lv.name, "seed": seed,
-                    "sizes": {s: sizes[s] for s in SPLITS}, "walkthroughs": bool(walkthroughs)}
+                    "sizes": {s: sizes[s] for s in SPLITS}, "walkthroughs": False}
         (tmp / "opid_suite.json").write_text(json.dumps(manifest, indent=1))
         tmp.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any other
         if root.exists():  # a stale or foreign suite: move it aside, then replace it atomically
@@ -436,6 +435,47 @@ def ensure_suite(level: str = "full", seed: int = 0, cache_dir: str | os.PathLik
     return root
 
 
+def add_walkthroughs(root: str | os.PathLike, workers: int = 1, progress: bool = True) -> int:
+    """Store the planner's plan in every game of a suite that has none; returns how many.
+
+    Resumable: games that have one are skipped, and each game file is replaced atomically.
+    """
+    from multiprocessing import get_context
+
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    todo = [str(p) for p in sorted(root.glob("json_2.1.1/*/*/*/game.tw-pddl"))
+            if "walkthrough" not in json.loads(p.read_text())]
+    bar = tqdm(total=len(todo), desc="planning walkthroughs", unit="game", disable=not progress)
+    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    try:
+        plans = pool.imap(_plan_file, todo) if pool else map(_plan_file, todo)
+        for path, plan in plans:
+            data = json.loads(Path(path).read_text())
+            data["walkthrough"] = plan
+            _write_atomic(Path(path), json.dumps(data, indent=1))
+            bar.update()
+    finally:
+        if pool:
+            pool.terminate()
+        bar.close()
+    manifest = read_manifest(root)
+    if manifest is not None:
+        _write_atomic(root / "opid_suite.json", json.dumps({**manifest, "walkthroughs": True}, indent=1))
+    return len(todo)
+
+
+def _plan_file(path: str) -> tuple[str, list[str]]:
+    return path, planner_walkthrough(path)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def planner_walkthrough(gamefile: dict | str) -> list[str]:
     """The engine's PDDL planner's plan from the initial state (0.2-15 s a game)."""
     from opid_envs.alfworld import fastpath
@@ -457,10 +497,19 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument(f"--{split.replace('_', '-')}", type=int, dest=split,
                             help=f"games in {split} (default: the level's)")
     parser.add_argument("--walkthroughs", action="store_true",
-                        help="store the planner's plan in every game (slow on large rooms)")
+                        help="store the planner's plan in every game (slow; resumes where it stopped)")
+    parser.add_argument("--workers", type=int, default=1, help="planner processes for --walkthroughs")
     args = parser.parse_args(argv)  # before any engine is created: fast-downward rewrites sys.argv
-    sizes = {s: getattr(args, s) for s in SPLITS if getattr(args, s) is not None}
-    root = generate_suite(args.level, args.out, seed=args.seed, sizes=sizes, walkthroughs=args.walkthroughs)
+    sizes = {**LEVELS[args.level].sizes, **{s: getattr(args, s) for s in SPLITS if getattr(args, s) is not None}}
+    root = Path(args.out) if args.out else suite_root(args.level, args.seed)
+    manifest = read_manifest(root) or {}
+    same = {"version": GENERATOR_VERSION, "level": args.level, "seed": args.seed, "sizes": sizes}
+    if any(manifest.get(k) != v for k, v in same.items()):
+        generate_suite(args.level, root, seed=args.seed, sizes=sizes)
+    else:
+        print(f"{root} already holds this suite", file=sys.stderr)
+    if args.walkthroughs:
+        add_walkthroughs(root, workers=args.workers)
     print(root)
 
 

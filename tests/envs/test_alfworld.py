@@ -109,11 +109,31 @@ def test_expert_catches_up_after_other_actions(easy_suite):
 
 
 def test_planner_walkthrough_wins(easy_suite):
+    """Planned on demand for a game without one, it wins."""
     env = ALFWorldEnv(data_dir=easy_suite, split="valid_seen")
     obs, info = env.reset(options={"task_id": 0})
     for action in env.walkthrough():
         obs, reward, terminated, truncated, info = env.step(action)
     assert terminated and info["won"] and reward == 1.0
+
+
+def test_stored_walkthroughs_are_added_resumably(tmp_path):
+    root = generate.generate_suite("easy", tmp_path / "easy", sizes={"train": 2, "valid_seen": 0, "valid_unseen": 1},
+                                   progress=False)
+    first = _games(root, "train")[0]
+    data = json.loads(first.read_text())
+    data["walkthrough"] = ["look"]  # as if an earlier, killed pass had planned this game
+    first.write_text(json.dumps(data, indent=1))
+    assert generate.add_walkthroughs(root, progress=False) == 2  # the two games without a plan
+    assert generate.add_walkthroughs(root, progress=False) == 0
+    assert generate.read_manifest(root)["walkthroughs"] is True
+    env = ALFWorldEnv(data_dir=root, split="valid_unseen")
+    env.reset(options={"task_id": 0})
+    stored = json.loads(_games(root, "valid_unseen")[0].read_text())["walkthrough"]
+    assert env.walkthrough() == stored
+    for action in stored:
+        obs, reward, terminated, truncated, info = env.step(action)
+    assert info["won"]
 
 
 def test_easy_rooms_have_six_receptacles_and_two_task_types(easy_suite):
