@@ -9,8 +9,6 @@ Its random choices come from a per-episode `random.Random`, so demonstrations ar
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from typing import Any
 
@@ -33,10 +31,8 @@ class HandcodedExpert:
         self._errors = (handcoded_expert.HandCodedAgentTimeout, handcoded_expert.HandCodedAgentFailed)
         self.rng = random.Random(seed)
         self.agent = HandCodedTWAgent(max_steps=max_steps)
-        with open(os.path.join(os.path.dirname(gamefile), "traj_data.json")) as f:
-            traj = json.load(f)
-        self.agent.reset(gamefile)  # reads the same traj_data.json for its task parameters
-        self.task_type = traj["task_type"]
+        self.agent.reset(gamefile)  # reads the task parameters from the game's traj_data.json
+        self.task_type = self.agent.task_params["task_type"]
         self.seen = 0  # history entries already fed to the expert
         self.next_action = FALLBACK_ACTION
         self.failed = False
