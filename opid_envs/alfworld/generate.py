@@ -18,14 +18,17 @@ temporary directory and renamed into place, so a killed run never leaves a half 
 
 The planner's plan (`walkthrough`) costs 0.5-30 s per game here (most in ALFRED's large
 kitchens), hours for the thousands of games a first `gym.make` writes in ~20 s, so lazy
-generation stores no plan; `--walkthroughs` adds it to a suite in a resumable pass (one atomic
-file write per game, `--workers` processes), and `ALFWorldEnv.walkthrough()` computes it for
-one game on demand. The handcoded expert (`experts.py`) needs no stored plan.
+generation does not plan. It copies plans shipped with the package (`walkthroughs/<level>.json`,
+keyed by a hash of the problem: the default easy suite's, planned once) and otherwise stores
+none; `--walkthroughs` adds them to a suite in a resumable pass (one atomic file write per game,
+`--workers` processes), and `ALFWorldEnv.walkthrough()` plans one game on demand. The
+handcoded expert (`experts.py`) needs no stored plan.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -371,8 +374,9 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
+        shipped = shipped_walkthroughs(lv.name)
         seen_problems: set[str] = set()
-        total = sum(sizes[s] for s in SPLITS)
+        total, planned = sum(sizes[s] for s in SPLITS), 0
         bar = tqdm(total=total, desc=f"generating ALFWorld '{lv.name}' games", unit="game", disable=not progress)
         for split in SPLITS:
             for index in range(sizes[split]):
@@ -391,6 +395,10 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
                 else:
                     raise RuntimeError(f"could not draw a new {task_type} game for {split}")
                 seen_problems.add(key)
+                plan = shipped.get(problem_key(gamefile["pddl_problem"]))
+                if plan is not None:
+                    gamefile["walkthrough"] = plan
+                    planned += 1
                 recep = game.toggle_target or game.parent_target
                 trial = tmp / "json_2.1.1" / split / (
                     f"{task_type}-{game.object_target}-None-{recep}-{game.scene}") / f"trial_{index:05d}"
@@ -400,7 +408,7 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
                 bar.update()
         bar.close()
         manifest = {"generator": "opid", "version": GENERATOR_VERSION, "level": lv.name, "seed": seed,
-                    "sizes": {s: sizes[s] for s in SPLITS}, "walkthroughs": False}
+                    "sizes": {s: sizes[s] for s in SPLITS}, "walkthroughs": planned == total}
         (tmp / "opid_suite.json").write_text(json.dumps(manifest, indent=1))
         tmp.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any other
         if root.exists():  # a stale or foreign suite: move it aside, then replace it atomically
@@ -432,26 +440,37 @@ def ensure_suite(level: str = "full", seed: int = 0, cache_dir: str | os.PathLik
         manifest = read_manifest(root)
         if manifest is None or manifest.get("version") != GENERATOR_VERSION or manifest.get("level") != level:
             generate_suite(level, root, seed=seed)
+        elif not manifest.get("walkthroughs") and shipped_walkthroughs(level):
+            add_walkthroughs(root, plans=shipped_walkthroughs(level))  # a suite cached before plans shipped
     return root
 
 
-def add_walkthroughs(root: str | os.PathLike, workers: int = 1, progress: bool = True) -> int:
+def add_walkthroughs(root: str | os.PathLike, workers: int = 1, progress: bool = True,
+                     plans: dict[str, list[str]] | None = None) -> int:
     """Store the planner's plan in every game of a suite that has none; returns how many.
 
     Resumable: games that have one are skipped, and each game file is replaced atomically.
+    With `plans` (problem key -> plan, e.g. the shipped table) it copies instead of planning.
     """
     from multiprocessing import get_context
 
     from tqdm.auto import tqdm
 
     root = Path(root)
-    todo = [str(p) for p in sorted(root.glob("json_2.1.1/*/*/*/game.tw-pddl"))
-            if "walkthrough" not in json.loads(p.read_text())]
-    bar = tqdm(total=len(todo), desc="planning walkthroughs", unit="game", disable=not progress)
-    pool = get_context("spawn").Pool(workers) if workers > 1 else None
+    keys = {}  # game file -> problem key, for the games without a plan
+    for game in sorted(root.glob("json_2.1.1/*/*/*/game.tw-pddl")):
+        data = json.loads(game.read_text())
+        if "walkthrough" not in data:
+            keys[str(game)] = problem_key(data["pddl_problem"])
+    todo = [path for path, key in keys.items() if plans is None or key in plans]
+    if plans is not None:
+        results = ((path, plans[keys[path]]) for path in todo)
+    pool = get_context("spawn").Pool(workers) if workers > 1 and plans is None else None
+    if plans is None:
+        results = pool.imap(_plan_file, todo) if pool else map(_plan_file, todo)
+    bar = tqdm(total=len(todo), desc="planning walkthroughs", unit="game", disable=not progress or plans is not None)
     try:
-        plans = pool.imap(_plan_file, todo) if pool else map(_plan_file, todo)
-        for path, plan in plans:
+        for path, plan in results:
             data = json.loads(Path(path).read_text())
             data["walkthrough"] = plan
             _write_atomic(Path(path), json.dumps(data, indent=1))
@@ -461,9 +480,30 @@ def add_walkthroughs(root: str | os.PathLike, workers: int = 1, progress: bool =
             pool.terminate()
         bar.close()
     manifest = read_manifest(root)
-    if manifest is not None:
+    if manifest is not None and len(todo) == len(keys):
         _write_atomic(root / "opid_suite.json", json.dumps({**manifest, "walkthroughs": True}, indent=1))
     return len(todo)
+
+
+def problem_key(pddl_problem: str) -> str:
+    return hashlib.sha256(pddl_problem.encode()).hexdigest()[:24]
+
+
+def shipped_walkthroughs(level: str) -> dict[str, list[str]]:
+    """Planner plans shipped for a level's default suite: problem key -> walkthrough."""
+    path = Path(__file__).with_name("walkthroughs") / f"{level}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def export_walkthroughs(root: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Write a suite's stored plans as a shipped-walkthrough table; returns how many."""
+    plans = {}
+    for path in sorted(Path(root).glob("json_2.1.1/*/*/*/game.tw-pddl")):
+        data = json.loads(path.read_text())
+        if "walkthrough" in data:
+            plans[problem_key(data["pddl_problem"])] = data["walkthrough"]
+    Path(out).write_text(json.dumps(dict(sorted(plans.items())), separators=(",", ":")) + "\n")
+    return len(plans)
 
 
 def _plan_file(path: str) -> tuple[str, list[str]]:
@@ -499,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--walkthroughs", action="store_true",
                         help="store the planner's plan in every game (slow; resumes where it stopped)")
     parser.add_argument("--workers", type=int, default=1, help="planner processes for --walkthroughs")
+    parser.add_argument("--export-walkthroughs", metavar="JSON",
+                        help="also write the suite's plans as a table to ship (walkthroughs/<level>.json)")
     args = parser.parse_args(argv)  # before any engine is created: fast-downward rewrites sys.argv
     sizes = {**LEVELS[args.level].sizes, **{s: getattr(args, s) for s in SPLITS if getattr(args, s) is not None}}
     root = Path(args.out) if args.out else suite_root(args.level, args.seed)
@@ -510,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{root} already holds this suite", file=sys.stderr)
     if args.walkthroughs:
         add_walkthroughs(root, workers=args.workers)
+    if args.export_walkthroughs:
+        export_walkthroughs(root, args.export_walkthroughs)
     print(root)
 
 

@@ -108,30 +108,38 @@ def test_expert_catches_up_after_other_actions(easy_suite):
     assert terminated
 
 
-def test_planner_walkthrough_wins(easy_suite):
+def test_planner_walkthrough_wins(easy_suite, tmp_path):
     """Planned on demand for a game without one, it wins."""
-    env = ALFWorldEnv(data_dir=easy_suite, split="valid_seen")
+    root = Path(shutil.copytree(easy_suite, tmp_path / "easy"))
+    game = _games(root, "valid_seen")[0]
+    data = json.loads(game.read_text())
+    del data["walkthrough"]
+    game.write_text(json.dumps(data))
+    env = ALFWorldEnv(data_dir=root, split="valid_seen")
     obs, info = env.reset(options={"task_id": 0})
+    assert env.engine.walkthrough is None
     for action in env.walkthrough():
         obs, reward, terminated, truncated, info = env.step(action)
     assert terminated and info["won"] and reward == 1.0
 
 
-def test_stored_walkthroughs_are_added_resumably(tmp_path):
+def test_shipped_walkthroughs_are_the_planners_and_added_resumably(tmp_path):
     root = generate.generate_suite("easy", tmp_path / "easy", sizes={"train": 2, "valid_seen": 0, "valid_unseen": 1},
                                    progress=False)
-    first = _games(root, "train")[0]
-    data = json.loads(first.read_text())
-    data["walkthrough"] = ["look"]  # as if an earlier, killed pass had planned this game
-    first.write_text(json.dumps(data, indent=1))
-    assert generate.add_walkthroughs(root, progress=False) == 2  # the two games without a plan
-    assert generate.add_walkthroughs(root, progress=False) == 0
-    assert generate.read_manifest(root)["walkthroughs"] is True
+    assert generate.read_manifest(root)["walkthroughs"] is True  # the default easy suite's plans ship
+    games = _games(root, "train") + _games(root, "valid_unseen")
+    shipped = [json.loads(g.read_text())["walkthrough"] for g in games]
+    for game in games:  # as if they had been generated without plans
+        data = json.loads(game.read_text())
+        del data["walkthrough"]
+        game.write_text(json.dumps(data, indent=1))
+    assert generate.add_walkthroughs(root, progress=False) == 3  # planned afresh: the same plans
+    assert [json.loads(g.read_text())["walkthrough"] for g in games] == shipped
+    assert generate.add_walkthroughs(root, progress=False) == 0  # nothing left to do
     env = ALFWorldEnv(data_dir=root, split="valid_unseen")
     env.reset(options={"task_id": 0})
-    stored = json.loads(_games(root, "valid_unseen")[0].read_text())["walkthrough"]
-    assert env.walkthrough() == stored
-    for action in stored:
+    assert env.walkthrough() == shipped[-1]
+    for action in shipped[-1]:
         obs, reward, terminated, truncated, info = env.step(action)
     assert info["won"]
 
