@@ -246,6 +246,14 @@ def test_alfworld_data_variable_points_at_official_data(suite, monkeypatch):
     assert env.reset(seed=0)[1]["gamefile"].startswith(str(suite))
 
 
+def test_missing_engine_names_the_extra(suite, monkeypatch):
+    from opid_envs.core import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "alfworld", None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError, match=r"opid\[alfworld\]"):
+        ALFWorldEnv(data_dir=suite)
+
+
 def test_unknown_level_is_rejected():
     with pytest.raises(ValueError, match="unknown level"):
         ALFWorldEnv(level="nightmare")
