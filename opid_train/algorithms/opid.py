@@ -57,16 +57,26 @@ def routed_skills(batch: Batch, analyses: list[Analysis | None], mode: str) -> l
 
 def score_prompts(policy, prompt_ids: list[list[int]], response_ids: torch.Tensor, response_mask: torch.Tensor,
                   chunk_rows: int | None = None) -> torch.Tensor:
-    """policy.score over many (prompt, response) pairs: one call, or length-sorted chunks of
-    `chunk_rows` (less padding, bounded memory); rows come back in the order given."""
-    if chunk_rows is None or chunk_rows >= len(prompt_ids):
-        return policy.score(prompt_ids, response_ids, response_mask)
-    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
-    out = torch.zeros(response_ids.shape, dtype=torch.float32)
-    for start in range(0, len(order), chunk_rows):
-        idx = torch.tensor(order[start:start + chunk_rows], dtype=torch.long)
-        out[idx] = policy.score([prompt_ids[i] for i in idx.tolist()], response_ids[idx], response_mask[idx]).cpu().float()
-    return out
+    """policy.score over many (prompt, response) pairs, each distinct pair once (a group often
+    repeats its first prompt and response); one call, or length-sorted chunks of `chunk_rows`
+    (less padding, bounded memory). Rows come back in the order given."""
+    keys = [(tuple(p), tuple(r[m > 0].tolist())) for p, r, m in zip(prompt_ids, response_ids, response_mask)]
+    slot: dict[tuple, int] = {}
+    first: list[int] = []  # the first row of every distinct pair
+    for i, key in enumerate(keys):
+        if key not in slot:
+            slot[key] = len(first)
+            first.append(i)
+    which = torch.tensor([slot[k] for k in keys], dtype=torch.long)
+    order = sorted(first, key=lambda i: len(prompt_ids[i]))
+    size = chunk_rows or len(order)
+    scored = torch.zeros((len(order), response_ids.shape[1]), dtype=torch.float32)
+    for start in range(0, len(order), size):
+        rows = order[start:start + size]
+        idx = torch.tensor(rows, dtype=torch.long)
+        logp = policy.score([prompt_ids[i] for i in rows], response_ids[idx], response_mask[idx])
+        scored[which[idx]] = logp.detach().float().cpu()
+    return scored[which]
 
 
 def score_teacher(batch: Batch, ctx: PrepareContext, prompts: list[tuple[int, str, str]],

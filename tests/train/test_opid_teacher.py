@@ -1,5 +1,6 @@
 """Teacher re-scoring with a real (tiny, random) transformer: batched, chunked and one-by-one agree."""
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 from opid_train.algorithms.base import PrepareContext
 from opid_train.algorithms.config import AnalyzerConfig, GRPOConfig, OPIDConfig, SDARConfig
-from opid_train.algorithms.opid import OPID
+from opid_train.algorithms.opid import OPID, score_prompts
 from opid_train.algorithms.sdar import SDAR
 from opid_train.analyzers import Analysis
 from opid_train.learner import make_batch
@@ -15,20 +16,28 @@ from opid_train.policy.presets import TinyConfig, tiny_policy
 from tests.train.test_opid_advantages import TEMPLATE, FixedAnalyzer, make_trajectory
 
 
-@pytest.fixture
-def policy_and_batch(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
-    trajs = [make_trajectory(0, 0, 3, True), make_trajectory(1, 0, 2, False, task="open the red door")]
-    texts = [s.prompt + " <action>go right</action>" for t in trajs for s in t.steps] * 4
-    policy = tiny_policy(texts, seed=0, config=TinyConfig(hidden_size=32, num_layers=1, num_heads=2,
-                                                           intermediate_size=64, vocab_size=300))
+@pytest.fixture(scope="module")
+def policy_and_trajectories(tmp_path_factory):
+    """One tiny random transformer and its sampled rollouts for the whole module (built once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPID_CACHE", str(tmp_path_factory.mktemp("cache")))
+        trajs = [make_trajectory(0, 0, 3, True), make_trajectory(1, 0, 2, False, task="open the red door")]
+        texts = [s.prompt + " <action>go right</action>" for t in trajs for s in t.steps] * 4
+        policy = tiny_policy(texts, seed=0, config=TinyConfig(hidden_size=32, num_layers=1, num_heads=2,
+                                                               intermediate_size=64, vocab_size=300))
     for traj in trajs:  # real sampled responses and their sampling log-probs
         gens = policy.generate([s.prompt for s in traj.steps], max_new_tokens=5, seed=traj.traj_id)
         for step, gen in zip(traj.steps, gens):
             step.prompt_ids, step.response_ids, step.old_logprobs = gen.prompt_ids, gen.response_ids, gen.logprobs
+    return policy, trajs
+
+
+@pytest.fixture
+def policy_and_batch(policy_and_trajectories, tmp_path):
+    policy, trajs = policy_and_trajectories
     analyses = {0: Analysis("won", "go right until the door", {2: "open the door now"}),
                 1: Analysis("lost", "look for the red door", {})}
-    return policy, make_batch(trajs), analyses, PrepareContext(policy, TEMPLATE, tmp_path, 0)
+    return policy, make_batch(copy.deepcopy(trajs)), analyses, PrepareContext(policy, TEMPLATE, tmp_path, 0)
 
 
 def one_by_one(policy, batch, row, **skills):
@@ -71,3 +80,24 @@ def test_sdar_teacher_is_the_routed_prompt(policy_and_batch):
     loss.backward()  # a real gradient reaches the weights
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
     assert 0 < metrics["sdar/gate_mean"] < 1
+
+
+class RowCounter:
+    def __init__(self, policy):
+        self.policy, self.rows = policy, []
+
+    def score(self, prompt_ids, response_ids, response_mask):
+        self.rows.append(len(prompt_ids))
+        return self.policy.score(prompt_ids, response_ids, response_mask)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 2])
+def test_score_prompts_scores_each_distinct_pair_once(policy_and_batch, chunk_rows):
+    policy, batch, _, _ = policy_and_batch
+    rows = torch.tensor([0, 1, 0, 2, 1, 0])  # rows 0 and 1 repeated
+    counter = RowCounter(policy)
+    got = score_prompts(counter, [batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows],
+                        batch.response_mask[rows], chunk_rows)
+    assert sum(counter.rows) == 3 and max(counter.rows) <= (chunk_rows or 3)
+    want = policy.score([batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows], batch.response_mask[rows])
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-4)
