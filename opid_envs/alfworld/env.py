@@ -201,9 +201,10 @@ class ALFWorldEnv(TextEnv):
             return
         try:
             self.engine.load(ref.gamefile)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"cannot load ALFWorld game {ref.gamefile} ({type(exc).__name__}: {exc}); "
-                             + _fix_hint(self.data_root, self.generated, self.level)) from exc
+        except (Exception, SystemExit) as exc:  # JSON, TatSu and fast-downward all have their own errors
+            fix = (_fix_hint(self.data_root, True, self.level) if self.generated else
+                   "replace it with the official file or delete its trial directory")
+            raise ValueError(f"cannot load ALFWorld game {ref.gamefile} ({type(exc).__name__}: {exc}); {fix}") from exc
         self._loaded = ref.gamefile
 
     # -- the contract ---------------------------------------------------------------------------

@@ -219,7 +219,7 @@ def test_corrupt_game_says_how_to_fix(suite, tmp_path):
     game.write_text("{ not json")
     env = ALFWorldEnv(data_dir=broken, split="valid_seen")
     task_id = [g.gamefile for g in env.games("valid_seen")].index(str(game))
-    with pytest.raises(ValueError, match=r"cannot load ALFWorld game .*game\.tw-pddl.*ALFWORLD_DATA"):
+    with pytest.raises(ValueError, match=r"cannot load ALFWorld game .*game\.tw-pddl.*delete its trial directory"):
         env.reset(options={"task_id": task_id})
 
 
