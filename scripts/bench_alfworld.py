@@ -16,9 +16,11 @@ from scratch. The ratio for a reset is raw time / our time (higher is better for
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
+from contextlib import contextmanager
 
 INVALID = "jump around"  # a command no ALFWorld game knows
 
@@ -37,6 +39,21 @@ def walk(rng: random.Random, admissible: list[str]) -> str:
     return INVALID if rng.random() < 0.1 else rng.choice(admissible)
 
 
+@contextmanager
+def quiet_workers():
+    """AlfredTWEnv's worker processes print an EOFError traceback when a reset replaces them;
+    those started inside this block write their stderr to /dev/null."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def raw_env(game_files: list[str], batch_size: int):
     """alfworld's AlfredTWEnv set up for evaluation, playing exactly `game_files`."""
     from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
@@ -52,7 +69,8 @@ def raw_env(game_files: list[str], batch_size: int):
     }
     env = AlfredTWEnv(config, train_eval="eval_out_of_distribution")
     env.game_files = list(game_files)
-    return env.init_env(batch_size=batch_size)
+    with quiet_workers():
+        return env.init_env(batch_size=batch_size)
 
 
 def run_raw(game_files, steps, seed):
@@ -61,7 +79,8 @@ def run_raw(game_files, steps, seed):
     for i, gamefile in enumerate(game_files):
         env = raw_env([gamefile], 1)
         t = time.perf_counter()
-        obs, infos = env.reset()
+        with quiet_workers():
+            obs, infos = env.reset()
         reset_time += time.perf_counter() - t
         rng = random.Random(f"{seed}-{i}")
         actions, observations, admissibles = [], [obs[0]], [infos["admissible_commands"][0]]
@@ -129,7 +148,8 @@ def run_batch(game_files, steps, seed):
 
     n = len(game_files)
     env = raw_env(game_files, n)
-    obs, infos = env.reset()
+    with quiet_workers():
+        obs, infos = env.reset()
     slots = list(infos["extra.gamefile"])
     rng = random.Random(f"{seed}-batch")
     actions, trace, active = [], [list(obs)], [True] * n

@@ -48,7 +48,8 @@ TASK_TYPES = (
     "pick_cool_then_place_in_recep",
     "pick_two_obj_and_place",
 )
-# Receptacles that can hold a lamp (lamps are in no compatibility list: ALFRED never moves them).
+# Receptacles a lamp stands on: lamps are in no compatibility list (ALFRED never moves them), and
+# the look_at goal needs the lamp in a receptacle, so a floor lamp stands by one of these too.
 LAMP_HOLDERS = ("SideTable", "Desk", "Dresser", "DiningTable", "CoffeeTable", "Shelf")
 LAMPS = ("DeskLamp", "FloorLamp")
 # The appliance each state-change task needs, which is never its target receptacle.
@@ -73,7 +74,9 @@ class Level:
 
 EASY_RECEPTACLES = ("CounterTop", "Cabinet", "Fridge", "SinkBasin", "Microwave", "SideTable")
 LEVELS = {
-    # Calibrated for tiny CPU policies (reference notes): 6 receptacles, 2 short task types.
+    # Calibrated for tiny CPU policies (reference notes): ALFRED kitchens cut down to one countertop,
+    # cabinet, fridge, sinkbasin and microwave plus a sidetable with a desk lamp; up to 7 object
+    # classes drawn from all ALFRED kitchens; 2 short task types.
     "easy": Level("easy", ("pick_and_place_simple", "look_at_obj_in_light"), "easy6",
                   {"train": 300, "valid_seen": 60, "valid_unseen": 60}, max_object_types=7),
     # All six task types in real floor plans, one receptacle per type (about 8-12 per room).
