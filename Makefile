@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 run: install
-	$(PY) -m opid_envs.play --episodes 3
+	$(PY) -m opid_train.cli.main --seeds $(or $(SEEDS),0)
 
 test: install
 	$(PY) -m pytest -q

@@ -20,8 +20,6 @@ from opid_train.evaluate import evaluate, summarize
 from opid_train.policy.presets import hf_policy
 from opid_train.rollout import make_pool
 
-EVAL_SPLITS = ("valid_seen", "valid_unseen")
-
 
 def main_config() -> TrainConfig:
     """The embedded default: sized for ~20 minutes on a 2-core CPU (see the calibration notes)."""
@@ -41,21 +39,22 @@ def main_config() -> TrainConfig:
         minibatch_size=128,
         micro_batch_size=64,
         warmstart=WarmstartConfig(episodes=300, epochs=8, lr=2e-3, batch_size=32, max_minutes=5.0),
-        eval=EvalConfig(splits=[], episodes=0),
+        eval=EvalConfig(splits=["valid_seen", "valid_unseen"], episodes=0),
         tensorboard=False,
     )
 
 
-def compare(cfg: TrainConfig, run_dir: Path, episodes: int, log=print) -> dict:
+def compare(cfg: TrainConfig, run_dir: Path) -> dict:
     """Greedy success of the warm start (run_dir/initial) and of the RL policy (run_dir/final)."""
     pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers)
     results = {}
     try:
         for name in ("initial", "final"):
             policy = hf_policy(run_dir / name, device=cfg.device, temperature=cfg.temperature)
-            results[name] = {split: summarize(evaluate(policy, pool, split, episodes=episodes, greedy=True, seed=cfg.seed,
-                                                       max_new_tokens=cfg.max_new_tokens, progress=cfg.progress))
-                             for split in EVAL_SPLITS}
+            results[name] = {split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, greedy=True,
+                                                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                                                       progress=cfg.progress))
+                             for split in cfg.eval.splits}
     finally:
         pool.close()
     (run_dir / "main_eval.json").write_text(json.dumps(results, indent=2))
@@ -65,7 +64,7 @@ def compare(cfg: TrainConfig, run_dir: Path, episodes: int, log=print) -> dict:
 def table(all_results: dict[int, dict]) -> str:
     lines = [f"{'seed':>4} {'split':<13} {'task type':<24} {'episodes':>8} {'warm start':>11} {'after RL':>9} {'delta':>7}"]
     for seed, res in all_results.items():
-        for split in EVAL_SPLITS:
+        for split in res["initial"]:
             ini, fin = res["initial"][split], res["final"][split]
             for ttype in ["ALL"] + list(ini["by_type"]):
                 a = ini["all"] if ttype == "ALL" else ini["by_type"][ttype]
@@ -73,7 +72,7 @@ def table(all_results: dict[int, dict]) -> str:
                 lines.append(f"{seed:>4} {split:<13} {ttype:<24} {a['episodes']:>8d} {100 * a['success']:>10.1f}% "
                              f"{100 * b['success']:>8.1f}% {100 * (b['success'] - a['success']):>+6.1f}")
     if len(all_results) > 1:
-        for split in EVAL_SPLITS:
+        for split in next(iter(all_results.values()))["initial"]:
             a = sum(r["initial"][split]["all"]["success"] for r in all_results.values()) / len(all_results)
             b = sum(r["final"][split]["all"]["success"] for r in all_results.values()) / len(all_results)
             n = next(iter(all_results.values()))["initial"][split]["all"]["episodes"]
@@ -86,7 +85,6 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one full run each")
     parser.add_argument("--run_root", default="runs/main")
-    parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes per split (0: all 60)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     base = config_from_args(args, main_config())
@@ -95,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = Path(args.run_root) / f"{base.algo}-seed{seed}"
         cfg = replace(base, seed=seed, run_dir=str(run_dir))
         print(f"== seed {seed}: warm start + {cfg.updates} {cfg.algo} updates -> {run_dir}", flush=True)
-        train(cfg, resume=True)
-        all_results[seed] = compare(cfg, run_dir, args.episodes)
+        train(replace(cfg, eval=replace(cfg.eval, splits=[])), resume=True)  # evaluated below, both policies
+        all_results[seed] = compare(cfg, run_dir)
         print(table({seed: all_results[seed]}), flush=True)
     print("\nGreedy success on the same evaluation episodes, warm start (BC) vs after RL:")
     print(table(all_results))
