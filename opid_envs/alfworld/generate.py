@@ -18,7 +18,7 @@ temporary directory and renamed into place, so a killed run never leaves a half 
 
 The planner's plan (`walkthrough`) costs 0.5-30 s per game here (most in ALFRED's large
 kitchens), hours for the thousands of games a first `gym.make` writes in ~20 s, so lazy
-generation does not plan. It copies plans shipped with the package (`walkthroughs/<level>.json`,
+generation does not plan. It copies plans shipped with the package (`walkthroughs_<level>.json`,
 keyed by a hash of the problem: the default easy suite's, planned once) and otherwise stores
 none; `--walkthroughs` adds them to a suite in a resumable pass (one atomic file write per game,
 `--workers` processes), and `ALFWorldEnv.walkthrough()` plans one game on demand. The
@@ -494,7 +494,7 @@ def problem_key(pddl_problem: str) -> str:
 
 def shipped_walkthroughs(level: str) -> dict[str, list[str]]:
     """Planner plans shipped for a level's default suite: problem key -> walkthrough."""
-    path = Path(__file__).with_name("walkthroughs") / f"{level}.json"
+    path = Path(__file__).with_name(f"walkthroughs_{level}.json")  # package data, shipped in the wheel
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="store the planner's plan in every game (slow; resumes where it stopped)")
     parser.add_argument("--workers", type=int, default=1, help="planner processes for --walkthroughs")
     parser.add_argument("--export-walkthroughs", metavar="JSON",
-                        help="also write the suite's plans as a table to ship (walkthroughs/<level>.json)")
+                        help="also write the suite's plans as a table to ship (walkthroughs_<level>.json)")
     args = parser.parse_args(argv)  # before any engine is created: fast-downward rewrites sys.argv
     sizes = {**LEVELS[args.level].sizes, **{s: getattr(args, s) for s in SPLITS if getattr(args, s) is not None}}
     root = Path(args.out) if args.out else suite_root(args.level, args.seed)
