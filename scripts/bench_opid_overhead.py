@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--routing", default="route")
-    parser.add_argument("--score_chunk_rows", type=int, default=None)
+    parser.add_argument("--score_chunk_rows", type=int, default=16, help="teacher prompts per score call; 0 = one call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.threads:
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     cfg = TrainConfig(env=args.env, env_kwargs=json.loads(args.env_kwargs), policy=args.policy, seed=args.seed,
                       tasks_per_update=args.tasks, group_size=args.group_size, max_new_tokens=args.max_new_tokens)
     cfg.opid.routing = args.routing
-    cfg.opid.score_chunk_rows = cfg.sdar.score_chunk_rows = args.score_chunk_rows
+    cfg.opid.score_chunk_rows = cfg.sdar.score_chunk_rows = args.score_chunk_rows or None
     pool = make_pool(cfg.env, args.tasks * args.group_size, cfg.env_kwargs)
     run_dir = Path(tempfile.mkdtemp(prefix="bench_opid_"))
     try:

@@ -44,7 +44,7 @@ class OPIDConfig:
     start_update: int = 0  # teacher term active from this update ...
     stop_update: int | None = None  # ... until this one (exclusive); None = always
     rescore_old: bool = False  # l_old from a re-scoring pass (batched with the teacher's) instead of sampling log-probs
-    score_chunk_rows: int | None = None  # teacher prompts per score call (length-sorted); None = all in one call
+    score_chunk_rows: int | None = 16  # teacher prompts per score call, length-sorted (CPU: small is faster); None = one call
 
 
 @dataclass
@@ -54,4 +54,4 @@ class SDARConfig:
     gate: str = "sigmoid"  # sigmoid (gap gate) | entropy | soft_or (the SDAR paper's variants)
     teacher_context: str = "routed"  # routed: OPID's skill injection | prefix: "[Privileged Skill Information]" block
     routing: str = "route"  # which skill the teacher sees (both levels in one prompt for "additive")
-    score_chunk_rows: int | None = None  # teacher prompts per score call (length-sorted); None = all in one call
+    score_chunk_rows: int | None = 16  # teacher prompts per score call, length-sorted (CPU: small is faster); None = one call

@@ -172,6 +172,16 @@ def dump_skills(path: Path, update: int, batch: Batch, analyses: list[Analysis |
             }, ensure_ascii=False) + "\n")
 
 
+def forget_updates_from(path: Path, update: int) -> None:
+    """Drop dumped lines of updates >= `update` (written before a crash, redone after the resume)."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("update", -1) < update]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept), encoding="utf-8")
+
+
 # -- the algorithm --------------------------------------------------------------------------------
 
 class SkillTeacher:
@@ -183,10 +193,14 @@ class SkillTeacher:
         self.analyzer_config = analyzer_config
         self.routing = routing
         self.analyzer: Analyzer | None = None
+        self.started = False
 
     def skills(self, batch: Batch, ctx: PrepareContext) -> tuple[list[Analysis | None], list[dict[str, str]]]:
         if self.analyzer is None:
             self.analyzer = make_analyzer(self.analyzer_config, policy=ctx.policy)
+        if not self.started:  # a resumed run redoes the updates after its checkpoint
+            forget_updates_from(Path(ctx.run_dir) / "skills.jsonl", ctx.update)
+            self.started = True
         analyses = self.analyzer.analyze_many(batch.trajectories)
         return analyses, routed_skills(batch, analyses, self.routing)
 
@@ -214,7 +228,7 @@ class OPID(Algorithm):
         if schedule_active(ctx.update, self.cfg.start_update, self.cfg.stop_update):
             # 2-3. hindsight skills, routed per step
             analyses, routed = self.teacher.skills(batch, ctx)
-            # 4. one batched re-scoring of every skill-augmented prompt with the old policy
+            # 4. batched re-scoring of every skill-augmented prompt with the old policy
             teacher = score_teacher(batch, ctx, skill_prompts(batch, ctx, routed), self.cfg.score_chunk_rows,
                                     self.cfg.rescore_old)
             l_old = teacher.get("old", batch.old_logp)

@@ -153,6 +153,9 @@ def test_skills_dump_has_one_line_per_step(setup):
     assert lines[0]["episode_skill"] == "go right until the door" and lines[0]["step_skill"] is None
     assert lines[1]["step_skill"] == "open the door now" and lines[1]["episode_skill"] is None
     assert not lines[2]["analysed"] and lines[2]["episode_skill"] is None
+    # a resumed run (a new algorithm object) redoes update 0: its old lines are replaced, not duplicated
+    run(setup, routing="route")
+    assert len((setup[3].run_dir / "skills.jsonl").read_text().splitlines()) == 4
 
 
 def test_teacher_term_normalization_and_clipping():
