@@ -24,8 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus-limit", type=int, help="index only the first N documents")
     parser.add_argument("--backend", nargs="+", default=["bm25"], choices=BACKENDS)
     args = parser.parse_args(argv)
-    corpus = (load_jsonl_corpus(args.corpus, limit=args.corpus_limit) if args.corpus
-              else load_dataset(args.dataset).corpus)
+    try:
+        corpus = (load_jsonl_corpus(args.corpus, limit=args.corpus_limit) if args.corpus
+                  else load_dataset(args.dataset).corpus)
+    except (OSError, ValueError) as exc:  # missing or malformed file, missing data package
+        parser.error(str(exc))
     print(f"corpus {corpus.name}: {len(corpus)} documents, fingerprint {corpus.fingerprint}")
     for backend in args.backend:
         start = time.perf_counter()

@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=ServerLimits.max_body_bytes)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    corpus = load_jsonl_corpus(args.corpus) if args.corpus else load_dataset(args.dataset).corpus
+    try:
+        corpus = load_jsonl_corpus(args.corpus) if args.corpus else load_dataset(args.dataset).corpus
+    except (OSError, ValueError) as exc:  # missing or malformed file, unknown dataset, missing data package
+        parser.error(str(exc))
     retriever = make_retriever(args.backend, corpus, progress=True)
     server = RetrievalServer(retriever, args.host, args.port, ServerLimits(max_body_bytes=args.max_body_bytes),
                              verbose=args.verbose)
