@@ -4,7 +4,8 @@
 
 Text spaces batch as tuples of strings, so Gymnasium's vector envs work with opid envs
 (AsyncVectorEnv needs shared_memory=False). Every variant plays the same random admissible
-actions (chosen from a seeded generator per env), and the script prints steps/s side by side.
+actions (chosen from a seeded generator per env), after one untimed warm-up pass (ALFWorld caches
+generated text per process), and the script prints steps/s side by side.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def main():
     for module in args.imports:
         importlib.import_module(module)
     kwargs = json.loads(args.env_kwargs)
+    run_loop(args.env, kwargs, args.n, args.steps, args.seed)  # warm-up: engines cache text per process
     rates = {
         "loop": run_loop(args.env, kwargs, args.n, args.steps, args.seed),
         "sync_vector": run_vector(args.env, kwargs, args.n, args.steps, args.seed, "sync"),
