@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     for env_id in args.env or opid_envs.OPID_ENV_IDS:
         try:
             row = play(env_id, args.episodes, args.seed, **kwargs)
-        except (MissingDependencyError, ModuleNotFoundError) as exc:
+        except MissingDependencyError as exc:
             print(f"{env_id:<22} skipped: {exc}")
             continue
         print(f"{row['env']:<22} {row['episodes']:>8} {row['success']:>8.2f} "
