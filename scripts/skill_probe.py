@@ -6,7 +6,7 @@ injected the way OPID's self-teacher injects it:
     correct        the routed hindsight skill of the expert's own episode (offline analyzer,
                    critical-first routing): should RAISE the action's log-prob;
     contra-do      a step skill endorsing another admissible action ("Do 'X' now: ...");
-    contra-avoid   a step skill rejecting the expert's action ("Do not ... '<action>' ...");
+    contra-avoid   a step skill rejecting the expert's action ("Avoid '<action>' ...");
     contra-episode another episode's (another task's) workflow skill:
                    all three contradict the action and should LOWER its log-prob.
 

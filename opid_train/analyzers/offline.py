@@ -37,12 +37,13 @@ def do_skill(action: str, final: bool = False) -> str:
 
 
 def avoid_skill(kind: str, action: str) -> str:
-    """A step skill that rejects `action`: kind is invalid | repeat | revisit."""
+    """A step skill that rejects `action`: kind is invalid | repeat | revisit. It opens with "Avoid",
+    never with "Do", so that even a tiny model can tell a rejection from an endorsement."""
     if kind == "invalid":
-        return f"Do not try '{action}' here: it is not possible; choose one of the admissible actions."
+        return f"Avoid '{action}' here: it is not possible; choose one of the admissible actions."
     if kind == "repeat":
-        return f"Do not repeat '{action}': you already did it in this same situation and it changed nothing."
-    return f"Do not do '{action}' here: it leads back to a situation you have already been in."
+        return f"Avoid repeating '{action}': you already did it in this same situation and it changed nothing."
+    return f"Avoid '{action}' here: it leads back to a situation you have already been in."
 
 
 def workflow_skill(task: str, actions: list[str]) -> str:

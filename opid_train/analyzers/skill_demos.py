@@ -6,8 +6,13 @@ follow that skill, or the model learns to ignore skills. So the skills come from
 episode, through the same offline analyzer and critical-first routing that OPID uses in RL:
 - endorsing skills: the routed skill of the expert's trajectory (the workflow it carried out; at
   its decisive steps "Do '<the expert's action>' now"), the response being the expert's action;
-- rejecting skills: "Do not ... '<X>'" (step) or a failure's avoidance rules (episode) that name
-  another admissible action X, the response still the expert's action, which is not X.
+  at the other steps half of the time the step-level "Do '<action>' now" instead of the workflow,
+  so that every action is endorsed about as often as it is rejected;
+- rejecting skills: "Avoid '<X>' ..." (step) or a failure's avoidance rules (episode) that name
+  another admissible action X, the response still the expert's action, which is not X. Without
+  the balance above, an action that is admissible everywhere ("go to sidetable 1") gets rejected
+  far more often than endorsed and a tiny model learns "quoted -> not this" instead of reading the
+  verb (measured: a correct "Do 'go to sidetable 1' now" then cost up to 10 nats).
 RL then meets the same phrasings: endorsements on successes, rejections on failures.
 """
 
@@ -17,7 +22,7 @@ import random
 from dataclasses import replace
 from typing import Sequence
 
-from opid_train.analyzers.offline import OfflineAnalyzer, avoid_skill, avoidance_skill
+from opid_train.analyzers.offline import OfflineAnalyzer, avoid_skill, avoidance_skill, do_skill
 from opid_train.types import Step, Trajectory
 from wrappers import PromptTemplate, TagFormat
 from wrappers.skills import route_skills
@@ -71,5 +76,7 @@ def skill_demos(demos: Sequence, template: PromptTemplate, response_format: TagF
             else:
                 routed = route_skills("route", step.t, analysis.episode_skill, analysis.step_skills)
                 skills = {f"{c}_skill": text for c, text in routed.items()}
+                if "step" not in routed and rng.random() < 0.5:
+                    skills = {"step_skill": do_skill(step.action)}
             out.append(replace(demo, prompt=template.render(step.context, **skills)))
     return out
