@@ -60,7 +60,7 @@ def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwarg
 
 
 def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
-    args = ["--env", TOY, "--env_kwargs", '{"max_steps": 4}', "--updates", "2", "--lr", "1e-2"]
+    args = ["--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "2", "--lr", "1e-2"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # An uninterrupted run and, beside it, the same run SIGKILLed as soon as its first checkpoint
     # is complete, then resumed.
@@ -91,3 +91,16 @@ def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
     timing = {"rollout_seconds", "update_seconds"}
     clean = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
     assert [clean(r) for r in metrics(killed)] == [clean(r) for r in metrics(straight)]
+
+
+@pytest.mark.slow
+def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
+    cmd = [sys.executable, "-m", "opid_train.cli.main", "--seeds", "3", "--run_root", str(tmp_path / "main"),
+           "--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--eval.splits", "test", "--updates", "1",
+           *SMALL, "--warmstart.episodes", "5"]  # the last flag wins
+    proc = subprocess.run(cmd, cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warm start" in proc.stdout and "after RL" in proc.stdout
+    results = json.loads((tmp_path / "main" / "results.json").read_text())["3"]
+    for policy in ("initial", "final"):
+        assert results[policy]["test"]["all"]["episodes"] == 3  # every test task, for both policies
