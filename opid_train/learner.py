@@ -44,6 +44,17 @@ def make_batch(trajectories: list[Trajectory]) -> Batch:
     )
 
 
+def token_weights(batch: Batch, loss_agg: str) -> torch.Tensor:
+    """[R, T] weights of the token losses: the mask (token-mean) or mask / tokens of the row's trajectory."""
+    if loss_agg == "token-mean":
+        return batch.response_mask.clone()
+    if loss_agg != "traj-mean":
+        raise ValueError(f"unknown loss_agg {loss_agg!r}; use 'token-mean' or 'traj-mean'")
+    traj = torch.tensor([t for t, _ in batch.rows], dtype=torch.long)
+    tokens = torch.zeros(len(batch.trajectories)).index_add_(0, traj, batch.response_mask.sum(1))
+    return batch.response_mask / tokens[traj].clamp(min=1)[:, None]
+
+
 def chunks(index: torch.Tensor, size: int):
     for start in range(0, len(index), size):
         yield index[start:start + size]
@@ -72,31 +83,33 @@ class Learner:
                 batch.ref_logp = score_in_chunks(self.reference, batch, cfg.micro_batch_size)
         if batch.advantages is None:
             raise RuntimeError(f"{type(self.algorithm).__name__}.prepare did not set batch.advantages")
+        batch.extras["token_weight"] = token_weights(batch, cfg.grpo.loss_agg)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, ctx.update, 77))
         sums: dict[str, float] = {}
         n_minibatches = 0
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(len(batch), generator=gen)
             for mb_index in chunks(order, cfg.minibatch_size):
-                total_tokens = batch.response_mask[mb_index].sum().clamp(min=1)
+                total_weight = batch.extras["token_weight"][mb_index].sum().clamp(min=1e-8)
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro_index in chunks(mb_index, cfg.micro_batch_size):
                     micro = batch.select(micro_index)
                     dev = self.policy.device
                     mask, adv, old = (micro.response_mask.to(dev), micro.advantages.to(dev), micro.old_logp.to(dev))
+                    weight_tok = micro.extras["token_weight"].to(dev)
                     logp = self.policy.logprobs(micro.prompt_ids, micro.response_ids, micro.response_mask)
-                    pg_loss, pg_metrics = ppo_clip_loss(logp, old, adv, mask, cfg.grpo.clip_eps)
+                    pg_loss, pg_metrics = ppo_clip_loss(logp, old, adv, weight_tok, cfg.grpo.clip_eps)
                     loss = pg_loss
                     stats = {"pg_loss": pg_loss.item(), **pg_metrics}
                     if micro.ref_logp is not None:
-                        kl = masked_mean(low_var_kl(logp, micro.ref_logp.to(dev)), mask)
+                        kl = masked_mean(low_var_kl(logp, micro.ref_logp.to(dev)), weight_tok)
                         loss = loss + cfg.grpo.kl_coef * kl
                         stats["kl"] = kl.item()
                     extra, extra_metrics = self.algorithm.extra_loss(micro, logp)
                     if extra is not None:
                         loss = loss + extra
                         stats.update(extra_metrics)
-                    weight = mask.sum() / total_tokens.to(dev)
+                    weight = weight_tok.sum() / total_weight.to(dev)  # this micro-batch's share of the minibatch
                     (loss * weight).backward()
                     stats["loss"] = loss.item()
                     for k, v in stats.items():

@@ -11,6 +11,10 @@ class GRPOConfig:
     clip_eps: float = 0.2
     kl_coef: float = 0.01  # low-variance KL to the reference policy; 0 turns it off
     invalid_format_penalty: float = 0.1  # subtracted from the score of format-invalid steps' advantages
+    # How token losses are averaged: "token-mean" (every token counts the same, verl's default) or
+    # "traj-mean" (every trajectory counts the same, whatever its length: long failed episodes
+    # then do not outweigh the short successes whose first actions they share).
+    loss_agg: str = "token-mean"
 
 
 @dataclass

@@ -39,7 +39,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                   clip_eps: float) -> tuple[torch.Tensor, dict[str, float]]:
-    """Token-mean clipped surrogate; returns the loss and its diagnostics (clip fraction, approx KL)."""
+    """Clipped surrogate averaged with `mask` as token weights (0/1: token-mean); returns the loss and
+    its diagnostics (clip fraction, approx KL)."""
     ratio = torch.exp(logp - old_logp)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_eps, 1 + clip_eps)

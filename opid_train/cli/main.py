@@ -38,7 +38,7 @@ def main_config() -> TrainConfig:
         ppo_epochs=2,
         minibatch_size=128,
         micro_batch_size=64,
-        warmstart=WarmstartConfig(episodes=300, epochs=8, lr=2e-3, batch_size=32, max_minutes=5.0),
+        warmstart=WarmstartConfig(episodes=300, epochs=16, lr=2e-3, batch_size=32),
         eval=EvalConfig(splits=["valid_seen", "valid_unseen"], episodes=0),
         tensorboard=False,
     )

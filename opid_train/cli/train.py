@@ -112,6 +112,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             policy = hf_policy(checkpoint / "model", device=cfg.device, temperature=cfg.temperature)
             start = checkpoint_update(checkpoint)
             log(f"resuming from {checkpoint} (update {start})")
+        elif resume and (run_dir / "initial" / "config.json").exists():  # killed after the warm start
+            policy = hf_policy(run_dir / "initial", device=cfg.device, temperature=cfg.temperature)
+            start = 0
+            log(f"resuming from the warm start in {run_dir / 'initial'}")
         elif cfg.init:
             policy = hf_policy(cfg.init, device=cfg.device, lora_rank=cfg.lora_rank, temperature=cfg.temperature)
             policy.save(run_dir / "initial")

@@ -86,3 +86,16 @@ def test_registry_is_lazy_and_constructs_with_train_config():
     assert algorithm_class("grpo") is GRPO
     with pytest.raises(ValueError, match="unknown algorithm"):
         make_algorithm("ppo2", TrainConfig())
+
+
+def test_traj_mean_weights_every_trajectory_equally():
+    from opid_train.learner import token_weights
+
+    trajs = [_traj(0, 0, 1.0, [True]), _traj(0, 1, 0.0, [True, True, True])]  # 1 token vs 1+2+3 tokens
+    batch = make_batch(trajs)
+    w = token_weights(batch, "traj-mean")
+    per_traj = [w[[r for r, (t, _) in enumerate(batch.rows) if t == k]].sum().item() for k in (0, 1)]
+    assert per_traj == pytest.approx([1.0, 1.0])
+    assert torch.equal(token_weights(batch, "token-mean"), batch.response_mask)
+    with pytest.raises(ValueError, match="loss_agg"):
+        token_weights(batch, "seq-sum")
