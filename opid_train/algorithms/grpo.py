@@ -7,6 +7,8 @@ broadcast over the row's response tokens. The learner minimises the token-level 
     L_pg = token_mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) ),  ratio = exp(logp - logp_old)
 plus kl_coef * token_mean(k3), the low-variance KL estimate to the reference policy
     k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1.
+With `loss_agg="traj-mean"` the means weight every trajectory equally instead of every token
+(the learner passes those weights as the mask).
 """
 
 from __future__ import annotations
