@@ -12,6 +12,16 @@ injected the way OPID's self-teacher injects it:
 
     python scripts/skill_probe.py --model runs/alf/initial --env OPID/ALFWorld-v0 \
         --env_kwargs '{"level": "easy"}' --split valid_seen --episodes 40
+
+Measured (2026-11-22, this 2-core CPU machine, tiny preset d128 x 2 layers, 120 expert episodes of
+ALFWorld easy, 15 BC epochs; probe on 40 held-out valid_seen episodes, 200 steps; mean delta in nats
++- standard error):
+    warm start                                 correct       contra-do     contra-avoid  contra-episode
+    plain demos only                           -3.00 +-0.35  -3.95 +-0.35  -4.12 +-0.38  -1.61 +-0.24
+    --warmstart.skill_share 1.0 (the default   +0.48 +-0.14  -1.81 +-0.24  -0.19 +-0.15  -1.28 +-0.23
+      rejection share 0.4)                     (step skills +0.81, episode skills +0.16)
+A model that never saw skills is only disturbed by them; the skill-aware one gains from the
+correct skill and loses from contradicting ones, so OPID's self-teacher carries signal.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def rejection(rng: random.Random, task: str, other: str) -> dict[str, str]:
 
 
 def skill_demos(demos: Sequence, template: PromptTemplate, response_format: TagFormat, *, share: float = 1.0,
-                reject_share: float = 0.25, max_step_skills: int = 5, seed: int = 0) -> list:
+                reject_share: float = 0.4, max_step_skills: int = 5, seed: int = 0) -> list:
     """Extra demonstrations with skills injected: `share` of the steps get a skill-carrying copy,
     `reject_share` of those a rejecting skill instead of the endorsing one. Deterministic per seed."""
     rng = random.Random(seed)
