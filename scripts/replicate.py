@@ -1,0 +1,261 @@
+"""Does OPID beat GRPO here? A small-scale replication of the paper's comparison.
+
+    python scripts/replicate.py --quick                 # about 10 minutes on a 2-core CPU
+    python scripts/replicate.py                         # 3 seeds, every method: hours (a benchmark)
+    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test
+
+For every policy preset and seed: one behaviour-cloned warm start, shared by every method, then
+GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no step skills, no routing)
+with the same budget (updates x tasks x group size), and GRPO and OPID again on 60 % and 80 % of
+the training tasks (sample efficiency). Each final policy is evaluated greedily on the same
+episodes of each evaluation split. Writes <out>/RESULTS.md, curves.png, per_type.png and
+results.json. Finished runs are skipped, so a killed study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from opid_train.cli.train import train  # noqa: E402
+from opid_train.config import EvalConfig, TrainConfig, WarmstartConfig  # noqa: E402
+
+METHODS = {  # name -> (algo, OPID routing)
+    "GRPO": ("grpo", None),
+    "OPID": ("opid", "route"),
+    "SDAR": ("sdar", None),
+    "OPID w/o episode skills": ("opid", "step_only"),
+    "OPID w/o step skills": ("opid", "episode_only"),
+    "OPID w/o routing": ("opid", "additive"),
+}
+FRACTION_METHODS = ("GRPO", "OPID")
+
+
+def study_config(args) -> TrainConfig:
+    """The shared budget; the main job's preset, scaled by the command line."""
+    return TrainConfig(
+        env=args.env,
+        env_kwargs=json.loads(args.env_kwargs),
+        threads=os.cpu_count() and min(2, os.cpu_count()),
+        updates=args.updates,
+        tasks_per_update=args.tasks,
+        group_size=args.group,
+        max_new_tokens=16,
+        lr=2e-4,
+        ppo_epochs=2,
+        minibatch_size=128,
+        micro_batch_size=64,
+        warmstart=WarmstartConfig(episodes=args.demos, epochs=8, lr=2e-3, batch_size=32,
+                                  max_minutes=args.warmstart_minutes, skill_share=args.skill_share),
+        eval=EvalConfig(splits=args.splits.split(","), episodes=args.eval_episodes),
+        tensorboard=False,
+        progress=False,
+    )
+
+
+def run(cfg: TrainConfig, run_dir: Path) -> dict:
+    """Train (or resume) one run and return its eval.json."""
+    done = run_dir / "eval.json"
+    if not done.exists():
+        train(replace(cfg, run_dir=str(run_dir)), resume=True, log=lambda m: print(f"  [{run_dir.name}] {m}", flush=True))
+    return json.loads(done.read_text())
+
+
+def mean_sd(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{100 * values[0]:.1f}" if values else "-"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def metric_means(run_dir: Path, prefixes=("opid/", "sdar/")) -> dict[str, float]:
+    """Each algorithm metric averaged over the run's updates."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    keys = {k for r in rows for k in r if k.startswith(prefixes)}
+    return {k: statistics.mean(r[k] for r in rows if k in r) for k in sorted(keys)}
+
+
+def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, seeds in runs.items():
+        curves = []
+        for run_dir in seeds.values():
+            path = Path(run_dir) / "metrics.jsonl"
+            if path.exists():
+                curves.append([json.loads(line)["success"] for line in path.read_text().splitlines() if line.strip()])
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        xs = list(range(1, n + 1))
+        mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
+        ax.plot(xs, mean, label=method)
+        if len(curves) > 1:
+            ax.fill_between(xs, [min(c[i] for c in curves) for i in range(n)],
+                            [max(c[i] for c in curves) for i in range(n)], alpha=0.15)
+    ax.set_xlabel("update")
+    ax.set_ylabel("training rollout success")
+    ax.set_title("Learning curves (mean over seeds, band = min..max)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+    names.append("curves.png")
+
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
+    methods = [m for m in ["warm start"] + list(METHODS) if m in results]
+    for ax, split in zip(axes[0], splits):
+        types = sorted({t for m in methods for s in results[m].values() for t in s[split]["by_type"]})
+        width = 0.8 / max(1, len(methods))
+        for i, method in enumerate(methods):
+            vals = [statistics.mean(s[split]["by_type"].get(t, {"success": 0})["success"] for s in results[method].values())
+                    for t in types]
+            ax.bar([j + i * width for j in range(len(types))], vals, width, label=method)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(types))], types, rotation=15, fontsize=7)
+        ax.set_title(f"{split}: success per task type (mean over seeds)")
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "per_type.png", dpi=120)
+    plt.close(fig)
+    names.append("per_type.png")
+    return names
+
+
+def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float, plots: list[str]) -> str:
+    splits = cfg.eval.splits
+    lines = ["# Results: OPID vs GRPO at small scale", "",
+             f"Generated by `python scripts/{Path(__file__).name} {' '.join(sys.argv[1:])}` on "
+             f"{platform.platform()}, {os.cpu_count()} CPU cores, no GPU; {seconds / 60:.1f} minutes "
+             f"(finished runs reused).", "",
+             f"Setup: `{cfg.env}` {cfg.env_kwargs}, policy `{cfg.policy}`, seeds {args.seeds}; warm start "
+             f"{cfg.warmstart.episodes} expert episodes (skill share {cfg.warmstart.skill_share}); then "
+             f"{cfg.updates} updates x {cfg.tasks_per_update} tasks x {cfg.group_size} rollouts per method; "
+             f"greedy evaluation on the first {cfg.eval.episodes or 'all'} tasks of each split.", ""]
+    header = "| method | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
+        f"{s} steps" for s in splits) + " |"
+    lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (1 + 2 * len(splits))]
+    for method, seeds in results.items():
+        cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
+        steps = [f"{statistics.mean(s[split]['all']['mean_steps'] for s in seeds.values()):.1f}" for split in splits]
+        lines.append(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(steps) + " |")
+    if fraction_results:
+        lines += ["", "## Sample efficiency (share of training tasks)", "",
+                  "| method | tasks | " + " | ".join(f"{s} success %" for s in splits) + " |",
+                  "|---|---|" + "---|" * len(splits)]
+        for (method, frac), seeds in sorted(fraction_results.items()):
+            cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
+            lines.append(f"| {method} | {int(100 * frac)} % | " + " | ".join(cells) + " |")
+    lines += ["", "## Per task type (success %, mean over seeds)", ""]
+    for split in splits:
+        types = sorted({t for seeds in results.values() for s in seeds.values() for t in s[split]["by_type"]})
+        lines += [f"{split}:", "", "| method | " + " | ".join(types) + " |", "|---|" + "---|" * len(types)]
+        for method, seeds in results.items():
+            vals = [mean_sd([s[split]["by_type"][t]["success"] for s in seeds.values() if t in s[split]["by_type"]])
+                    for t in types]
+            lines.append(f"| {method} | " + " | ".join(vals) + " |")
+        lines.append("")
+    lines += ["## What the self-teacher did (algorithm metrics averaged over updates and seeds)", ""]
+    for method, seeds in runs.items():
+        means = [metric_means(Path(d)) for d in seeds.values()]
+        keys = sorted({k for m in means for k in m})
+        if keys:
+            lines += [f"{method}:", ""] + [
+                f"- `{k}`: {statistics.mean(m[k] for m in means if k in m):.4g}" for k in keys] + [""]
+    skills = next((Path(d) / "skills.jsonl" for d in runs.get("OPID", {}).values()
+                   if (Path(d) / "skills.jsonl").exists()), None)
+    if skills:
+        lines += ["Skills used at the first steps of OPID's first run (`skills.jsonl`):", "", "```"]
+        lines += [line[:400] for line in skills.read_text().splitlines()[:4]] + ["```", ""]
+    lines += [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="OPID/ALFWorld-v0")
+    parser.add_argument("--env-kwargs", default='{"level": "easy", "max_steps": 20}')
+    parser.add_argument("--splits", default="valid_seen,valid_unseen")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
+    parser.add_argument("--updates", type=int, default=12)
+    parser.add_argument("--tasks", type=int, default=4)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--demos", type=int, default=300)
+    parser.add_argument("--skill-share", type=float, default=1.0,
+                        help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
+    parser.add_argument("--warmstart-minutes", type=float, default=5.0)
+    parser.add_argument("--eval-episodes", type=int, default=0, help="tasks per split (0 = all)")
+    parser.add_argument("--out", default="docs")
+    parser.add_argument("--run-root", default="runs/replicate")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, 3 updates, 30 eval tasks per split, no fractions: about 10 minutes")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.updates, args.eval_episodes, args.fractions = "0", 3, 30, ""
+        args.warmstart_minutes, args.demos = 2.0, 200
+        args.run_root = args.run_root + "-quick"
+    cfg = study_config(args)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = [m.strip() for m in args.methods.split(",")]
+    fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
+    root, out = Path(args.run_root), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    results, fraction_results, runs = {}, {}, {}
+    for seed in seeds:
+        warm_dir = root / f"seed{seed}" / "warmstart"
+        print(f"== seed {seed}: warm start -> {warm_dir}", flush=True)
+        results.setdefault("warm start", {})[seed] = run(replace(cfg, seed=seed, updates=0), warm_dir)
+        init = str(warm_dir / "initial")
+        for method in methods:
+            algo, routing = METHODS[method]
+            mcfg = replace(cfg, seed=seed, algo=algo, init=init)
+            if routing:
+                mcfg = replace(mcfg, opid=replace(cfg.opid, routing=routing))
+            for frac in [1.0] + (fractions if method in FRACTION_METHODS else []):
+                n = None
+                if frac < 1.0:
+                    from opid_train.rollout import make_pool
+
+                    pool = make_pool(cfg.env, 1, cfg.env_kwargs, 0)
+                    n = max(1, int(frac * pool.num_tasks(cfg.train_split)))
+                    pool.close()
+                tag = method.lower().replace(" ", "_").replace("/", "") + ("" if frac == 1.0 else f"_{int(100 * frac)}pct")
+                run_dir = root / f"seed{seed}" / tag
+                print(f"== seed {seed}: {method} on {int(100 * frac)} % of the training tasks -> {run_dir}", flush=True)
+                res = run(replace(mcfg, num_train_tasks=n), run_dir)
+                if frac == 1.0:
+                    results.setdefault(method, {})[seed] = res
+                    runs.setdefault(method, {})[seed] = str(run_dir)
+                else:
+                    fraction_results.setdefault((method, frac), {})[seed] = res
+    seconds = time.monotonic() - t0
+    plots = plot(results, runs, out, cfg.eval.splits)
+    text = report(args, cfg, results, fraction_results, runs, out, seconds, plots)
+    (out / "RESULTS.md").write_text(text)
+    (out / "results.json").write_text(json.dumps(
+        {"results": results, "fractions": {f"{m}@{f}": r for (m, f), r in fraction_results.items()}}, indent=2))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
