@@ -1,7 +1,6 @@
 """SearchQAEnv: the contract, the Search-R1 action rule, scoring, determinism and the oracle."""
 
 import importlib.util
-import os
 import random
 
 import gymnasium as gym
@@ -14,12 +13,7 @@ from opid_envs.searchqa.env import SearchQAEnv
 from opid_envs.searchqa.scoring import exact_match, f1_score, normalize_answer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    old = os.environ.get("OPID_CACHE")
-    os.environ["OPID_CACHE"] = str(tmp_path_factory.mktemp("opid-cache"))
-    yield
-    os.environ.pop("OPID_CACHE") if old is None else os.environ.__setitem__("OPID_CACHE", old)
+pytestmark = pytest.mark.usefixtures("private_opid_cache")
 
 
 @pytest.fixture

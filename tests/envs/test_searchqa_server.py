@@ -2,7 +2,6 @@
 
 import http.client
 import json
-import os
 import socket
 import threading
 import urllib.error
@@ -16,12 +15,7 @@ from opid_envs.searchqa.retrieval import BM25Retriever, HTTPRetriever
 from opid_envs.searchqa.server import RetrievalServer, ServerLimits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory):
-    old = os.environ.get("OPID_CACHE")
-    os.environ["OPID_CACHE"] = str(tmp_path_factory.mktemp("opid-cache"))
-    yield
-    os.environ.pop("OPID_CACHE") if old is None else os.environ.__setitem__("OPID_CACHE", old)
+pytestmark = pytest.mark.usefixtures("private_opid_cache")
 
 
 @pytest.fixture(scope="module")
