@@ -2,9 +2,15 @@
 cloning, RL-train it, then evaluate the warm start and the RL policy on the same valid_seen and
 valid_unseen episodes (greedy) and print both side by side.
 
-    python -m opid_train.cli.main                      # seed 0, about 20 minutes on 2 CPU cores
+    python -m opid_train.cli.main                      # seed 0
     python -m opid_train.cli.main --seeds 0,1,2 --algo grpo
     python -m opid_train.cli.main --updates 4          # any TrainConfig flag overrides the preset
+
+Measured so far (2-core CPU shared with other jobs, so slower than an idle machine): the warm
+start (300 expert episodes, 1730 steps, 16 BC epochs) reaches 65% greedy success on valid_seen
+and 75-78% on valid_unseen (60 episodes each); 12 GRPO updates of 4 tasks x 8 rollouts then
+moved success by -12 to +7 points (seeds 0 and 1), which is within the noise of 60 episodes.
+RL does not yet beat the warm start measurably: see the run's metrics.jsonl and curves.png.
 """
 
 from __future__ import annotations
