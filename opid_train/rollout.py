@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing as mp
-import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -92,15 +91,7 @@ class EnvPool:
             env.close()
 
 
-# The environment variables as the user started us: libraries export their own defaults when
-# imported (alfworld sets $ALFWORLD_DATA), and workers must not mistake those for the user's.
-_LAUNCH_ENVIRON = dict(os.environ)
-
-
-def _worker(conn, env_id: str, spec: gym.envs.registration.EnvSpec, config: AgentConfig, env_kwargs: dict, n: int,
-            environ: dict[str, str]):
-    os.environ.clear()
-    os.environ.update(environ)
+def _worker(conn, env_id: str, spec: gym.envs.registration.EnvSpec, config: AgentConfig, env_kwargs: dict, n: int):
     import opid_envs  # noqa: F401  (registers the opid ids in a fresh interpreter)
 
     if env_id not in gym.registry:  # a user env registered in the parent process only
@@ -134,7 +125,7 @@ class ProcessEnvPool:
             n = len(range(w, size, self.workers))
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(child, env_id, gym.spec(env_id), self.config,
-                                                     dict(env_kwargs or {}), n, _LAUNCH_ENVIRON), daemon=True)
+                                                     dict(env_kwargs or {}), n), daemon=True)
             proc.start()
             self.conns.append(parent)
             self.procs.append(proc)

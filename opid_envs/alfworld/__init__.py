@@ -30,10 +30,12 @@ def import_alfworld():
 def user_data_dir() -> str | None:
     """The official-data directory the user named with $ALFWORLD_DATA, if any.
 
-    alfworld's own default (set by importing it before opid) counts only when it holds games.
+    The defaults exported on import, alfworld's own and ours (`import_alfworld`, which child
+    processes inherit), count only when they hold official games.
     """
     value = USER_ALFWORLD_DATA
-    if value and os.path.abspath(os.path.expanduser(value)) == _ALFWORLD_DEFAULT_DATA:
+    defaults = (_ALFWORLD_DEFAULT_DATA, os.path.abspath(opid_cache() / "alfworld"))
+    if value and os.path.abspath(os.path.expanduser(value)) in defaults:
         if not (Path(value).expanduser() / "json_2.1.1").is_dir():
             return None
     return value or None
