@@ -57,7 +57,7 @@ class TrainConfig:
 
     # rollouts
     train_split: str = "train"
-    num_train_tasks: int | None = None  # draw training tasks from the first n task ids of the split
+    num_train_tasks: int | None = None  # draw training tasks from n task ids spread over the split
     updates: int = 10
     tasks_per_update: int = 4  # G
     group_size: int = 8  # N trajectories per task (one GRPO group)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Sequence
 
-from opid_train.rollout import collect, derive_seed
+from opid_train.rollout import collect, derive_seed, spread_task_ids
 from opid_train.types import Trajectory
 
 
 def evaluate(policy, pool, split: str, *, episodes: int = 0, greedy: bool = True, samples: int = 1,
              seed: int = 0, max_new_tokens: int = 24, progress: bool = True) -> list[Trajectory]:
-    """Play task ids 0..episodes-1 of `split` (all when 0), `samples` times each when sampling."""
-    n_tasks = pool.num_tasks(split)
-    task_ids = list(range(n_tasks if episodes <= 0 else min(episodes, n_tasks)))
+    """Play `episodes` tasks of `split` (all when 0; a subset spread over the split's task ids),
+    `samples` times each when sampling."""
+    task_ids = spread_task_ids(pool.num_tasks(split), episodes)
     per_task = 1 if greedy else samples
     chunk = max(1, pool.size // per_task)
     trajs: list[Trajectory] = []

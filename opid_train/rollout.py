@@ -28,6 +28,15 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] >> 1)
 
 
+def spread_task_ids(n_tasks: int, count: int | None = None) -> list[int]:
+    """`count` task ids spread evenly over 0..n_tasks-1 (all of them when count is None or <= 0).
+
+    Suites list their tasks type by type, so a prefix would leave whole task types out.
+    """
+    count = n_tasks if not count or count <= 0 else min(count, n_tasks)
+    return [i * n_tasks // count for i in range(count)]
+
+
 def resolve_env_id(env_id: str) -> str:
     """Gymnasium's "package.module:NS/Name-v0" form: import the module (it registers the id), return the id."""
     if ":" in env_id:

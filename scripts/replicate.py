@@ -148,7 +148,7 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
              f"Setup: `{cfg.env}` {cfg.env_kwargs}, policy `{cfg.policy}`, seeds {args.seeds}; warm start "
              f"{cfg.warmstart.episodes} expert episodes (skill share {cfg.warmstart.skill_share}); then "
              f"{cfg.updates} updates x {cfg.tasks_per_update} tasks x {cfg.group_size} rollouts per method; "
-             f"greedy evaluation on the first {cfg.eval.episodes or 'all'} tasks of each split.", ""]
+             f"greedy evaluation on {cfg.eval.episodes or 'all'} tasks (spread over the task types) of each split.", ""]
     header = "| method | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
         f"{s} steps" for s in splits) + " |"
     lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (1 + 2 * len(splits))]

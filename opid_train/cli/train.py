@@ -31,7 +31,7 @@ from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, checkpoint_update, latest_checkpoint, make_batch
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
-from opid_train.rollout import collect, derive_seed, make_pool
+from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
 from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
 
 
@@ -90,10 +90,10 @@ def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
     return policy, metrics
 
 
-def task_draw(cfg: TrainConfig, update: int, num_tasks: int) -> list[tuple[str, int]]:
+def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[str, int]]:
     rng = np.random.default_rng(derive_seed(cfg.seed, update, 11))
-    ids = rng.choice(num_tasks, size=cfg.tasks_per_update, replace=cfg.tasks_per_update > num_tasks)
-    return [(cfg.train_split, int(i)) for i in ids]
+    picks = rng.choice(len(task_ids), size=cfg.tasks_per_update, replace=cfg.tasks_per_update > len(task_ids))
+    return [(cfg.train_split, task_ids[int(i)]) for i in picks]
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
@@ -134,12 +134,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             learner.load_optimizer(checkpoint)
         logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
         logger.truncate_after(start)
-        num_tasks = pool.num_tasks(cfg.train_split)
-        if cfg.num_train_tasks:
-            num_tasks = min(num_tasks, cfg.num_train_tasks)
+        train_task_ids = spread_task_ids(pool.num_tasks(cfg.train_split), cfg.num_train_tasks)
         for update in range(start, cfg.updates):
             t0 = time.monotonic()
-            trajs = collect(policy, pool, task_draw(cfg, update, num_tasks), cfg.group_size,
+            trajs = collect(policy, pool, task_draw(cfg, update, train_task_ids), cfg.group_size,
                             seed=derive_seed(cfg.seed, update, 22), max_new_tokens=cfg.max_new_tokens,
                             group_offset=update * cfg.tasks_per_update, progress=cfg.progress, desc=f"rollout {update}")
             t1 = time.monotonic()

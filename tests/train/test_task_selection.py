@@ -1,0 +1,18 @@
+from opid_train.rollout import spread_task_ids
+
+
+def test_subset_spreads_over_the_split_and_covers_every_block():
+    ids = spread_task_ids(60, 6)
+    assert ids == [0, 10, 20, 30, 40, 50]
+    # a suite listing two task types in blocks of 30: a subset of 10 reaches both blocks
+    assert {i // 30 for i in spread_task_ids(60, 10)} == {0, 1}
+
+
+def test_all_tasks_when_count_is_none_zero_or_too_large():
+    assert spread_task_ids(5) == spread_task_ids(5, 0) == spread_task_ids(5, 9) == [0, 1, 2, 3, 4]
+
+
+def test_ids_are_distinct_and_in_range():
+    for n, k in [(7, 3), (300, 180), (13, 13)]:
+        ids = spread_task_ids(n, k)
+        assert len(set(ids)) == k and 0 <= min(ids) and max(ids) < n
