@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from opid_train.cli.train import train  # noqa: E402
-from opid_train.config import EvalConfig, TrainConfig, WarmstartConfig  # noqa: E402
+from opid_train.cli.main import main_config  # noqa: E402
+from opid_train.config import EvalConfig, TrainConfig  # noqa: E402
 
 METHODS = {  # name -> (algo, OPID routing)
     "GRPO": ("grpo", None),
@@ -42,23 +43,18 @@ FRACTION_METHODS = ("GRPO", "OPID")
 
 
 def study_config(args) -> TrainConfig:
-    """The shared budget; the main job's preset, scaled by the command line."""
-    return TrainConfig(
+    """The shared budget: the main job's calibrated preset (`make run`), scaled by the command line."""
+    cfg = main_config()
+    return replace(
+        cfg,
         env=args.env,
         env_kwargs=json.loads(args.env_kwargs),
-        threads=os.cpu_count() and min(2, os.cpu_count()),
         updates=args.updates,
         tasks_per_update=args.tasks,
         group_size=args.group,
-        max_new_tokens=16,
-        lr=2e-4,
-        ppo_epochs=2,
-        minibatch_size=128,
-        micro_batch_size=64,
-        warmstart=WarmstartConfig(episodes=args.demos, epochs=8, lr=2e-3, batch_size=32,
-                                  max_minutes=args.warmstart_minutes, skill_share=args.skill_share),
+        warmstart=replace(cfg.warmstart, episodes=args.demos, max_minutes=args.warmstart_minutes,
+                          skill_share=args.skill_share),
         eval=EvalConfig(splits=args.splits.split(","), episodes=args.eval_episodes),
-        tensorboard=False,
         progress=False,
     )
 
@@ -146,7 +142,8 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
              f"{platform.platform()}, {os.cpu_count()} CPU cores, no GPU; {seconds / 60:.1f} minutes "
              f"(finished runs reused).", "",
              f"Setup: `{cfg.env}` {cfg.env_kwargs}, policy `{cfg.policy}`, seeds {args.seeds}; warm start "
-             f"{cfg.warmstart.episodes} expert episodes (skill share {cfg.warmstart.skill_share}); then "
+             + (f"`{args.warm_start}`" if args.warm_start else
+                f"{cfg.warmstart.episodes} expert episodes (skill share {cfg.warmstart.skill_share})") + "; then "
              f"{cfg.updates} updates x {cfg.tasks_per_update} tasks x {cfg.group_size} rollouts per method; "
              f"greedy evaluation on {cfg.eval.episodes or 'all'} tasks (spread over the task types) of each split.", ""]
     header = "| method | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
@@ -202,7 +199,9 @@ def main():
     parser.add_argument("--demos", type=int, default=300)
     parser.add_argument("--skill-share", type=float, default=1.0,
                         help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
-    parser.add_argument("--warmstart-minutes", type=float, default=5.0)
+    parser.add_argument("--warmstart-minutes", type=float, default=None, help="cap on behaviour cloning")
+    parser.add_argument("--warm-start", help="use this model folder as the warm start instead of training one; "
+                        "'{seed}' is replaced, e.g. runs/main/grpo-seed{seed}/initial (make run's warm starts)")
     parser.add_argument("--eval-episodes", type=int, default=0, help="tasks per split (0 = all)")
     parser.add_argument("--out", default="docs")
     parser.add_argument("--run-root", default="runs/replicate")
@@ -224,7 +223,8 @@ def main():
     for seed in seeds:
         warm_dir = root / f"seed{seed}" / "warmstart"
         print(f"== seed {seed}: warm start -> {warm_dir}", flush=True)
-        results.setdefault("warm start", {})[seed] = run(replace(cfg, seed=seed, updates=0), warm_dir)
+        given = args.warm_start.format(seed=seed) if args.warm_start else None
+        results.setdefault("warm start", {})[seed] = run(replace(cfg, seed=seed, updates=0, init=given), warm_dir)
         init = str(warm_dir / "initial")
         for method in methods:
             algo, routing = METHODS[method]
