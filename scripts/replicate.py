@@ -1,6 +1,6 @@
 """Does OPID beat GRPO here? A small-scale replication of the paper's comparison.
 
-    python scripts/replicate.py --quick                 # about 10 minutes on a 2-core CPU
+    python scripts/replicate.py --quick                 # ~10 minutes: a smoke run, too short to compare methods
     python scripts/replicate.py                         # 3 seeds, every method: hours (a benchmark)
     python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test
 
