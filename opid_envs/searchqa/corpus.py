@@ -96,30 +96,36 @@ def load_wiki_summaries() -> Corpus:
     return Corpus("wiki-summaries", tuple(documents))
 
 
+def iter_jsonl(path: Path):
+    """(line number, parsed value) for each non-blank line; a bad line raises ValueError naming it."""
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+
+
 def load_jsonl_corpus(path: str | os.PathLike, name: str | None = None, limit: int | None = None) -> Corpus:
     """A wiki-18 style corpus: one JSON object per line with `contents` ("Title"\\ntext), or `title` and `text`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"corpus file not found: {path}")
     documents = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(documents) >= limit:
-                break
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-            if isinstance(row.get("contents"), str):
-                documents.append(parse_contents(row["contents"]))
-            elif isinstance(row.get("text"), str):
-                documents.append(Document(str(row.get("title") or ""), row["text"]))
-            else:
-                raise ValueError(f"{path}:{line_no}: a document needs a string 'contents' or 'text' field")
+    rows = iter_jsonl(path) if limit is None or limit > 0 else ()
+    for line_no, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{line_no}: expected a JSON object, got {type(row).__name__}")
+        if isinstance(row.get("contents"), str):
+            documents.append(parse_contents(row["contents"]))
+        elif isinstance(row.get("text"), str):
+            documents.append(Document(str(row.get("title") or ""), row["text"]))
+        else:
+            raise ValueError(f"{path}:{line_no}: a document needs a string 'contents' or 'text' field")
+        if limit is not None and len(documents) >= limit:
+            break  # before the next line is read, as a limit should
     if not documents:
         raise ValueError(f"{path}: no documents")
     return Corpus(name or path.stem, tuple(documents))

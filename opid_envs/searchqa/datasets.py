@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from opid_envs.searchqa.corpus import Corpus, Document, load_jsonl_corpus, load_wiki_summaries, package_file
+from opid_envs.searchqa.corpus import Corpus, Document, iter_jsonl, load_jsonl_corpus, load_wiki_summaries, package_file
 from opid_envs.searchqa.scoring import contains_answer, normalize_answer
 
 SYNTHETIC_SEED = 20260622
@@ -287,23 +287,16 @@ def _read_rows(path: Path) -> list[dict]:
             return parquet.read_table(path).to_pylist()
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise ValueError(f"{path}: not a readable parquet file ({exc})") from None
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        if path.suffix == ".json":
+    if path.suffix == ".json":
+        with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-            if not isinstance(data, list):
-                raise ValueError(f"{path}: expected a JSON list of questions")
-            return data
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
-    return rows
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of questions")
+        return data
+    return [row for _, row in iter_jsonl(path)]
 
 
 def load_searchr1_questions(path: str | os.PathLike, data_source: str | None = None) -> tuple[QAItem, ...]:
