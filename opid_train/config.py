@@ -39,6 +39,7 @@ class EvalConfig:
     episodes: int = 0  # per split; 0 = every task of the split
     greedy: bool = True
     samples: int = 1  # trajectories per task when sampling (greedy=False)
+    temperature: float | None = None  # sampling temperature (greedy=False); None = the training temperature
 
 
 @dataclass

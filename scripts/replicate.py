@@ -7,8 +7,9 @@
 For every policy preset and seed: one behaviour-cloned warm start, shared by every method, then
 GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no step skills, no routing)
 with the same budget (updates x tasks x group size), and GRPO and OPID again on 60 % and 80 % of
-the training tasks (sample efficiency). Each final policy is evaluated greedily on the same
-episodes of each evaluation split. Writes <out>/RESULTS.md, curves.png, per_type.png and
+the training tasks (sample efficiency). Each final policy is evaluated on the same episodes of
+each evaluation split with the main job's protocol (sampled at T=0.4, 4 per task), and every method is compared with the warm start and with GRPO episode by episode (exact McNemar
+test pooled over seeds and splits). Writes <out>/RESULTS.md, curves.png, per_type.png and
 results.json. Finished runs are skipped, so a killed study resumes where it stopped.
 """
 
@@ -29,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from opid_train.cli.train import train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
-from opid_train.config import EvalConfig, TrainConfig  # noqa: E402
+from opid_train.config import TrainConfig  # noqa: E402
+from opid_train.evaluate import paired_test  # noqa: E402
 
 METHODS = {  # name -> (algo, OPID routing)
     "GRPO": ("grpo", None),
@@ -49,12 +51,12 @@ def study_config(args) -> TrainConfig:
         cfg,
         env=args.env,
         env_kwargs=json.loads(args.env_kwargs),
-        updates=args.updates,
+        updates=args.updates or cfg.updates,
         tasks_per_update=args.tasks,
         group_size=args.group,
         warmstart=replace(cfg.warmstart, episodes=args.demos, max_minutes=args.warmstart_minutes,
                           skill_share=args.skill_share),
-        eval=EvalConfig(splits=args.splits.split(","), episodes=args.eval_episodes),
+        eval=replace(cfg.eval, splits=args.splits.split(","), episodes=args.eval_episodes),
         progress=False,
     )
 
@@ -71,6 +73,27 @@ def mean_sd(values: list[float]) -> str:
     if len(values) < 2:
         return f"{100 * values[0]:.1f}" if values else "-"
     return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def versus(results: dict, base: str, method: str, splits: list[str]) -> dict | None:
+    """`method` against `base` on the same episodes, pooled over the seeds both have and the splits."""
+    before, after = [], []
+    for seed in sorted(set(results.get(base, {})) & set(results.get(method, {}))):
+        for split in splits:
+            b, a = results[base][seed][split].get("won"), results[method][seed][split].get("won")
+            if not b or not a:
+                return None  # results written before per-episode outcomes were recorded
+            for task_id in sorted(b):
+                before += b[task_id]
+                after += a[task_id]
+    return paired_test(before, after) if before else None
+
+
+def versus_cell(test: dict | None) -> str:
+    if test is None:
+        return "-"
+    return (f"{100 * (test['after'] - test['before']):+.1f} ({test['gained']}/{test['lost']}, "
+            f"p={test['p_one_sided']:.2g})")
 
 
 def metric_means(run_dir: Path, prefixes=("opid/", "sdar/")) -> dict[str, float]:
@@ -145,7 +168,9 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
              + (f"`{args.warm_start}`" if args.warm_start else
                 f"{cfg.warmstart.episodes} expert episodes (skill share {cfg.warmstart.skill_share})") + "; then "
              f"{cfg.updates} updates x {cfg.tasks_per_update} tasks x {cfg.group_size} rollouts per method; "
-             f"greedy evaluation on {cfg.eval.episodes or 'all'} tasks (spread over the task types) of each split.", ""]
+             + ("greedy evaluation" if cfg.eval.greedy else
+                f"evaluation sampled at T={cfg.eval.temperature or cfg.temperature}, {cfg.eval.samples} episodes per task")
+             + f", on {cfg.eval.episodes or 'all'} tasks (spread over the task types) of each split.", ""]
     header = "| method | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
         f"{s} steps" for s in splits) + " |"
     lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (1 + 2 * len(splits))]
@@ -153,6 +178,13 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
         steps = [f"{statistics.mean(s[split]['all']['mean_steps'] for s in seeds.values()):.1f}" for split in splits]
         lines.append(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(steps) + " |")
+    lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
+              "Points gained, (episodes gained / lost), and the exact one-sided McNemar p that the gain is noise.",
+              "", "| method | vs warm start | vs GRPO |", "|---|---|---|"]
+    for method in results:
+        if method != "warm start":
+            lines.append(f"| {method} | {versus_cell(versus(results, 'warm start', method, splits))} | "
+                         f"{'' if method == 'GRPO' else versus_cell(versus(results, 'GRPO', method, splits))} |")
     if fraction_results:
         lines += ["", "## Sample efficiency (share of training tasks)", "",
                   "| method | tasks | " + " | ".join(f"{s} success %" for s in splits) + " |",
@@ -193,7 +225,7 @@ def main():
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
-    parser.add_argument("--updates", type=int, default=12)
+    parser.add_argument("--updates", type=int, default=None, help="RL updates per run (default: the main job's)")
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--demos", type=int, default=300)

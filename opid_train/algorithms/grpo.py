@@ -3,6 +3,7 @@
 Every step of a trajectory gets its episode's group-relative advantage:
     A_ep(i) = (R_i - mean_group(R)) / (std_group(R) + eps)      (or without "/ std")
     A(row)  = A_ep(traj(row)) - invalid_format_penalty * [row's response is format-invalid]
+                              - invalid_action_penalty * [well-formed, but the env could not carry it out]
 broadcast over the row's response tokens. The learner minimises the token-level PPO loss
     L_pg = token_mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) ),  ratio = exp(logp - logp_old)
 plus kl_coef * token_mean(k3), the low-variance KL estimate to the reference policy
@@ -75,7 +76,10 @@ class GRPO(Algorithm):
 
     def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
         a_ep = episode_advantages(batch, self.cfg.normalize_std)
-        a_row = a_ep - self.cfg.invalid_format_penalty * (~batch.format_valid).float()
+        action_invalid = torch.tensor([not batch.step(r).action_valid for r in range(len(batch))]) & batch.format_valid
+        a_row = (a_ep - self.cfg.invalid_format_penalty * (~batch.format_valid).float()
+                 - self.cfg.invalid_action_penalty * action_invalid.float())
         batch.advantages = a_row[:, None] * batch.response_mask
         return {"adv_ep_mean": a_ep.mean().item(), "adv_ep_abs_mean": a_ep.abs().mean().item(),
-                "format_invalid_rate": (~batch.format_valid).float().mean().item()}
+                "format_invalid_rate": (~batch.format_valid).float().mean().item(),
+                "action_invalid_rate": action_invalid.float().mean().item()}

@@ -23,7 +23,7 @@ from pathlib import Path
 from opid_train.cli.train import train
 from opid_train.algorithms.config import GRPOConfig
 from opid_train.config import EvalConfig, TrainConfig, WarmstartConfig, add_config_arguments, config_from_args
-from opid_train.evaluate import evaluate, summarize
+from opid_train.evaluate import evaluate, paired_test, summarize
 from opid_train.policy.presets import hf_policy
 from opid_train.rollout import make_pool
 
@@ -46,23 +46,35 @@ def main_config() -> TrainConfig:
         minibatch_size=128,
         micro_batch_size=64,
         warmstart=WarmstartConfig(episodes=300, epochs=16, lr=2e-3, batch_size=32),
-        eval=EvalConfig(splits=["valid_seen", "valid_unseen"], episodes=0),
+        # the reference protocol (verl-agent): sampled at T=0.4; greedy is reported next to it
+        eval=EvalConfig(splits=["valid_seen", "valid_unseen"], episodes=0, greedy=False, samples=4, temperature=0.4),
         grpo=GRPOConfig(kl_coef=0.0, loss_agg="traj-mean"),
         tensorboard=False,
     )
 
 
+def protocols(cfg: TrainConfig) -> dict[str, dict]:
+    """The evaluation protocols of the comparison: the configured one first, greedy always."""
+    if cfg.eval.greedy:
+        return {"greedy": {"greedy": True}}
+    temperature = cfg.eval.temperature or cfg.temperature
+    sampled = {"greedy": False, "samples": cfg.eval.samples, "temperature": temperature}
+    return {f"sampled, T={temperature}, {cfg.eval.samples} per task": sampled, "greedy": {"greedy": True}}
+
+
 def compare(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Greedy success of the warm start (run_dir/initial) and of the RL policy (run_dir/final)."""
+    """Success of the warm start (run_dir/initial) and of the RL policy (run_dir/final) on the same
+    episodes: {protocol: {"initial" | "final": {split: summary}}}."""
     pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers)
-    results = {}
+    results: dict = {}
     try:
         for name in ("initial", "final"):
             policy = hf_policy(run_dir / name, device=cfg.device, temperature=cfg.temperature)
-            results[name] = {split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, greedy=True,
-                                                       seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                                                       progress=cfg.progress))
-                             for split in cfg.eval.splits}
+            for protocol, how in protocols(cfg).items():
+                results.setdefault(protocol, {})[name] = {
+                    split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, seed=cfg.seed,
+                                              max_new_tokens=cfg.max_new_tokens, progress=cfg.progress, **how))
+                    for split in cfg.eval.splits}
     finally:
         pool.close()
     (run_dir / "main_eval.json").write_text(json.dumps(results, indent=2))
@@ -88,6 +100,29 @@ def table(all_results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_outcomes(all_results: dict[int, dict]) -> tuple[list[bool], list[bool]]:
+    """Warm start's and RL policy's outcome on every evaluation episode of every seed and split, in pairs."""
+    before, after = [], []
+    for res in all_results.values():
+        for split, ini in res["initial"].items():
+            fin = res["final"][split]["won"]
+            for task_id, won in sorted(ini["won"].items()):
+                before += won
+                after += fin[task_id]
+    return before, after
+
+
+def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dict]:
+    """Is RL measurably above the warm start? An exact one-sided McNemar test on all paired episodes."""
+    test = paired_test(*paired_outcomes(all_results))
+    above = test["p_one_sided"] < alpha
+    text = (f"{'RL is measurably above' if above else 'RL is NOT measurably above'} the warm start: "
+            f"{100 * test['before']:.1f}% -> {100 * test['after']:.1f}% over {test['episodes']} paired episodes "
+            f"({len(all_results)} seed(s)); {test['gained']} episodes gained, {test['lost']} lost; "
+            f"exact one-sided McNemar p = {test['p_one_sided']:.2g} (threshold {alpha})")
+    return text, {**test, "measurably_above": above, "alpha": alpha}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="opid-main", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,18 +131,25 @@ def main(argv: list[str] | None = None) -> None:
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     base = config_from_args(args, main_config())
-    all_results = {}
+    all_results: dict[int, dict] = {}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         run_dir = Path(args.run_root) / f"{base.algo}-seed{seed}"
         cfg = replace(base, seed=seed, run_dir=str(run_dir))
         print(f"== seed {seed}: warm start + {cfg.updates} {cfg.algo} updates -> {run_dir}", flush=True)
         train(replace(cfg, eval=replace(cfg.eval, splits=[])), resume=True)  # evaluated below, both policies
         all_results[seed] = compare(cfg, run_dir)
-        print(table({seed: all_results[seed]}), flush=True)
-    print("\nGreedy success on the same evaluation episodes, warm start (BC) vs after RL:")
-    print(table(all_results))
+        for protocol, res in all_results[seed].items():
+            print(f"{protocol}:\n{table({seed: res})}", flush=True)
+    verdicts = {}
+    for protocol in protocols(base):
+        by_seed = {seed: res[protocol] for seed, res in all_results.items()}
+        print(f"\nSuccess on the same evaluation episodes ({protocol}), warm start (BC) vs after RL:")
+        print(table(by_seed))
+        text, verdicts[protocol] = verdict(by_seed)
+        print(text)
     Path(args.run_root).mkdir(parents=True, exist_ok=True)
     (Path(args.run_root) / "results.json").write_text(json.dumps({str(k): v for k, v in all_results.items()}, indent=2))
+    (Path(args.run_root) / "verdict.json").write_text(json.dumps(verdicts, indent=2))
 
 
 if __name__ == "__main__":

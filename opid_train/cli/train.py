@@ -62,12 +62,18 @@ def record_run(run_dir: Path, cfg: TrainConfig) -> None:
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
 
 
+def demo_tasks(split: str, n_tasks: int, episodes: int) -> list[tuple[str, int]]:
+    """The tasks the expert demonstrates: spread over the split (every task type), cycling when
+    there are more episodes than tasks."""
+    ids = spread_task_ids(n_tasks, episodes)
+    return [(split, ids[i % len(ids)]) for i in range(episodes)]
+
+
 def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
     """The policy RL starts from: the preset, behaviour-cloned on expert demos when asked."""
     demos, metrics = [], {}
     if cfg.warmstart.episodes > 0:
-        n = pool.num_tasks(cfg.warmstart.split)
-        tasks = [(cfg.warmstart.split, i % n) for i in range(cfg.warmstart.episodes)]
+        tasks = demo_tasks(cfg.warmstart.split, pool.num_tasks(cfg.warmstart.split), cfg.warmstart.episodes)
         t0 = time.monotonic()
         # Demonstrations depend on the tasks only; every seed of a study shares them.
         demos, won = cached_demos(pool, tasks, seed=0, env_kwargs=cfg.env_kwargs, cache=cache_dir() / "demos",
@@ -165,7 +171,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             log(f"learning curves: {png}")
         if cfg.eval.splits:
             results = {split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, greedy=cfg.eval.greedy,
-                                                 samples=cfg.eval.samples, seed=cfg.seed,
+                                                 samples=cfg.eval.samples, temperature=cfg.eval.temperature, seed=cfg.seed,
                                                  max_new_tokens=cfg.max_new_tokens, progress=cfg.progress))
                        for split in cfg.eval.splits}
             (run_dir / "eval.json").write_text(json.dumps(results, indent=2))

@@ -80,6 +80,26 @@ def test_grpo_prepare_broadcasts_advantage_and_penalises_invalid_format():
     assert metrics["format_invalid_rate"] == pytest.approx(0.25)
 
 
+
+def test_grpo_penalises_impossible_actions_only_when_asked():
+    trajs = [_traj(0, 0, 1.0, [True, True]), _traj(0, 1, 0.0, [True])]
+    trajs[0].steps[1].action_valid = False  # well-formed, but the env could not carry it out
+    cfg = TrainConfig()
+    cfg.grpo.normalize_std, cfg.grpo.invalid_format_penalty = False, 0.1
+    ctx = PrepareContext(policy=None, template=PromptTemplate(), run_dir=None, update=0)
+    for penalty, expected_row1 in ((0.0, 0.5), (0.3, 0.2)):
+        cfg.grpo.invalid_action_penalty = penalty
+        batch = make_batch(trajs)
+        metrics = GRPO(cfg).prepare(batch, ctx)
+        assert batch.advantages[1, 0].item() == pytest.approx(expected_row1)
+        assert batch.advantages[0, 0].item() == pytest.approx(0.5)
+        assert metrics["action_invalid_rate"] == pytest.approx(1 / 3)
+    # a format-invalid step is not also charged as an impossible action
+    batch = make_batch([_traj(0, 0, 1.0, [True, False]), _traj(0, 1, 0.0, [True])])
+    GRPO(cfg).prepare(batch, ctx)
+    assert batch.advantages[1, 0].item() == pytest.approx(0.5 - 0.1)
+
+
 def test_registry_is_lazy_and_constructs_with_train_config():
     assert set(ALGORITHMS) >= {"grpo", "opid", "sdar"}
     assert isinstance(make_algorithm("grpo", TrainConfig()), GRPO)

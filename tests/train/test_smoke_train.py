@@ -102,5 +102,13 @@ def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warm start" in proc.stdout and "after RL" in proc.stdout
     results = json.loads((tmp_path / "main" / "results.json").read_text())["3"]
-    for policy in ("initial", "final"):
-        assert results[policy]["test"]["all"]["episodes"] == 3  # every test task, for both policies
+    sampled = next(p for p in results if p.startswith("sampled"))
+    assert set(results) == {sampled, "greedy"}
+    for protocol, per_task in ((sampled, 4), ("greedy", 1)):
+        for policy in ("initial", "final"):
+            won = results[protocol][policy]["test"]["won"]  # per task and episode, so they can be paired
+            assert sorted(won) == ["0", "1", "2"] and all(len(w) == per_task for w in won.values())
+            assert results[protocol][policy]["test"]["all"]["episodes"] == 3 * per_task
+    verdicts = json.loads((tmp_path / "main" / "verdict.json").read_text())
+    assert verdicts[sampled]["episodes"] == 12 and verdicts["greedy"]["episodes"] == 3
+    assert proc.stdout.count("measurably above the warm start") == 2

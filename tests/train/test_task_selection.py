@@ -16,3 +16,12 @@ def test_ids_are_distinct_and_in_range():
     for n, k in [(7, 3), (300, 180), (13, 13)]:
         ids = spread_task_ids(n, k)
         assert len(set(ids)) == k and 0 <= min(ids) and max(ids) < n
+
+
+def test_warm_start_demos_reach_every_task_type_and_cycle_when_asked_for_more():
+    from opid_train.cli.train import demo_tasks
+
+    few = demo_tasks("train", 300, 150)  # two types in blocks of 150: a prefix would show one type only
+    assert len(few) == 150 and {t // 150 for _, t in few} == {0, 1} and {s for s, _ in few} == {"train"}
+    many = demo_tasks("train", 4, 10)
+    assert [t for _, t in many] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
