@@ -1,16 +1,21 @@
 """The main job (`make run`): on ALFWorld's easy level, warm-start a tiny policy by behaviour
 cloning, RL-train it, then evaluate the warm start and the RL policy on the same valid_seen and
-valid_unseen episodes (greedy) and print both side by side.
+valid_unseen episodes and print both side by side.
 
     python -m opid_train.cli.main                      # seed 0
     python -m opid_train.cli.main --seeds 0,1,2 --algo grpo
     python -m opid_train.cli.main --updates 4          # any TrainConfig flag overrides the preset
 
-Measured so far (2-core CPU shared with other jobs, so slower than an idle machine): the warm
-start (300 expert episodes, 1730 steps, 16 BC epochs) reaches 65% greedy success on valid_seen
-and 75-78% on valid_unseen (60 episodes each); 12 GRPO updates of 4 tasks x 8 rollouts then
-moved success by -12 to +7 points (seeds 0 and 1), which is within the noise of 60 episodes.
-RL does not yet beat the warm start measurably: see the run's metrics.jsonl and curves.png.
+Both policies play the same evaluation episodes: sampled at T=0.4, 4 per task (the reference's
+evaluation temperature), and greedy. An exact one-sided McNemar test on the paired episodes,
+pooled over seeds and splits, decides whether RL is "measurably above" the warm start; the verdict
+is printed and written to <run_root>/verdict.json.
+
+Measured so far (see the issue notes for commands and figures): RL is NOT measurably above the
+warm start. From the 16-epoch BC warm starts, 12 GRPO updates (3 seeds) and 40-update variants
+(lr 1e-4 / 3e-4, 2 PPO epochs, invalid-action penalty 0.2) raise training-rollout success but not
+held-out success: lr 3e-4 lost 15-20 points; with the penalty, seed 0 gained 4 points (T=0.4,
+p=0.04) while seeds 1 and 2 lost 3 and 6.
 """
 
 from __future__ import annotations
