@@ -5,6 +5,7 @@ valid_unseen episodes and print both side by side.
     python -m opid_train.cli.main                      # seed 0
     python -m opid_train.cli.main --seeds 0,1,2 --algo grpo
     python -m opid_train.cli.main --updates 4          # any TrainConfig flag overrides the preset
+    python -m opid_train.cli.main --seeds 0,1,2 --run_root runs/rl --init 'runs/main/grpo-seed{seed}/initial'
 
 Both policies play the same evaluation episodes: sampled at T=0.4, 4 per task (the reference's
 evaluation temperature), and greedy. An exact one-sided McNemar test on the paired episodes,
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     all_results: dict[int, dict] = {}
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         run_dir = Path(args.run_root) / f"{base.algo}-seed{seed}"
-        cfg = replace(base, seed=seed, run_dir=str(run_dir))
+        init = base.init.replace("{seed}", str(seed)) if base.init else None  # reuse earlier warm starts per seed
+        cfg = replace(base, seed=seed, run_dir=str(run_dir), init=init)
         print(f"== seed {seed}: warm start + {cfg.updates} {cfg.algo} updates -> {run_dir}", flush=True)
         train(replace(cfg, eval=replace(cfg.eval, splits=[])), resume=True)  # evaluated below, both policies
         all_results[seed] = compare(cfg, run_dir)

@@ -112,3 +112,12 @@ def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
     verdicts = json.loads((tmp_path / "main" / "verdict.json").read_text())
     assert verdicts[sampled]["episodes"] == 12 and verdicts["greedy"]["episodes"] == 3
     assert proc.stdout.count("measurably above the warm start") == 2
+    # RL only, from the warm start of each seed ('{seed}' in --init): the same initial policy
+    again = [c if c != str(tmp_path / "main") else str(tmp_path / "again") for c in cmd]
+    again += ["--init", str(tmp_path / "main" / "grpo-seed{seed}" / "initial")]
+    proc = subprocess.run(again, cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = json.loads((tmp_path / "main" / "grpo-seed3" / "initial" / "config.json").read_text())
+    assert json.loads((tmp_path / "again" / "grpo-seed3" / "initial" / "config.json").read_text()) == first
+    assert "grpo-seed3" in (tmp_path / "again" / "grpo-seed3" / "config.yaml").read_text().split("init:")[1].split("\n")[0]
+    assert not (tmp_path / "again" / "grpo-seed3" / "warmstart.json").exists()  # no behaviour cloning this time
