@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from opid_train.rollout import collect, derive_seed, spread_task_ids
 from opid_train.types import Trajectory
@@ -50,6 +50,17 @@ def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
     for t in trajs:
         won[str(t.task_id)].append(bool(t.won))
     return {"all": stats(trajs), "by_type": {k: stats(v) for k, v in sorted(by_type.items())}, "won": dict(won)}
+
+
+def paired_episodes(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list[bool], list[bool]]:
+    """Flatten (before, after) pairs of `summarize` results of the same tasks into two aligned lists
+    of episode outcomes, ready for `paired_test`."""
+    before, after = [], []
+    for first, second in pairs:
+        for task_id, won in sorted(first["won"].items()):
+            before += won
+            after += second["won"][task_id]
+    return before, after
 
 
 def paired_test(before: Sequence[bool], after: Sequence[bool]) -> dict[str, Any]:

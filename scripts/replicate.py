@@ -8,8 +8,9 @@ For every policy preset and seed: one behaviour-cloned warm start, shared by eve
 GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no step skills, no routing)
 with the same budget (updates x tasks x group size), and GRPO and OPID again on 60 % and 80 % of
 the training tasks (sample efficiency). Each final policy is evaluated on the same episodes of
-each evaluation split with the main job's protocol (sampled at T=0.4, 4 per task), and every method is compared with the warm start and with GRPO episode by episode (exact McNemar
-test pooled over seeds and splits). Writes <out>/RESULTS.md, curves.png, per_type.png and
+each evaluation split with the main job's protocol (sampled at T=0.4, 4 per task), and every
+method is compared with the warm start and with GRPO episode by episode (exact McNemar test
+pooled over seeds and splits). Writes <out>/RESULTS.md, curves.png, per_type.png and
 results.json. Finished runs are skipped, so a killed study resumes where it stopped.
 """
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from opid_train.cli.train import train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig  # noqa: E402
-from opid_train.evaluate import paired_test  # noqa: E402
+from opid_train.evaluate import paired_episodes, paired_test  # noqa: E402
 
 METHODS = {  # name -> (algo, OPID routing)
     "GRPO": ("grpo", None),
@@ -77,16 +78,11 @@ def mean_sd(values: list[float]) -> str:
 
 def versus(results: dict, base: str, method: str, splits: list[str]) -> dict | None:
     """`method` against `base` on the same episodes, pooled over the seeds both have and the splits."""
-    before, after = [], []
-    for seed in sorted(set(results.get(base, {})) & set(results.get(method, {}))):
-        for split in splits:
-            b, a = results[base][seed][split].get("won"), results[method][seed][split].get("won")
-            if not b or not a:
-                return None  # results written before per-episode outcomes were recorded
-            for task_id in sorted(b):
-                before += b[task_id]
-                after += a[task_id]
-    return paired_test(before, after) if before else None
+    seeds = sorted(set(results.get(base, {})) & set(results.get(method, {})))
+    pairs = [(results[base][seed][split], results[method][seed][split]) for seed in seeds for split in splits]
+    if not pairs or not all("won" in b and "won" in a for b, a in pairs):
+        return None  # results written before per-episode outcomes were recorded
+    return paired_test(*paired_episodes(pairs))
 
 
 def versus_cell(test: dict | None) -> str:

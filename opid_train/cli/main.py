@@ -29,7 +29,7 @@ from pathlib import Path
 from opid_train.cli.train import train
 from opid_train.algorithms.config import GRPOConfig
 from opid_train.config import EvalConfig, TrainConfig, WarmstartConfig, add_config_arguments, config_from_args
-from opid_train.evaluate import evaluate, paired_test, summarize
+from opid_train.evaluate import evaluate, paired_episodes, paired_test, summarize
 from opid_train.policy.presets import hf_policy
 from opid_train.rollout import make_pool
 
@@ -106,21 +106,10 @@ def table(all_results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
-def paired_outcomes(all_results: dict[int, dict]) -> tuple[list[bool], list[bool]]:
-    """Warm start's and RL policy's outcome on every evaluation episode of every seed and split, in pairs."""
-    before, after = [], []
-    for res in all_results.values():
-        for split, ini in res["initial"].items():
-            fin = res["final"][split]["won"]
-            for task_id, won in sorted(ini["won"].items()):
-                before += won
-                after += fin[task_id]
-    return before, after
-
-
 def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dict]:
     """Is RL measurably above the warm start? An exact one-sided McNemar test on all paired episodes."""
-    test = paired_test(*paired_outcomes(all_results))
+    test = paired_test(*paired_episodes((res["initial"][split], res["final"][split])
+                                        for res in all_results.values() for split in res["initial"]))
     above = test["p_one_sided"] < alpha
     text = (f"{'RL is measurably above' if above else 'RL is NOT measurably above'} the warm start: "
             f"{100 * test['before']:.1f}% -> {100 * test['after']:.1f}% over {test['episodes']} paired episodes "

@@ -24,3 +24,12 @@ def test_no_change_or_a_loss_is_not_evidence_of_a_gain():
 def test_unpaired_results_are_refused():
     with pytest.raises(ValueError, match="same episodes"):
         paired_test([True, False], [True])
+
+
+def test_summaries_of_the_same_tasks_pair_up_episode_by_episode():
+    from opid_train.evaluate import paired_episodes
+
+    warm = {"won": {"7": [True, False], "3": [False]}}
+    rl = {"won": {"3": [True], "7": [True, True]}}
+    before, after = paired_episodes([(warm, rl), ({"won": {"1": [True]}}, {"won": {"1": [False]}})])
+    assert before == [False, True, False, True] and after == [True, True, True, False]
