@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -39,6 +40,17 @@ class TinyConfig:
     max_positions: int = 2048
 
 
+def publish(tmp: Path, folder: Path) -> None:
+    """Move a finished cache folder into place. Processes that built the same content at the same
+    time race here: the first rename wins and the others drop their copy."""
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not folder.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE on `texts` (any string still encodes), cached by content hash."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -59,7 +71,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
                                        eos_token="</s>", additional_special_tokens=["<sep>"])
         fast.chat_template = TINY_CHAT_TEMPLATE
         fast.save_pretrained(tmp)
-        os.replace(tmp, folder) if not folder.exists() else None
+        publish(tmp, folder)
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
@@ -109,7 +121,7 @@ def smollm2_folder() -> Path:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     fresh.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    os.replace(tmp, folder)
+    publish(tmp, folder)
     return folder
 
 

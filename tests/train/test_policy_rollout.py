@@ -104,3 +104,16 @@ def test_format_action_wraps_plain_actions_only():
     assert format_action("go left", ACTION_FORMAT) == "<action>go left</action>"
     assert format_action("<search> who </search>", SEARCH_FORMAT) == "<search> who </search>"
     assert ACTION_FORMAT.parse(format_action("take key", ACTION_FORMAT)).action == "take key"
+
+
+def test_a_cache_folder_built_twice_at_once_keeps_the_first_copy(tmp_path):
+    from opid_train.policy.presets import publish
+
+    folder = tmp_path / "bpe"
+    for writer in ("first", "second"):  # two processes finished the same tokenizer
+        tmp = tmp_path / f"bpe.tmp-{writer}"
+        tmp.mkdir()
+        (tmp / "tokenizer.json").write_text(writer)
+        publish(tmp, folder)
+        assert not tmp.exists()
+    assert (folder / "tokenizer.json").read_text() == "first"
