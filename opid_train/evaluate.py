@@ -44,10 +44,9 @@ def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
                 "format_invalid_rate": sum(not s.format_valid for s in steps) / max(1, len(steps))}
 
     by_type = defaultdict(list)
-    for t in trajs:
-        by_type[t.task_type].append(t)
     won = defaultdict(list)  # per task, so two policies' results can be paired episode by episode
     for t in trajs:
+        by_type[t.task_type].append(t)
         won[str(t.task_id)].append(bool(t.won))
     return {"all": stats(trajs), "by_type": {k: stats(v) for k, v in sorted(by_type.items())}, "won": dict(won)}
 
