@@ -148,6 +148,11 @@ def coerce(text: str, hint) -> Any:
             return False
         raise ValueError(f"expected a boolean, got {text!r}")
     if origin is list:
+        if text.lstrip().startswith("["):  # a JSON array, as YAML and config dumps write lists
+            items = json.loads(text)
+            if not isinstance(items, list):
+                raise ValueError(f"expected a JSON array or comma-separated values, got {text!r}")
+            return [coerce(str(x), args[0]) for x in items]
         return [coerce(x.strip(), args[0]) for x in text.split(",") if x.strip()]
     if origin is dict or hint is dict:
         value = json.loads(text)

@@ -25,6 +25,9 @@ def test_flags_override_nested_fields_with_their_types():
     assert cfg.opid.w_ep == 2e-3 and cfg.grpo.normalize_std is False
     assert cfg.eval.splits == ["valid_seen", "valid_unseen"] and cfg.env_kwargs == {"level": "easy"}
     assert cfg.device is None and cfg.updates == 3 and cfg.sdar == TrainConfig().sdar
+    assert parse(["--eval.splits", '["test", "valid_seen"]']).eval.splits == ["test", "valid_seen"]
+    with pytest.raises(SystemExit, match="--eval.splits"):
+        parse(["--eval.splits", '["test"'])
 
 
 def test_yaml_then_flags_and_unknown_keys_rejected(tmp_path):
