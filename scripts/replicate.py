@@ -53,11 +53,12 @@ def study_config(args) -> TrainConfig:
         env=args.env,
         env_kwargs=json.loads(args.env_kwargs),
         updates=args.updates or cfg.updates,
-        tasks_per_update=args.tasks,
-        group_size=args.group,
+        tasks_per_update=args.tasks or cfg.tasks_per_update,
+        group_size=args.group or cfg.group_size,
         warmstart=replace(cfg.warmstart, episodes=args.demos, max_minutes=args.warmstart_minutes,
                           skill_share=args.skill_share),
         eval=replace(cfg.eval, splits=args.splits.split(","), episodes=args.eval_episodes),
+        threads=args.threads or cfg.threads,
         progress=False,
     )
 
@@ -222,9 +223,10 @@ def main():
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
     parser.add_argument("--updates", type=int, default=None, help="RL updates per run (default: the main job's)")
-    parser.add_argument("--tasks", type=int, default=4)
-    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per update (default: the main job's)")
+    parser.add_argument("--group", type=int, default=None, help="trajectories per task (default: the main job's)")
     parser.add_argument("--demos", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the main job's)")
     parser.add_argument("--skill-share", type=float, default=1.0,
                         help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
     parser.add_argument("--warmstart-minutes", type=float, default=None, help="cap on behaviour cloning")
