@@ -3,6 +3,7 @@
     python scripts/replicate.py --quick                 # ~10 minutes: a smoke run, too short to compare methods
     python scripts/replicate.py                         # 3 seeds, every method: hours (a benchmark)
     python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test
+    python scripts/replicate.py --policy smollm2-135m --lr 1e-6 --warmstart-lr 1e-5   # a GPU's job
 
 For every policy preset and seed: one behaviour-cloned warm start, shared by every method, then
 GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no step skills, no routing)
@@ -52,11 +53,13 @@ def study_config(args) -> TrainConfig:
         cfg,
         env=args.env,
         env_kwargs=json.loads(args.env_kwargs),
+        policy=args.policy,
+        lr=args.lr or cfg.lr,
         updates=args.updates or cfg.updates,
         tasks_per_update=args.tasks or cfg.tasks_per_update,
         group_size=args.group or cfg.group_size,
         warmstart=replace(cfg.warmstart, episodes=args.demos, max_minutes=args.warmstart_minutes,
-                          skill_share=args.skill_share),
+                          skill_share=args.skill_share, lr=args.warmstart_lr or cfg.warmstart.lr),
         eval=replace(cfg.eval, splits=args.splits.split(","), episodes=args.eval_episodes),
         threads=args.threads or cfg.threads,
         progress=False,
@@ -220,6 +223,11 @@ def main():
     parser.add_argument("--env-kwargs", default='{"level": "easy", "max_steps": 20}')
     parser.add_argument("--splits", default="valid_seen,valid_unseen")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--policy", default="tiny", help="'tiny', 'smollm2-135m' or a model folder (runs go to "
+                        "<run-root>-<policy> unless it is tiny)")
+    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the main job's, for tiny)")
+    parser.add_argument("--warmstart-lr", type=float, default=None,
+                        help="behaviour-cloning learning rate (default: the main job's, for tiny; lower it for a pretrained model)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
     parser.add_argument("--updates", type=int, default=None, help="RL updates per run (default: the main job's)")
@@ -242,6 +250,8 @@ def main():
         args.seeds, args.updates, args.eval_episodes, args.fractions = "0", 3, 30, ""
         args.warmstart_minutes, args.demos = 2.0, 200
         args.run_root = args.run_root + "-quick"
+    if args.policy != "tiny":
+        args.run_root = f"{args.run_root}-{Path(args.policy).name}"
     cfg = study_config(args)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m.strip() for m in args.methods.split(",")]
