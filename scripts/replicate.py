@@ -12,7 +12,8 @@ the training tasks (sample efficiency). Each final policy is evaluated on the sa
 each evaluation split with the main job's protocol (sampled at T=0.4, 4 per task), and every
 method is compared with the warm start and with GRPO episode by episode (exact McNemar test
 pooled over seeds and splits). Writes <out>/RESULTS.md, curves.png, per_type.png and
-results.json. Finished runs are skipped, so a killed study resumes where it stopped.
+results.json. Finished runs are skipped, so a killed study resumes where it stopped;
+`--report-only` writes the report from the finished runs alone (while other seeds still run).
 """
 
 from __future__ import annotations
@@ -66,10 +67,13 @@ def study_config(args) -> TrainConfig:
     )
 
 
-def run(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train (or resume) one run and return its eval.json."""
+def run(cfg: TrainConfig, run_dir: Path, train_missing: bool = True) -> dict | None:
+    """Train (or resume) one run and return its eval.json; None for an unfinished run not to be trained."""
     done = run_dir / "eval.json"
     if not done.exists():
+        if not train_missing:
+            print(f"  [{run_dir.name}] not finished: left out of the report", flush=True)
+            return None
         train(replace(cfg, run_dir=str(run_dir)), resume=True, log=lambda m: print(f"  [{run_dir.name}] {m}", flush=True))
     return json.loads(done.read_text())
 
@@ -171,13 +175,13 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
              + ("greedy evaluation" if cfg.eval.greedy else
                 f"evaluation sampled at T={cfg.eval.temperature or cfg.temperature}, {cfg.eval.samples} episodes per task")
              + f", on {cfg.eval.episodes or 'all'} tasks (spread over the task types) of each split.", ""]
-    header = "| method | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
+    header = "| method | seeds | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
         f"{s} steps" for s in splits) + " |"
-    lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (1 + 2 * len(splits))]
+    lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (2 + 2 * len(splits))]
     for method, seeds in results.items():
         cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
         steps = [f"{statistics.mean(s[split]['all']['mean_steps'] for s in seeds.values()):.1f}" for split in splits]
-        lines.append(f"| {method} | " + " | ".join(cells) + " | " + " | ".join(steps) + " |")
+        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | " + " | ".join(steps) + " |")
     lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
               "Points gained, (episodes gained / lost), and the exact one-sided McNemar p that the gain is noise.",
               "", "| method | vs warm start | vs GRPO |", "|---|---|---|"]
@@ -243,6 +247,8 @@ def main():
     parser.add_argument("--eval-episodes", type=int, default=0, help="tasks per split (0 = all)")
     parser.add_argument("--out", default="docs")
     parser.add_argument("--run-root", default="runs/replicate")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: report the finished runs (e.g. while other seeds still run)")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 3 updates, 30 eval tasks per split, no fractions: about 10 minutes")
     args = parser.parse_args()
@@ -264,7 +270,10 @@ def main():
         warm_dir = root / f"seed{seed}" / "warmstart"
         print(f"== seed {seed}: warm start -> {warm_dir}", flush=True)
         given = args.warm_start.format(seed=seed) if args.warm_start else None
-        results.setdefault("warm start", {})[seed] = run(replace(cfg, seed=seed, updates=0, init=given), warm_dir)
+        warm = run(replace(cfg, seed=seed, updates=0, init=given), warm_dir, not args.report_only)
+        if warm is None:
+            continue
+        results.setdefault("warm start", {})[seed] = warm
         init = str(warm_dir / "initial")
         for method in methods:
             algo, routing = METHODS[method]
@@ -282,7 +291,9 @@ def main():
                 tag = method.lower().replace(" ", "_").replace("/", "") + ("" if frac == 1.0 else f"_{int(100 * frac)}pct")
                 run_dir = root / f"seed{seed}" / tag
                 print(f"== seed {seed}: {method} on {int(100 * frac)} % of the training tasks -> {run_dir}", flush=True)
-                res = run(replace(mcfg, num_train_tasks=n), run_dir)
+                res = run(replace(mcfg, num_train_tasks=n), run_dir, not args.report_only)
+                if res is None:
+                    continue
                 if frac == 1.0:
                     results.setdefault(method, {})[seed] = res
                     runs.setdefault(method, {})[seed] = str(run_dir)

@@ -44,3 +44,12 @@ def test_replicate_reports_every_method_and_resumes_from_finished_runs(tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "update 1/1" not in again.stdout  # every run was finished: nothing trained twice
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == data
+
+    # a study still running: the report covers the finished runs only and trains nothing
+    (tmp_path / "runs" / "seed1" / "opid" / "eval.json").unlink()
+    partial = subprocess.run(cmd + ["--report-only"], cwd=ROOT, env=environ(tmp_path), capture_output=True,
+                             text=True, timeout=400)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert "update 1/1" not in partial.stdout and "not finished" in partial.stdout
+    assert set(json.loads((tmp_path / "out" / "results.json").read_text())["results"]["OPID"]) == {"0"}
+    assert "| OPID | 0 |" in (tmp_path / "out" / "RESULTS.md").read_text()
