@@ -5,9 +5,9 @@
     python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test
     python scripts/replicate.py --policy smollm2-135m --lr 1e-6 --warmstart-lr 1e-5   # a GPU's job
 
-For the policy (`--policy`, tiny by default) and every seed: one behaviour-cloned warm start, shared by every method, then
-GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no step skills, no routing)
-with the same budget (updates x tasks x group size), and GRPO and OPID again on 60 % and 80 % of
+For the policy (`--policy`, tiny by default) and every seed: one behaviour-cloned warm start,
+shared by every method, then GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no
+step skills, no routing) with the same budget (updates x tasks x group size), and GRPO and OPID again on 60 % and 80 % of
 the training tasks (sample efficiency). Each final policy is evaluated on the same episodes of
 each evaluation split with the main job's protocol (sampled at T=0.4, 4 per task), and every
 method is compared with the warm start and with GRPO episode by episode (exact McNemar test
