@@ -14,6 +14,8 @@ method is compared with the warm start and with GRPO episode by episode (exact M
 pooled over seeds and splits). Writes <out>/RESULTS.md, curves.png, per_type.png and
 results.json. Finished runs are skipped, so a killed study resumes where it stopped;
 `--report-only` writes the report from the finished runs alone (while other seeds still run).
+Opt-in variants (e.g. `--methods "GRPO,OPID (teacher weight 0.1)"`) are methods with their own
+config overrides, run folder and rows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -36,15 +39,47 @@ from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig  # noqa: E402
 from opid_train.evaluate import paired_episodes, paired_test  # noqa: E402
 
-METHODS = {  # name -> (algo, OPID routing)
-    "GRPO": ("grpo", None),
-    "OPID": ("opid", "route"),
-    "SDAR": ("sdar", None),
-    "OPID w/o episode skills": ("opid", "step_only"),
-    "OPID w/o step skills": ("opid", "episode_only"),
-    "OPID w/o routing": ("opid", "additive"),
+METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gives the run folder (run_tag)
+    "GRPO": ("grpo", {}),
+    "OPID": ("opid", {"opid.routing": "route"}),
+    "SDAR": ("sdar", {}),
+    "OPID w/o episode skills": ("opid", {"opid.routing": "step_only"}),
+    "OPID w/o step skills": ("opid", {"opid.routing": "episode_only"}),
+    "OPID w/o routing": ("opid", {"opid.routing": "additive"}),
+    # opt-in variants (not in DEFAULT_METHODS): select with --methods "GRPO,OPID (teacher weight 0.1)"
+    "OPID (teacher weight 0.1)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1}),
 }
+DEFAULT_METHODS = ("GRPO", "OPID", "SDAR", "OPID w/o episode skills", "OPID w/o step skills", "OPID w/o routing")
 FRACTION_METHODS = ("GRPO", "OPID")
+
+
+def override(cfg, key: str, value):
+    """`cfg` with one dotted field replaced, e.g. override(cfg, "opid.w_ep", 0.1)."""
+    head, _, rest = key.partition(".")
+    return replace(cfg, **{head: override(getattr(cfg, head), rest, value) if rest else value})
+
+
+def method_config(cfg: TrainConfig, method: str) -> TrainConfig:
+    """The shared config with the method's algorithm and overrides."""
+    algo, overrides = METHODS[method]
+    cfg = replace(cfg, algo=algo)
+    for key, value in overrides.items():
+        cfg = override(cfg, key, value)
+    return cfg
+
+
+def run_tag(method: str, frac: float = 1.0) -> str:
+    """The run folder's name: "OPID w/o routing" -> opid_wo_routing, at 60 % of the tasks opid_wo_routing_60pct."""
+    tag = re.sub(r"[^a-z0-9.]+", "_", method.lower().replace("/", "")).strip("_")
+    return tag + ("" if frac == 1.0 else f"_{int(100 * frac)}pct")
+
+
+def parse_methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {', '.join(repr(m) for m in METHODS)}")
+    return methods
 
 
 def study_config(args) -> TrainConfig:
@@ -143,7 +178,7 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
     names.append("curves.png")
 
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
-    methods = [m for m in ["warm start"] + list(METHODS) if m in results]
+    methods = list(results)  # the warm start, then the methods in the order they were run
     for ax, split in zip(axes[0], splits):
         types = sorted({t for m in methods for s in results[m].values() for t in s[split]["by_type"]})
         width = 0.8 / max(1, len(methods))
@@ -175,6 +210,11 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
              + ("greedy evaluation" if cfg.eval.greedy else
                 f"evaluation sampled at T={cfg.eval.temperature or cfg.temperature}, {cfg.eval.samples} episodes per task")
              + f", on {cfg.eval.episodes or 'all'} tasks (spread over the task types) of each split.", ""]
+    variants = [m for m in results if m in METHODS and m not in DEFAULT_METHODS]
+    if variants:
+        lines += ["Variants: " + "; ".join(f"{m} = `{METHODS[m][0]}` with "
+                                           + ", ".join(f"`{k}={v}`" for k, v in METHODS[m][1].items())
+                                           for m in variants) + ".", ""]
     header = "| method | seeds | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
         f"{s} steps" for s in splits) + " |"
     lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (2 + 2 * len(splits))]
@@ -232,7 +272,8 @@ def main():
     parser.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the main job's, for tiny)")
     parser.add_argument("--warmstart-lr", type=float, default=None,
                         help="behaviour-cloning learning rate (default: the main job's, for tiny; lower it for a pretrained model)")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated; also: {', '.join(m for m in METHODS if m not in DEFAULT_METHODS)}")
     parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
     parser.add_argument("--updates", type=int, default=None, help="RL updates per run (default: the main job's)")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per update (default: the main job's)")
@@ -260,7 +301,10 @@ def main():
         args.run_root = f"{args.run_root}-{Path(args.policy).name}"
     cfg = study_config(args)
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = [m.strip() for m in args.methods.split(",")]
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as exc:
+        parser.error(str(exc))
     fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
     root, out = Path(args.run_root), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,10 +320,7 @@ def main():
         results.setdefault("warm start", {})[seed] = warm
         init = str(warm_dir / "initial")
         for method in methods:
-            algo, routing = METHODS[method]
-            mcfg = replace(cfg, seed=seed, algo=algo, init=init)
-            if routing:
-                mcfg = replace(mcfg, opid=replace(cfg.opid, routing=routing))
+            mcfg = replace(method_config(cfg, method), seed=seed, init=init)
             for frac in [1.0] + (fractions if method in FRACTION_METHODS else []):
                 n = None
                 if frac < 1.0:
@@ -288,8 +329,7 @@ def main():
                     pool = make_pool(cfg.env, 1, cfg.env_kwargs, 0)
                     n = max(1, int(frac * pool.num_tasks(cfg.train_split)))
                     pool.close()
-                tag = method.lower().replace(" ", "_").replace("/", "") + ("" if frac == 1.0 else f"_{int(100 * frac)}pct")
-                run_dir = root / f"seed{seed}" / tag
+                run_dir = root / f"seed{seed}" / run_tag(method, frac)
                 print(f"== seed {seed}: {method} on {int(100 * frac)} % of the training tasks -> {run_dir}", flush=True)
                 res = run(replace(mcfg, num_train_tasks=n), run_dir, not args.report_only)
                 if res is None:

@@ -1,16 +1,97 @@
 """scripts/replicate.py end to end on the toy env (a subprocess, CleanRL style): every method and
 fraction is trained and evaluated on the same episodes, the report is written, and a rerun reuses
-the finished runs instead of training again."""
+the finished runs instead of training again; and, without training, how a method (or an opt-in
+variant) becomes a config, a run folder and rows of the report."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 from tests.train.test_smoke_train import ROOT, TOY, environ
+
+VARIANT = "OPID (teacher weight 0.1)"
+
+
+@pytest.fixture(scope="module")
+def replicate():
+    spec = importlib.util.spec_from_file_location("replicate", ROOT / "scripts" / "replicate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_teacher_weight_variant_is_opt_in_with_its_own_config_and_run_folder(replicate):
+    from opid_train.config import TrainConfig
+
+    base = TrainConfig()
+    cfg = replicate.method_config(base, VARIANT)
+    assert (cfg.algo, cfg.opid.routing, cfg.opid.w_ep, cfg.opid.w_step) == ("opid", "route", 0.1, 0.1)
+    assert cfg.opid.score_chunk_rows == base.opid.score_chunk_rows and base.opid.w_ep == 1e-3  # only the overrides change
+    opid = replicate.method_config(base, "OPID")
+    assert (opid.opid.w_ep, opid.opid.w_step) == (base.opid.w_ep, base.opid.w_step)
+    assert replicate.method_config(base, "OPID w/o routing").opid.routing == "additive"
+    assert replicate.method_config(base, "SDAR").algo == "sdar"
+
+    assert VARIANT in replicate.METHODS and VARIANT not in replicate.DEFAULT_METHODS
+    assert set(replicate.DEFAULT_METHODS) <= set(replicate.METHODS)
+    assert replicate.run_tag(VARIANT) not in {replicate.run_tag(m) for m in replicate.DEFAULT_METHODS}
+    # the tags of finished runs on disk, as main() named them before variants existed
+    assert [replicate.run_tag(m) for m in replicate.DEFAULT_METHODS] == [
+        "grpo", "opid", "sdar", "opid_wo_episode_skills", "opid_wo_step_skills", "opid_wo_routing"]
+    for method in replicate.DEFAULT_METHODS:
+        assert replicate.run_tag(method) == method.lower().replace(" ", "_").replace("/", "")
+    assert replicate.run_tag("OPID", 0.6) == "opid_60pct"
+
+    assert replicate.parse_methods(f"GRPO, {VARIANT}") == ["GRPO", VARIANT]
+    with pytest.raises(ValueError, match=r"unknown methods \['OPID \(weight 1\)'\]; known: .*'OPID \(teacher weight 0.1\)'"):
+        replicate.parse_methods("GRPO,OPID (weight 1)")
+
+
+def test_unknown_method_stops_before_training(replicate, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["replicate.py", "--methods", "GRPO,PPO", "--run-root", str(tmp_path / "runs"),
+                                      "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_:
+        replicate.main()
+    assert exit_.value.code == 2 and "unknown methods ['PPO']; known: 'GRPO'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_report_and_plots_include_a_selected_variant(replicate, tmp_path):
+    from opid_train.config import EvalConfig, TrainConfig
+
+    def result(won):  # one split of an eval.json: two tasks, two episodes each
+        summary = {"success": sum(map(sum, won)) / 4, "mean_steps": 3.0}
+        return {"test": {"all": summary, "by_type": {"pick": summary}, "won": {"0": won[0], "1": won[1]}}}
+
+    results = {"warm start": {0: result([[0, 0], [1, 0]])}, "GRPO": {0: result([[1, 0], [1, 0]])},
+               VARIANT: {0: result([[1, 1], [1, 1]])}}
+    runs = {}
+    for method in ("GRPO", VARIANT):
+        run_dir = tmp_path / "runs" / replicate.run_tag(method)
+        run_dir.mkdir(parents=True)
+        metrics = {"success": 0.5} | ({"opid/teacher_share": 0.25} if method == VARIANT else {})
+        (run_dir / "metrics.jsonl").write_text(json.dumps(metrics) + "\n")
+        runs[method] = {0: str(run_dir)}
+    cfg = TrainConfig(eval=EvalConfig(splits=["test"]))
+    plots = replicate.plot(results, runs, tmp_path, ["test"])
+    assert all((tmp_path / p).stat().st_size > 0 for p in plots)
+    args = SimpleNamespace(seeds="0", warm_start=None)
+    text = replicate.report(args, cfg, results, {}, runs, tmp_path, 1.0, plots)
+    success, versus, per_type = (text.split(h)[1].split("##")[0] for h in
+                                 ("## Success", "## Episode by episode", "## Per task type"))
+    assert f"| {VARIANT} | 0 | 100.0 | 3.0 |" in success
+    row = next(line for line in versus.splitlines() if line.startswith(f"| {VARIANT} |"))
+    assert row.count("p=") == 2  # against the warm start and against GRPO
+    assert f"| {VARIANT} | 100.0 |" in per_type
+    teacher = text.split("## What the self-teacher did")[1]
+    assert f"{VARIANT}:" in teacher and "`opid/teacher_share`: 0.25" in teacher
+    assert "`opid.w_ep=0.1`, `opid.w_step=0.1`" in text  # the variant's overrides are stated
 
 
 @pytest.mark.slow
