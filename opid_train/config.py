@@ -59,6 +59,9 @@ class TrainConfig:
     # rollouts
     train_split: str = "train"
     num_train_tasks: int | None = None  # draw training tasks from n task ids spread over the split
+    # RL only on training tasks the warm start did not demonstrate: BC memorizes its demonstrated
+    # tasks, so RL on them mostly learns to undo sampling noise, not to act on unseen tasks.
+    exclude_demo_tasks: bool = False
     updates: int = 10
     tasks_per_update: int = 4  # G
     group_size: int = 8  # N trajectories per task (one GRPO group)

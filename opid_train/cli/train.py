@@ -96,6 +96,19 @@ def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
     return policy, metrics
 
 
+def rl_task_ids(cfg: TrainConfig, n_tasks: int) -> list[int]:
+    """The training tasks RL draws from: `num_train_tasks` spread over the split, or over the tasks
+    the warm start did not demonstrate with `exclude_demo_tasks`."""
+    candidates = list(range(n_tasks))
+    if cfg.exclude_demo_tasks and cfg.warmstart.split == cfg.train_split and cfg.warmstart.episodes > 0:
+        demonstrated = {t for _, t in demo_tasks(cfg.warmstart.split, n_tasks, cfg.warmstart.episodes)}
+        candidates = [t for t in candidates if t not in demonstrated]
+        if not candidates:
+            raise ValueError(f"exclude_demo_tasks: the warm start's {cfg.warmstart.episodes} episodes demonstrate "
+                             f"all {n_tasks} {cfg.train_split} tasks; lower --warmstart.episodes")
+    return [candidates[i] for i in spread_task_ids(len(candidates), cfg.num_train_tasks)]
+
+
 def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[str, int]]:
     rng = np.random.default_rng(derive_seed(cfg.seed, update, 11))
     picks = rng.choice(len(task_ids), size=cfg.tasks_per_update, replace=cfg.tasks_per_update > len(task_ids))
@@ -140,7 +153,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             learner.load_optimizer(checkpoint)
         logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
         logger.truncate_after(start)
-        train_task_ids = spread_task_ids(pool.num_tasks(cfg.train_split), cfg.num_train_tasks)
+        train_task_ids = rl_task_ids(cfg, pool.num_tasks(cfg.train_split))
         for update in range(start, cfg.updates):
             t0 = time.monotonic()
             trajs = collect(policy, pool, task_draw(cfg, update, train_task_ids), cfg.group_size,

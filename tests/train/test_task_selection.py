@@ -1,3 +1,5 @@
+import pytest
+
 from opid_train.rollout import spread_task_ids
 
 
@@ -25,3 +27,20 @@ def test_warm_start_demos_reach_every_task_type_and_cycle_when_asked_for_more():
     assert len(few) == 150 and {t // 150 for _, t in few} == {0, 1} and {s for s, _ in few} == {"train"}
     many = demo_tasks("train", 4, 10)
     assert [t for _, t in many] == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+
+
+def test_rl_tasks_leave_out_the_demonstrated_ones_when_asked():
+    from opid_train.cli.train import demo_tasks, rl_task_ids
+    from opid_train.config import TrainConfig, WarmstartConfig
+
+    cfg = TrainConfig(warmstart=WarmstartConfig(episodes=200))
+    assert rl_task_ids(cfg, 300) == list(range(300))  # default: every task, demonstrated or not
+    held_out = rl_task_ids(TrainConfig(warmstart=WarmstartConfig(episodes=200), exclude_demo_tasks=True), 300)
+    demonstrated = {t for _, t in demo_tasks("train", 300, 200)}
+    assert len(held_out) == 100 and not demonstrated & set(held_out)
+    assert {t % 2 for t in held_out} == {0, 1}  # the easy suite alternates its two task types
+    subset = rl_task_ids(TrainConfig(warmstart=WarmstartConfig(episodes=200), exclude_demo_tasks=True,
+                                     num_train_tasks=10), 300)
+    assert len(subset) == 10 and set(subset) <= set(held_out)
+    with pytest.raises(ValueError, match="demonstrate all 300"):
+        rl_task_ids(TrainConfig(warmstart=WarmstartConfig(episodes=300), exclude_demo_tasks=True), 300)
