@@ -20,16 +20,11 @@ def evaluate(policy, pool, split: str, *, episodes: int = 0, greedy: bool = True
     per_task = 1 if greedy else samples
     chunk = max(1, pool.size // per_task)
     trajs: list[Trajectory] = []
-    own_temperature = policy.temperature
-    if temperature is not None and not greedy:
-        policy.temperature = temperature
-    try:
+    with policy.at_temperature(None if greedy else temperature):
         for start in range(0, len(task_ids), chunk):
             tasks = [(split, t) for t in task_ids[start:start + chunk]]
             trajs += collect(policy, pool, tasks, per_task, seed=derive_seed(seed, 4242, start), greedy=greedy,
                              max_new_tokens=max_new_tokens, group_offset=start, progress=progress, desc=f"eval {split}")
-    finally:
-        policy.temperature = own_temperature
     return trajs
 
 

@@ -147,7 +147,8 @@ def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_
             for i, r in enumerate(rows):
                 ids[i, : len(responses[r])] = torch.tensor(responses[r])
                 mask[i, : len(responses[r])] = 1
-            logp = policy.logprobs([prompts[r] for r in rows], ids, mask)
+            with policy.at_temperature(1.0):  # BC fits the model's own distribution; temperature is for sampling
+                logp = policy.logprobs([prompts[r] for r in rows], ids, mask)
             loss = -(logp.sum() / mask.sum().to(logp.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()

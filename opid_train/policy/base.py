@@ -9,6 +9,7 @@ the reference backend; a vLLM generator can implement `generate` alone and sync 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,17 @@ class Policy:
     """What a policy backend provides; see `hf.HFPolicy`."""
 
     temperature: float = 1.0
+
+    @contextmanager
+    def at_temperature(self, temperature: float | None):
+        """Sample and score at `temperature` inside the block (None: unchanged), then restore."""
+        own = self.temperature
+        if temperature is not None:
+            self.temperature = temperature
+        try:
+            yield self
+        finally:
+            self.temperature = own
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a plain prompt, chat template applied as for generation."""

@@ -117,3 +117,21 @@ def test_a_cache_folder_built_twice_at_once_keeps_the_first_copy(tmp_path):
         publish(tmp, folder)
         assert not tmp.exists()
     assert (folder / "tokenizer.json").read_text() == "first"
+
+
+def test_behaviour_cloning_fits_the_untempered_model_whatever_the_sampling_temperature():
+    from opid_train.warmstart import behaviour_clone
+
+    pool = EnvPool(EXPERT_ID, 2)
+    demos, _ = collect_demos(pool, [("train", i) for i in range(3)], seed=0, progress=False)
+    texts = [d.prompt + d.response for d in demos]
+    weights = []
+    for temperature in (1.0, 0.4):
+        p = load_policy("tiny", texts=texts, seed=0, tiny=TINY, temperature=temperature)
+        behaviour_clone(p, demos, epochs=2, lr=1e-2, batch_size=4, seed=0, progress=False)
+        assert p.temperature == temperature  # restored after cloning: rollouts still sample at it
+        weights.append(torch.cat([w.detach().flatten() for w in p.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    with p.at_temperature(0.7):
+        assert p.temperature == 0.7
+    assert p.temperature == 0.4
