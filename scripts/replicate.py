@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from opid_train.cli.train import train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig  # noqa: E402
-from opid_train.evaluate import paired_episodes, paired_test  # noqa: E402
+from opid_train.evaluate import paired_comparison  # noqa: E402
 
 METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gives the run folder (run_tag)
     "GRPO": ("grpo", {}),
@@ -125,14 +125,16 @@ def versus(results: dict, base: str, method: str, splits: list[str]) -> dict | N
     pairs = [(results[base][seed][split], results[method][seed][split]) for seed in seeds for split in splits]
     if not pairs or not all("won" in b and "won" in a for b, a in pairs):
         return None  # results written before per-episode outcomes were recorded
-    return paired_test(*paired_episodes(pairs))
+    return paired_comparison(pairs)
 
 
 def versus_cell(test: dict | None) -> str:
     if test is None:
         return "-"
+    tasks = test["task_level"]
     return (f"{100 * (test['after'] - test['before']):+.1f} ({test['gained']}/{test['lost']}, "
-            f"p={test['p_one_sided']:.2g})")
+            f"p={test['p_one_sided']:.2g}; tasks {tasks['improved']}/{tasks['worsened']}, "
+            f"p_task={tasks['p_one_sided']:.2g})")
 
 
 def metric_means(run_dir: Path, prefixes=("opid/", "sdar/")) -> dict[str, float]:
@@ -223,7 +225,8 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         steps = [f"{statistics.mean(s[split]['all']['mean_steps'] for s in seeds.values()):.1f}" for split in splits]
         lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | " + " | ".join(steps) + " |")
     lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
-              "Points gained, (episodes gained / lost), and the exact one-sided McNemar p that the gain is noise.",
+              "Points gained, (episodes gained / lost, the exact one-sided McNemar p that the gain is noise; "
+              "tasks improved / worsened, the task-level randomization p, which counts a task's episodes once).",
               "", "| method | vs warm start | vs GRPO |", "|---|---|---|"]
     for method in results:
         if method != "warm start":

@@ -30,7 +30,7 @@ from pathlib import Path
 from opid_train.cli.train import train
 from opid_train.algorithms.config import GRPOConfig
 from opid_train.config import EvalConfig, TrainConfig, WarmstartConfig, add_config_arguments, config_from_args
-from opid_train.evaluate import evaluate, paired_episodes, paired_test, summarize
+from opid_train.evaluate import evaluate, paired_comparison, summarize
 from opid_train.policy.presets import hf_policy
 from opid_train.rollout import make_pool
 
@@ -108,15 +108,19 @@ def table(all_results: dict[int, dict]) -> str:
 
 
 def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dict]:
-    """Is RL measurably above the warm start? An exact one-sided McNemar test on all paired episodes."""
-    test = paired_test(*paired_episodes((res["initial"][split], res["final"][split])
-                                        for res in all_results.values() for split in res["initial"]))
-    above = test["p_one_sided"] < alpha
+    """Is RL measurably above the warm start? Decided with the task as the unit (`task_level_test`:
+    a task's episodes are not independent); the episode-level exact McNemar test is reported beside it."""
+    episodes = paired_comparison((res["initial"][split], res["final"][split])
+                                 for res in all_results.values() for split in res["initial"])
+    by_task = episodes["task_level"]
+    above = by_task["p_one_sided"] < alpha
     text = (f"{'RL is measurably above' if above else 'RL is NOT measurably above'} the warm start: "
-            f"{100 * test['before']:.1f}% -> {100 * test['after']:.1f}% over {test['episodes']} paired episodes "
-            f"({len(all_results)} seed(s)); {test['gained']} episodes gained, {test['lost']} lost; "
-            f"exact one-sided McNemar p = {test['p_one_sided']:.2g} (threshold {alpha})")
-    return text, {**test, "measurably_above": above, "alpha": alpha}
+            f"{100 * episodes['before']:.1f}% -> {100 * episodes['after']:.1f}% over {episodes['episodes']} paired "
+            f"episodes of {by_task['tasks']} tasks ({len(all_results)} seed(s)); {by_task['improved']} tasks improved, "
+            f"{by_task['worsened']} worsened, task-level one-sided randomization p = {by_task['p_one_sided']:.2g} "
+            f"(threshold {alpha}); {episodes['gained']} episodes gained, {episodes['lost']} lost, "
+            f"episode-level exact McNemar p = {episodes['p_one_sided']:.2g}")
+    return text, {**episodes, "measurably_above": above, "alpha": alpha}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,10 +26,37 @@ def test_unpaired_results_are_refused():
         paired_test([True, False], [True])
 
 
-def test_summaries_of_the_same_tasks_pair_up_episode_by_episode():
-    from opid_train.evaluate import paired_episodes
+def test_summaries_of_the_same_tasks_pair_up_episode_by_episode_and_task_by_task():
+    from opid_train.evaluate import paired_comparison
 
     warm = {"won": {"7": [True, False], "3": [False]}}
     rl = {"won": {"3": [True], "7": [True, True]}}
-    before, after = paired_episodes([(warm, rl), ({"won": {"1": [True]}}, {"won": {"1": [False]}})])
-    assert before == [False, True, False, True] and after == [True, True, True, False]
+    r = paired_comparison([(warm, rl), ({"won": {"1": [True]}}, {"won": {"1": [False]}})])
+    assert (r["episodes"], r["gained"], r["lost"]) == (4, 2, 1)  # task 3 gained, 7 gained once, 1 lost
+    assert (r["task_level"]["tasks"], r["task_level"]["improved"], r["task_level"]["worsened"]) == (3, 2, 1)
+
+
+def test_task_level_test_counts_a_task_once_however_many_episodes_it_has():
+    from opid_train.evaluate import task_level_test
+
+    flip = ([False] * 4, [True] * 4)  # 4 episodes that moved together: one task of evidence
+    r = task_level_test([flip] * 3)
+    assert (r["tasks"], r["improved"], r["worsened"]) == (3, 3, 0)
+    assert r["p_one_sided"] == pytest.approx(1 / 8, abs=0.01)  # exact: 3 fair coins all heads
+    # the episode-level test sees 12 discordant pairs and a far smaller p from the same data
+    assert paired_test(flip[0] * 3, flip[1] * 3)["p_one_sided"] == pytest.approx(2 ** -12)
+    # 8 tasks up, 2 down by the same amount: P(Binomial(10, 1/2) >= 8)
+    mixed = task_level_test([flip] * 8 + [(flip[1], flip[0])] * 2)
+    assert mixed["p_one_sided"] == pytest.approx(56 / 1024, abs=0.01)
+    assert mixed["mean_change"] == pytest.approx(0.6)
+
+
+def test_task_level_test_weighs_the_size_of_each_change_and_finds_no_gain_in_a_loss():
+    from opid_train.evaluate import task_level_test
+
+    small_gains = [([False] * 4, [True] + [False] * 3)] * 2  # +0.25 twice
+    big_loss = [([True] * 4, [False] * 4)]  # -1
+    r = task_level_test(small_gains + big_loss)
+    assert r["improved"] == 2 and r["worsened"] == 1 and r["p_one_sided"] == 1.0
+    unchanged = task_level_test([([True, False], [False, True])])  # same rate: no evidence either way
+    assert unchanged["improved"] == unchanged["worsened"] == 0 and unchanged["p_one_sided"] == 1.0
