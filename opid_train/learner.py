@@ -92,7 +92,8 @@ class Learner:
             for mb_index in chunks(order, cfg.minibatch_size):
                 total_weight = batch.extras["token_weight"][mb_index].sum().clamp(min=1e-8)
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro_index in chunks(mb_index, cfg.micro_batch_size):
+                rows = self.loss_rows(batch, mb_index)
+                for micro_index in chunks(rows, cfg.micro_batch_size):
                     micro = batch.select(micro_index)
                     dev = self.policy.device
                     mask, adv, old = (micro.response_mask.to(dev), micro.advantages.to(dev), micro.old_logp.to(dev))
@@ -114,12 +115,27 @@ class Learner:
                     stats["loss"] = loss.item()
                     for k, v in stats.items():
                         sums[k] = sums.get(k, 0.0) + float(v) * float(weight)
+                if len(rows) == 0:  # no row carried loss: step on a zero gradient, as if they had run
+                    for p in self.policy.parameters():
+                        p.grad = torch.zeros_like(p)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
                 n_minibatches += 1
         metrics.update({k: v / max(1, n_minibatches) for k, v in sums.items()})
         return metrics
+
+    def loss_rows(self, batch: Batch, index: torch.Tensor) -> torch.Tensor:
+        """The rows of a minibatch that carry loss, longest prompt first so micro-batches pad little.
+
+        Without a KL term or an algorithm's extra loss, a row whose advantage is zero everywhere (a
+        group with one outcome) has exactly zero loss and gradient, so it is not run at all; the
+        minibatch's normalisation still counts it, so the step is the same, only cheaper.
+        """
+        if batch.ref_logp is None and not self.algorithm.has_extra_loss:
+            index = index[(batch.advantages[index] != 0).any(dim=1)]
+        lengths = torch.tensor([len(batch.prompt_ids[int(i)]) for i in index], dtype=torch.long)
+        return index[torch.argsort(lengths, descending=True, stable=True)]
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, run_dir: Path, update: int, keep: int = 2) -> Path:

@@ -44,6 +44,7 @@ class Algorithm:
     """Base: subclasses compute advantages and optionally an extra loss term."""
 
     name = "base"
+    has_extra_loss = False  # True when extra_loss can return a term (the learner may then skip no row)
 
     def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
         raise NotImplementedError

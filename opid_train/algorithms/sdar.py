@@ -69,6 +69,7 @@ def sdar_loss(logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor
 
 class SDAR(Algorithm):
     name = "sdar"
+    has_extra_loss = True
 
     def __init__(self, config):
         self.cfg = config.sdar

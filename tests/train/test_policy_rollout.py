@@ -135,3 +135,41 @@ def test_behaviour_cloning_fits_the_untempered_model_whatever_the_sampling_tempe
     with p.at_temperature(0.7):
         assert p.temperature == 0.7
     assert p.temperature == 0.4
+
+
+def test_update_skips_rows_without_loss_and_takes_the_same_step(policy, tmp_path):
+    import copy
+
+    from opid_train.algorithms import PrepareContext
+    from opid_train.algorithms.grpo import GRPO
+    from opid_train.config import TrainConfig
+    from opid_train.learner import Learner
+
+    class EveryRow(GRPO):
+        has_extra_loss = True  # the learner then runs every row, as it must with an extra loss
+
+    pool = EnvPool(EXPERT_ID, 6, {"max_steps": 4})
+    trajs = collect(policy, pool, [("train", 1), ("train", 3)], 3, seed=5, max_new_tokens=6, progress=False)
+    for t in trajs:
+        t.score = 0.0
+    trajs[0].score = 1.0  # group 0 has two outcomes; group 1 one: no signal, zero advantage
+    cfg = TrainConfig(minibatch_size=256, micro_batch_size=2)
+    cfg.grpo.kl_coef, cfg.grpo.invalid_format_penalty = 0.0, 0.0
+    runs = []
+    for algorithm in (GRPO(cfg), EveryRow(cfg)):
+        p = copy.deepcopy(policy)
+        rows, grads = [], []
+        own_logprobs = p.logprobs
+        p.logprobs = lambda ids, r, m: rows.append(len(ids)) or own_logprobs(ids, r, m)
+        learner = Learner(p, algorithm, cfg)
+        own_step = learner.optimizer.step
+        learner.optimizer.step = lambda: grads.append([w.grad.clone() for w in p.parameters()]) or own_step()
+        learner.update(make_batch(trajs), PrepareContext(policy=p, template=pool.config.template, run_dir=tmp_path, update=0))
+        runs.append((sum(rows), grads))
+    (skipping_rows, skipping_grads), (all_rows, all_grads) = runs
+    assert all_rows == len(make_batch(trajs))
+    assert skipping_rows == sum(len(t.steps) for t in trajs[:3])  # group 1's rows were not run
+    assert len(skipping_grads) == len(all_grads) == 1
+    assert any(g.abs().sum() > 0 for g in all_grads[0])
+    for a, b in zip(skipping_grads[0], all_grads[0]):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
