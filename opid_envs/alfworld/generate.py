@@ -70,6 +70,9 @@ class Level:
     rooms: str  # "all": every receptacle of the floor plan; "one_per_type"; "easy6"
     sizes: dict = field(default_factory=dict)
     max_object_types: int | None = None  # cap on distinct object classes in a room
+    # Draw game i of a split as this level does (default: its own name): a level that only adds
+    # games then shares its evaluation games, and its first training games, with that level.
+    draws_as: str | None = None
 
 
 EASY_RECEPTACLES = ("CounterTop", "Cabinet", "Fridge", "SinkBasin", "Microwave", "SideTable")
@@ -79,6 +82,10 @@ LEVELS = {
     # classes drawn from all ALFRED kitchens; 2 short task types.
     "easy": Level("easy", ("pick_and_place_simple", "look_at_obj_in_light"), "easy6",
                   {"train": 300, "valid_seen": 60, "valid_unseen": 60}, max_object_types=7),
+    # The easy games plus 600 more training games, so that RL can train on tasks the warm start did
+    # not demonstrate (the main job: 300 demonstrations, RL on the other 600); same evaluation games.
+    "easy-large": Level("easy-large", ("pick_and_place_simple", "look_at_obj_in_light"), "easy6",
+                        {"train": 900, "valid_seen": 60, "valid_unseen": 60}, max_object_types=7, draws_as="easy"),
     # All six task types in real floor plans, one receptacle per type (about 8-12 per room).
     "medium": Level("medium", TASK_TYPES, "one_per_type",
                     {"train": 1000, "valid_seen": 100, "valid_unseen": 100}),
@@ -383,7 +390,7 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
         bar = tqdm(total=total, desc=f"generating ALFWorld '{lv.name}' games", unit="game", disable=not progress)
         for split in SPLITS:
             for index in range(sizes[split]):
-                rng = random.Random(f"opid-alfworld|{lv.name}|{seed}|{split}|{index}")
+                rng = random.Random(f"opid-alfworld|{lv.draws_as or lv.name}|{seed}|{split}|{index}")
                 task_type = lv.task_types[index % len(lv.task_types)]
                 scenes = _scenes(tables, split, task_type, lv)
                 for _attempt in range(1000):
