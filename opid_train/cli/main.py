@@ -23,6 +23,7 @@ updates, lr 3e-4, 2 PPO epochs, an invalid-action penalty) and weaker warm start
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -69,9 +70,26 @@ def protocols(cfg: TrainConfig) -> dict[str, dict]:
     return {f"sampled, T={temperature}, {cfg.eval.samples} per task": sampled, "greedy": {"greedy": True}}
 
 
+def evaluation_key(cfg: TrainConfig, run_dir: Path) -> str:
+    """What the comparison depends on: both policies' weights and the evaluation protocol."""
+    digest = hashlib.sha256()
+    for name in ("initial", "final"):
+        for weights in sorted((run_dir / name).glob("*.safetensors")):
+            digest.update(weights.read_bytes())
+    digest.update(json.dumps([protocols(cfg), cfg.env, cfg.env_kwargs, cfg.eval.splits, cfg.eval.episodes,
+                              cfg.seed, cfg.max_new_tokens], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
 def compare(cfg: TrainConfig, run_dir: Path) -> dict:
     """Success of the warm start (run_dir/initial) and of the RL policy (run_dir/final) on the same
-    episodes: {protocol: {"initial" | "final": {split: summary}}}."""
+    episodes: {protocol: {"initial" | "final": {split: summary}}}. Stored in main_eval.json with the
+    key of what it measured, so a rerun (after a kill, or to pool seeds) does not evaluate again."""
+    key, path = evaluation_key(cfg, run_dir), run_dir / "main_eval.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if isinstance(stored, dict) and stored.get("key") == key:
+            return stored["results"]
     pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers)
     results: dict = {}
     try:
@@ -84,7 +102,7 @@ def compare(cfg: TrainConfig, run_dir: Path) -> dict:
                     for split in cfg.eval.splits}
     finally:
         pool.close()
-    (run_dir / "main_eval.json").write_text(json.dumps(results, indent=2))
+    path.write_text(json.dumps({"key": key, "results": results}, indent=2))
     return results
 
 

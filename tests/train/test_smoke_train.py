@@ -112,6 +112,14 @@ def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
     verdicts = json.loads((tmp_path / "main" / "verdict.json").read_text())
     assert verdicts[sampled]["episodes"] == 12 and verdicts["greedy"]["episodes"] == 3
     assert proc.stdout.count("measurably above the warm start") == 2
+    # a rerun of a finished job trains nothing and reuses the stored evaluation (same weights, same protocol)
+    stored = tmp_path / "main" / "grpo-seed3" / "main_eval.json"
+    written = stored.stat().st_mtime_ns
+    rerun = subprocess.run(cmd, cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "update 1/1" in proc.stdout and "update 1/1" not in rerun.stdout
+    assert stored.stat().st_mtime_ns == written
+    assert json.loads((tmp_path / "main" / "results.json").read_text())["3"] == results
     # RL only, from the warm start of each seed ('{seed}' in --init): the same initial policy
     again = [c if c != str(tmp_path / "main") else str(tmp_path / "again") for c in cmd]
     again += ["--init", str(tmp_path / "main" / "grpo-seed{seed}" / "initial")]
