@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from opid_train.cli.train import train  # noqa: E402
+from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig  # noqa: E402
 from opid_train.evaluate import paired_comparison  # noqa: E402
@@ -330,7 +330,7 @@ def main():
                     from opid_train.rollout import make_pool
 
                     pool = make_pool(cfg.env, 1, cfg.env_kwargs, 0)
-                    n = max(1, int(frac * pool.num_tasks(cfg.train_split)))
+                    n = max(1, int(frac * len(rl_task_ids(cfg, pool.num_tasks(cfg.train_split)))))  # of RL's tasks
                     pool.close()
                 run_dir = root / f"seed{seed}" / run_tag(method, frac)
                 print(f"== seed {seed}: {method} on {int(100 * frac)} % of the training tasks -> {run_dir}", flush=True)
