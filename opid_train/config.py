@@ -171,20 +171,27 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", dest=name, default=None, metavar=getattr(hint, "__name__", "VALUE").upper())
 
 
-def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    cfg = load_yaml(args.config) if getattr(args, "config", None) else (base or TrainConfig())
+def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """`cfg` with dotted leaves replaced, e.g. {"opid.w_ep": 0.1, "lr": 3e-4}; unknown keys are errors."""
     data = to_dict(cfg)
-    for name, hint in _leaves(TrainConfig):
-        text = getattr(args, name, None)
-        if text is None:
-            continue
-        try:
-            value = coerce(text, hint)
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"--{name}: {exc}") from None
+    for name, value in overrides.items():
         node = data
         *parents, leaf = name.split(".")
         for p in parents:
             node = node[p]
         node[leaf] = value
     return from_dict(TrainConfig, data)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    cfg = load_yaml(args.config) if getattr(args, "config", None) else (base or TrainConfig())
+    overrides = {}
+    for name, hint in _leaves(TrainConfig):
+        text = getattr(args, name, None)
+        if text is None:
+            continue
+        try:
+            overrides[name] = coerce(text, hint)
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"--{name}: {exc}") from None
+    return with_overrides(cfg, overrides)

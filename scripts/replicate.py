@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
-from opid_train.config import TrainConfig  # noqa: E402
+from opid_train.config import TrainConfig, with_overrides  # noqa: E402
 from opid_train.evaluate import paired_comparison  # noqa: E402
 
 METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gives the run folder (run_tag)
@@ -53,19 +53,10 @@ DEFAULT_METHODS = ("GRPO", "OPID", "SDAR", "OPID w/o episode skills", "OPID w/o 
 FRACTION_METHODS = ("GRPO", "OPID")
 
 
-def override(cfg, key: str, value):
-    """`cfg` with one dotted field replaced, e.g. override(cfg, "opid.w_ep", 0.1)."""
-    head, _, rest = key.partition(".")
-    return replace(cfg, **{head: override(getattr(cfg, head), rest, value) if rest else value})
-
-
 def method_config(cfg: TrainConfig, method: str) -> TrainConfig:
     """The shared config with the method's algorithm and overrides."""
     algo, overrides = METHODS[method]
-    cfg = replace(cfg, algo=algo)
-    for key, value in overrides.items():
-        cfg = override(cfg, key, value)
-    return cfg
+    return with_overrides(cfg, {"algo": algo, **overrides})
 
 
 def run_tag(method: str, frac: float = 1.0) -> str:
