@@ -10,9 +10,10 @@ shared by every method, then GRPO, OPID, SDAR and OPID's three ablations (no epi
 step skills, no routing) with the same budget (updates x tasks x group size), and GRPO and OPID again on 60 % and 80 % of
 the training tasks (sample efficiency). Each final policy is evaluated on the same episodes of
 each evaluation split with the main job's protocol (sampled at T=0.4, 4 per task), and every
-method is compared with the warm start and with GRPO episode by episode (exact McNemar test
-pooled over seeds and splits). Writes <out>/RESULTS.md, curves.png, per_type.png and
-results.json. Finished runs are skipped, so a killed study resumes where it stopped;
+method is compared with the warm start and with GRPO on the same episodes, pooled over seeds and
+splits (a task-level randomization test, with the episode-level McNemar beside it), and, on
+ALFWorld, set beside the paper's figures. Writes <out>/RESULTS.md (with the commands that trained
+the runs and their minutes), curves.png, per_type.png and results.json. Finished runs are skipped, so a killed study resumes where it stopped;
 `--report-only` writes the report from the finished runs alone (while other seeds still run).
 Opt-in variants (e.g. `--methods "GRPO,OPID (teacher weight 0.1)"`) are methods with their own
 config overrides, run folder and rows.
@@ -21,10 +22,12 @@ config overrides, run folder and rows.
 from __future__ import annotations
 
 import argparse
+import calendar
 import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -49,6 +52,9 @@ METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gi
     # opt-in variants (not in DEFAULT_METHODS): select with --methods "GRPO,OPID (teacher weight 0.1)"
     "OPID (teacher weight 0.1)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1}),
 }
+# The OPID paper's ALFWorld success % (Qwen2.5-3B, the full ALFWorld, ~150 steps of 16 x 8 on 8 GPUs; reference notes)
+PAPER_ALFWORLD = {"GRPO": 75.0, "OPID": 84.3, "OPID w/o episode skills": 74.1, "OPID w/o step skills": 79.1,
+                  "OPID w/o routing": 77.5}
 DEFAULT_METHODS = ("GRPO", "OPID", "SDAR", "OPID w/o episode skills", "OPID w/o step skills", "OPID w/o routing")
 FRACTION_METHODS = ("GRPO", "OPID")
 
@@ -79,7 +85,7 @@ def study_config(args) -> TrainConfig:
     return replace(
         cfg,
         env=args.env,
-        env_kwargs=json.loads(args.env_kwargs),
+        env_kwargs=cfg.env_kwargs if args.env_kwargs is None else json.loads(args.env_kwargs),
         policy=args.policy,
         lr=args.lr or cfg.lr,
         updates=args.updates or cfg.updates,
@@ -138,6 +144,47 @@ def metric_means(run_dir: Path, prefixes=("opid/", "sdar/")) -> dict[str, float]
     return {k: statistics.mean(r[k] for r in rows if k in r) for k in sorted(keys)}
 
 
+def run_minutes(run_dir: Path) -> tuple[float | None, float | None]:
+    """(training minutes, wall minutes) of a finished run: the warm start's demos and behaviour cloning,
+    or the updates' rollouts and learning, from its own logs; wall from its start to its eval.json
+    (evaluation included; since the last resume for a resumed run)."""
+    train_s = None
+    warm = run_dir / "warmstart.json"
+    if warm.exists():
+        w = json.loads(warm.read_text())
+        train_s = w.get("demo_seconds", 0.0) + w.get("bc_seconds", 0.0)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        train_s = (train_s or 0.0) + sum(r.get("rollout_seconds", 0.0) + r.get("update_seconds", 0.0) for r in rows)
+    wall_s = None
+    info, done = run_dir / "run_info.json", run_dir / "eval.json"
+    if info.exists() and done.exists():
+        started = calendar.timegm(time.strptime(json.loads(info.read_text())["started"], "%Y-%m-%dT%H:%M:%SZ"))
+        wall_s = done.stat().st_mtime - started
+    return (None if train_s is None else train_s / 60), (None if wall_s is None else wall_s / 60)
+
+
+def minutes_cell(run_dirs) -> str:
+    """Mean training / wall minutes over a method's seeds."""
+    pairs = [run_minutes(Path(d)) for d in run_dirs]
+    cells = [[p[i] for p in pairs if p[i] is not None] for i in (0, 1)]
+    return " / ".join(f"{statistics.mean(c):.1f}" if c else "-" for c in cells)
+
+
+def commands(run_dirs) -> list[str]:
+    """The distinct command lines that trained the runs (each run records its argv)."""
+    seen = []
+    for d in run_dirs:
+        info = Path(d) / "run_info.json"
+        if info.exists():
+            argv = json.loads(info.read_text())["argv"]
+            line = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(argv[0], ROOT)] + argv[1:])
+            if line not in seen:
+                seen.append(line)
+    return seen
+
+
 def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
     import matplotlib
 
@@ -152,6 +199,7 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
             path = Path(run_dir) / "metrics.jsonl"
             if path.exists():
                 curves.append([json.loads(line)["success"] for line in path.read_text().splitlines() if line.strip()])
+        curves = [c for c in curves if c]  # the warm start has no updates
         if not curves:
             continue
         n = min(len(c) for c in curves)
@@ -192,10 +240,15 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
 
 def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float, plots: list[str]) -> str:
     splits = cfg.eval.splits
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    this = f"`python scripts/{Path(__file__).name} {' '.join(shlex.quote(a) for a in sys.argv[1:])}`"
     lines = ["# Results: OPID vs GRPO at small scale", "",
-             f"Generated by `python scripts/{Path(__file__).name} {' '.join(sys.argv[1:])}` on "
-             f"{platform.platform()}, {os.cpu_count()} CPU cores, no GPU; {seconds / 60:.1f} minutes "
-             f"(finished runs reused).", "",
+             f"Report written by {this} on {platform.platform()}, {os.cpu_count()} CPU cores, {gpu}, in "
+             f"{seconds / 60:.1f} minutes (finished runs are reused, not retrained). The runs were trained by:", ""]
+    lines += [f"    {c}" for c in commands(d for seeds in runs.values() for d in seeds.values())] or ["    (none recorded)"]
+    lines += ["",
              f"Setup: `{cfg.env}` {cfg.env_kwargs}, policy `{cfg.policy}`, seeds {args.seeds}; warm start "
              + (f"`{args.warm_start}`" if args.warm_start else
                 f"{cfg.warmstart.episodes} expert episodes (skill share {cfg.warmstart.skill_share})") + "; then "
@@ -209,12 +262,16 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
                                            + ", ".join(f"`{k}={v}`" for k, v in METHODS[m][1].items())
                                            for m in variants) + ".", ""]
     header = "| method | seeds | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
-        f"{s} steps" for s in splits) + " |"
-    lines += ["## Success (mean ± sd over seeds)", "", header, "|" + "---|" * (2 + 2 * len(splits))]
+        f"{s} steps" for s in splits) + " | minutes: training / wall |"
+    lines += ["## Success (mean ± sd over seeds)", "",
+              "Minutes are per run, mean over seeds, on this machine (and shared with whatever else ran): training is "
+              "the warm start's demonstrations and behaviour cloning, or a method's rollouts and updates; wall adds "
+              "evaluation and setup.", "", header, "|" + "---|" * (3 + 2 * len(splits))]
     for method, seeds in results.items():
         cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
         steps = [f"{statistics.mean(s[split]['all']['mean_steps'] for s in seeds.values()):.1f}" for split in splits]
-        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | " + " | ".join(steps) + " |")
+        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | " + " | ".join(steps)
+                     + f" | {minutes_cell(runs.get(method, {}).values())} |")
     lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
               "Points gained, (episodes gained / lost, the exact one-sided McNemar p that the gain is noise; "
               "tasks improved / worsened, the task-level randomization p, which counts a task's episodes once).",
@@ -223,6 +280,19 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         if method != "warm start":
             lines.append(f"| {method} | {versus_cell(versus(results, 'warm start', method, splits))} | "
                          f"{'' if method == 'GRPO' else versus_cell(versus(results, 'GRPO', method, splits))} |")
+    if cfg.env == "OPID/ALFWorld-v0" and "GRPO" in results:
+        lines += ["", "## Against the paper (ALFWorld success %)", "",
+                  "The paper: Qwen2.5-3B on the full ALFWorld. Here: the tiny policy on the level above, mean over "
+                  "seeds and splits; the difference to GRPO is on the same episodes.", "",
+                  "| method | paper | paper - GRPO | here | here - GRPO |", "|---|---|---|---|---|"]
+        for method, paper in PAPER_ALFWORLD.items():
+            if method not in results:
+                continue
+            here = statistics.mean(s[split]["all"]["success"] for s in results[method].values() for split in splits)
+            test = None if method == "GRPO" else versus(results, "GRPO", method, splits)
+            gap = "" if test is None else f"{100 * (test['after'] - test['before']):+.1f}"
+            paper_gap = "" if method == "GRPO" else f"{paper - PAPER_ALFWORLD['GRPO']:+.1f}"
+            lines.append(f"| {method} | {paper:.1f} | {paper_gap} | {100 * here:.1f} | {gap} |")
     if fraction_results:
         lines += ["", "## Sample efficiency (share of training tasks)", "",
                   "| method | tasks | " + " | ".join(f"{s} success %" for s in splits) + " |",
@@ -258,7 +328,7 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="OPID/ALFWorld-v0")
-    parser.add_argument("--env-kwargs", default='{"level": "easy", "max_steps": 20}')
+    parser.add_argument("--env-kwargs", default=None, help="JSON (default: the main job's, easy-large with 20 steps)")
     parser.add_argument("--splits", default="valid_seen,valid_unseen")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--policy", default="tiny", help="'tiny', 'smollm2-135m' or a model folder (runs go to "
@@ -312,6 +382,7 @@ def main():
         if warm is None:
             continue
         results.setdefault("warm start", {})[seed] = warm
+        runs.setdefault("warm start", {})[seed] = str(warm_dir)
         init = str(warm_dir / "initial")
         for method in methods:
             mcfg = replace(method_config(cfg, method), seed=seed, init=init)

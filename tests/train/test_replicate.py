@@ -5,8 +5,10 @@ variant) becomes a config, a run folder and rows of the report."""
 
 from __future__ import annotations
 
+import calendar
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -53,6 +55,19 @@ def test_teacher_weight_variant_is_opt_in_with_its_own_config_and_run_folder(rep
         replicate.parse_methods("GRPO,OPID (weight 1)")
 
 
+def test_study_defaults_to_the_main_jobs_environment(replicate):
+    from opid_train.cli.main import main_config
+
+    args = SimpleNamespace(env="OPID/ALFWorld-v0", env_kwargs=None, policy="tiny", lr=None, updates=None, tasks=None,
+                           group=None, demos=300, warmstart_minutes=None, skill_share=1.0, warmstart_lr=None,
+                           splits="valid_seen,valid_unseen", eval_episodes=0, threads=1)
+    cfg = replicate.study_config(args)
+    assert cfg.env_kwargs == main_config().env_kwargs  # easy-large: RL has undemonstrated tasks to train on
+    assert replicate.rl_task_ids(cfg, 900)  # on the easy level's 300 tasks, 300 demos would leave none
+    args.env_kwargs = '{"max_steps": 6}'
+    assert replicate.study_config(args).env_kwargs == {"max_steps": 6}
+
+
 def test_unknown_method_stops_before_training(replicate, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["replicate.py", "--methods", "GRPO,PPO", "--run-root", str(tmp_path / "runs"),
                                       "--out", str(tmp_path / "out")])
@@ -72,20 +87,33 @@ def test_report_and_plots_include_a_selected_variant(replicate, tmp_path):
     results = {"warm start": {0: result([[0, 0], [1, 0]])}, "GRPO": {0: result([[1, 0], [1, 0]])},
                VARIANT: {0: result([[1, 1], [1, 1]])}}
     runs = {}
-    for method in ("GRPO", VARIANT):
+    for method in ("warm start", "GRPO", VARIANT):
         run_dir = tmp_path / "runs" / replicate.run_tag(method)
         run_dir.mkdir(parents=True)
-        metrics = {"success": 0.5} | ({"opid/teacher_share": 0.25} if method == VARIANT else {})
-        (run_dir / "metrics.jsonl").write_text(json.dumps(metrics) + "\n")
+        if method == "warm start":  # no updates: its minutes are the demos and behaviour cloning
+            (run_dir / "warmstart.json").write_text(json.dumps({"demo_seconds": 30.0, "bc_seconds": 270.0}))
+        else:
+            metrics = {"success": 0.5, "rollout_seconds": 50.0, "update_seconds": 40.0}
+            metrics |= {"opid/teacher_share": 0.25} if method == VARIANT else {}
+            (run_dir / "metrics.jsonl").write_text(json.dumps(metrics) + "\n" + json.dumps(metrics) + "\n")
+        argv = ["scripts/replicate.py", "--seeds", "0", "--methods", f"GRPO,{VARIANT}"]
+        (run_dir / "run_info.json").write_text(json.dumps({"argv": argv, "started": "2026-12-01T10:00:00Z"}))
         runs[method] = {0: str(run_dir)}
-    cfg = TrainConfig(eval=EvalConfig(splits=["test"]))
+    (tmp_path / "runs" / "grpo" / "eval.json").write_text("{}")
+    os.utime(tmp_path / "runs" / "grpo" / "eval.json", (0, calendar.timegm((2026, 12, 1, 10, 6, 0, 0, 0, 0))))
+    cfg = TrainConfig(eval=EvalConfig(splits=["test"]))  # ALFWorld: the paper's figures are beside ours
     plots = replicate.plot(results, runs, tmp_path, ["test"])
     assert all((tmp_path / p).stat().st_size > 0 for p in plots)
     args = SimpleNamespace(seeds="0", warm_start=None)
     text = replicate.report(args, cfg, results, {}, runs, tmp_path, 1.0, plots)
     success, versus, per_type = (text.split(h)[1].split("##")[0] for h in
                                  ("## Success", "## Episode by episode", "## Per task type"))
-    assert f"| {VARIANT} | 0 | 100.0 | 3.0 |" in success
+    assert f"| {VARIANT} | 0 | 100.0 | 3.0 | 3.0 / - |" in success  # 2 x (50 + 40) s; not evaluated
+    assert "| warm start | 0 | 25.0 | 3.0 | 5.0 / - |" in success and "| GRPO | 0 | 50.0 | 3.0 | 3.0 / 6.0 |" in success
+    # the command that trained the runs, once, quoted as a shell would need it
+    assert text.count("    python scripts/replicate.py --seeds 0 --methods 'GRPO,OPID (teacher weight 0.1)'") == 1
+    paper = text.split("## Against the paper")[1].split("##")[0]
+    assert "| GRPO | 75.0 |  | 50.0 |  |" in paper and VARIANT not in paper  # the paper has no such variant
     row = next(line for line in versus.splitlines() if line.startswith(f"| {VARIANT} |"))
     assert row.count("p=") == 2  # against the warm start and against GRPO
     assert f"| {VARIANT} | 100.0 |" in per_type
