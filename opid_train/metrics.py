@@ -54,11 +54,17 @@ class MetricsLogger:
         return plot_curves(self.path, self.run_dir / "curves.png")
 
 
+def read_metrics(jsonl: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.jsonl, one per update; none for a run that has not logged any."""
+    path = Path(jsonl)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def plot_curves(jsonl: Path, png: Path) -> Path | None:
     """One panel per tracked metric present in the log."""
-    if not Path(jsonl).exists():
-        return None
-    rows = [json.loads(line) for line in Path(jsonl).read_text().splitlines() if line.strip()]
+    rows = read_metrics(jsonl)
     keys = [k for k in CURVES if any(k in r for r in rows)]
     if not keys:
         return None

@@ -41,6 +41,7 @@ from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig, with_overrides  # noqa: E402
 from opid_train.evaluate import paired_comparison  # noqa: E402
+from opid_train.metrics import read_metrics  # noqa: E402
 
 METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gives the run folder (run_tag)
     "GRPO": ("grpo", {}),
@@ -137,10 +138,7 @@ def versus_cell(test: dict | None) -> str:
 
 def metric_means(run_dir: Path, prefixes=("opid/", "sdar/")) -> dict[str, float]:
     """Each algorithm metric averaged over the run's updates."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return {}
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir / "metrics.jsonl")
     keys = {k for r in rows for k in r if k.startswith(prefixes)}
     return {k: statistics.mean(r[k] for r in rows if k in r) for k in sorted(keys)}
 
@@ -156,8 +154,8 @@ def run_minutes(run_dir: Path) -> tuple[float | None, float | None]:
         train_s = w.get("demo_seconds", 0.0) + w.get("bc_seconds", 0.0)
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        train_s = (train_s or 0.0) + sum(r.get("rollout_seconds", 0.0) + r.get("update_seconds", 0.0) for r in rows)
+        train_s = (train_s or 0.0) + sum(r.get("rollout_seconds", 0.0) + r.get("update_seconds", 0.0)
+                                         for r in read_metrics(metrics))
     wall_s = None
     info, done = run_dir / "run_info.json", run_dir / "eval.json"
     if info.exists() and done.exists():
@@ -197,10 +195,9 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
     for method, seeds in runs.items():
         curves = []
         for run_dir in seeds.values():
-            path = Path(run_dir) / "metrics.jsonl"
-            if path.exists():
-                curves.append([json.loads(line)["success"] for line in path.read_text().splitlines() if line.strip()])
-        curves = [c for c in curves if c]  # the warm start has no updates
+            curve = [row["success"] for row in read_metrics(Path(run_dir) / "metrics.jsonl")]
+            if curve:  # the warm start has no updates
+                curves.append(curve)
         if not curves:
             continue
         n = min(len(c) for c in curves)
