@@ -53,6 +53,9 @@ METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gi
     # opt-in variants (not in DEFAULT_METHODS): select with --methods "GRPO,OPID (teacher weight 0.1)"
     "OPID (teacher weight 0.1)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1}),
     "OPID (teacher weight 1)": ("opid", {"opid.routing": "route", "opid.w_ep": 1.0, "opid.w_step": 1.0}),
+    # z-normalized over the batch's active tokens: at weight 1 the raw term was one-signed (a push on every token)
+    "OPID (teacher weight 0.1, centred)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1,
+                                                     "opid.normalize_teacher": True}),
 }
 # The OPID paper's ALFWorld success % (Qwen2.5-3B, the full ALFWorld, ~150 steps of 16 x 8 on 8 GPUs; reference notes)
 PAPER_ALFWORLD = {"GRPO": 75.0, "OPID": 84.3, "OPID w/o episode skills": 74.1, "OPID w/o step skills": 79.1,
