@@ -54,7 +54,7 @@ METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gi
     "OPID (teacher weight 0.1)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1}),
     "OPID (teacher weight 1)": ("opid", {"opid.routing": "route", "opid.w_ep": 1.0, "opid.w_step": 1.0}),
     # z-normalized over the batch's active tokens: at weight 1 the raw term was one-signed (a push on every token)
-    "OPID (teacher weight 0.1, centred)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1,
+    "OPID (centred teacher weight 0.1)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1,
                                                      "opid.normalize_teacher": True}),
 }
 # The OPID paper's ALFWorld success % (Qwen2.5-3B, the full ALFWorld, ~150 steps of 16 x 8 on 8 GPUs; reference notes)

@@ -51,6 +51,11 @@ def test_teacher_weight_variant_is_opt_in_with_its_own_config_and_run_folder(rep
     assert replicate.run_tag("OPID", 0.6) == "opid_60pct"
 
     assert replicate.parse_methods(f"GRPO, {VARIANT}") == ["GRPO", VARIANT]
+    every = list(replicate.METHODS)  # each name survives --methods' comma-separated list, and has its own folder
+    assert replicate.parse_methods(",".join(every)) == every
+    assert len({replicate.run_tag(m) for m in every}) == len(every)
+    centred = replicate.method_config(base, "OPID (centred teacher weight 0.1)").opid
+    assert (centred.w_ep, centred.w_step, centred.normalize_teacher) == (0.1, 0.1, True)
     with pytest.raises(ValueError, match=r"unknown methods \['OPID \(weight 1\)'\]; known: .*'OPID \(teacher weight 0.1\)'"):
         replicate.parse_methods("GRPO,OPID (weight 1)")
 
