@@ -296,11 +296,16 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
             lines.append(f"| {method} | {paper:.1f} | {paper_gap} | {100 * here:.1f} | {gap} |")
     if fraction_results:
         lines += ["", "## Sample efficiency (share of training tasks)", "",
-                  "| method | tasks | " + " | ".join(f"{s} success %" for s in splits) + " |",
-                  "|---|---|" + "---|" * len(splits)]
-        for (method, frac), seeds in sorted(fraction_results.items()):
+                  "Each method's runs on fewer tasks beside its 100 % runs; the last column compares the 100 % run "
+                  "with it on the same episodes (points the 100 % run is above).", "",
+                  "| method | tasks | " + " | ".join(f"{s} success %" for s in splits) + " | 100 % vs this |",
+                  "|---|---|" + "---|" * (len(splits) + 1)]
+        full = {(m, 1.0): results[m] for m, _ in fraction_results if m in results}
+        for (method, frac), seeds in sorted({**fraction_results, **full}.items()):
             cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
-            lines.append(f"| {method} | {int(100 * frac)} % | " + " | ".join(cells) + " |")
+            test = None if frac == 1.0 else versus({"less": seeds, "all": results.get(method, {})}, "less", "all", splits)
+            lines.append(f"| {method} | {int(100 * frac)} % | " + " | ".join(cells)
+                         + f" | {'' if frac == 1.0 else versus_cell(test)} |")
     lines += ["", "## Per task type (success %, mean over seeds)", ""]
     for split in splits:
         types = sorted({t for seeds in results.values() for s in seeds.values() for t in s[split]["by_type"]})
