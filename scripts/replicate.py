@@ -130,13 +130,19 @@ def versus(results: dict, base: str, method: str, splits: list[str]) -> dict | N
     return paired_comparison(pairs)
 
 
-def versus_cell(test: dict | None) -> str:
+def versus_cell(results: dict, base: str, method: str, splits: list[str]) -> str:
+    """Points gained with the one-sided p that the gain is noise; for a loss, the p that the loss is
+    noise (the same tests with the two runs swapped)."""
+    test = versus(results, base, method, splits)
     if test is None:
         return "-"
-    tasks = test["task_level"]
-    return (f"{100 * (test['after'] - test['before']):+.1f} ({test['gained']}/{test['lost']}, "
-            f"p={test['p_one_sided']:.2g}; tasks {tasks['improved']}/{tasks['worsened']}, "
-            f"p_task={tasks['p_one_sided']:.2g})")
+    tasks, kind = test["task_level"], ""
+    p, p_task = test["p_one_sided"], tasks["p_one_sided"]
+    if test["after"] < test["before"]:
+        back, kind = versus(results, method, base, splits), "loss "
+        p, p_task = back["p_one_sided"], back["task_level"]["p_one_sided"]
+    return (f"{100 * (test['after'] - test['before']):+.1f} ({test['gained']}/{test['lost']}, {kind}p={p:.2g}; "
+            f"tasks {tasks['improved']}/{tasks['worsened']}, {kind}p_task={p_task:.2g})")
 
 
 def metric_means(run_dir: Path, prefixes=("opid/", "sdar/")) -> dict[str, float]:
@@ -274,13 +280,13 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | " + " | ".join(steps)
                      + f" | {minutes_cell(runs.get(method, {}).values())} |")
     lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
-              "Points gained, (episodes gained / lost, the exact one-sided McNemar p that the gain is noise; "
-              "tasks improved / worsened, the task-level randomization p, which counts a task's episodes once).",
+              "Points gained, (episodes gained / lost, the exact one-sided McNemar p that the gain, or for a loss "
+              "the loss, is noise; tasks improved / worsened, the task-level randomization p, which counts a task's episodes once).",
               "", "| method | vs warm start | vs GRPO |", "|---|---|---|"]
     for method in results:
         if method != "warm start":
-            lines.append(f"| {method} | {versus_cell(versus(results, 'warm start', method, splits))} | "
-                         f"{'' if method == 'GRPO' else versus_cell(versus(results, 'GRPO', method, splits))} |")
+            lines.append(f"| {method} | {versus_cell(results, 'warm start', method, splits)} | "
+                         f"{'' if method == 'GRPO' else versus_cell(results, 'GRPO', method, splits)} |")
     if cfg.env == "OPID/ALFWorld-v0" and "GRPO" in results:
         lines += ["", "## Against the paper (ALFWorld success %)", "",
                   "The paper: Qwen2.5-3B on the full ALFWorld. Here: the tiny policy on the level above, mean over "
@@ -303,9 +309,9 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         full = {(m, 1.0): results[m] for m, _ in fraction_results if m in results}
         for (method, frac), seeds in sorted({**fraction_results, **full}.items()):
             cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
-            test = None if frac == 1.0 else versus({"less": seeds, "all": results.get(method, {})}, "less", "all", splits)
+            pair = {"less": seeds, "all": results.get(method, {})}
             lines.append(f"| {method} | {int(100 * frac)} % | " + " | ".join(cells)
-                         + f" | {'' if frac == 1.0 else versus_cell(test)} |")
+                         + f" | {'' if frac == 1.0 else versus_cell(pair, 'less', 'all', splits)} |")
     lines += ["", "## Per task type (success %, mean over seeds)", ""]
     for split in splits:
         types = sorted({t for seeds in results.values() for s in seeds.values() for t in s[split]["by_type"]})

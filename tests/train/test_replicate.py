@@ -110,12 +110,13 @@ def test_report_and_plots_include_a_selected_variant(replicate, tmp_path):
     plots = replicate.plot(results, runs, tmp_path, ["test"])
     assert all((tmp_path / p).stat().st_size > 0 for p in plots)
     args = SimpleNamespace(seeds="0", warm_start=None)
-    fewer_tasks = {("GRPO", 0.6): {0: result([[0, 0], [1, 1]])}}
+    fewer_tasks = {("GRPO", 0.6): {0: result([[1, 1], [1, 1]])}}
     text = replicate.report(args, cfg, results, fewer_tasks, runs, tmp_path, 1.0, plots)
     success, versus, per_type, efficiency = (text.split(h)[1].split("##")[0] for h in (
         "## Success", "## Episode by episode", "## Per task type", "## Sample efficiency"))
-    assert "| GRPO | 100 % | 50.0 |  |" in efficiency  # the full run beside the 60 % one, which is paired with it:
-    assert "| GRPO | 60 % | 50.0 | +0.0 (1/1, p=0.75; tasks 1/1, p_task=1) |" in efficiency
+    assert "| GRPO | 100 % | 50.0 |  |" in efficiency  # the full run beside the 60 % one, which is paired with it;
+    # a loss comes with the p that the loss is noise (0 of 2 episodes gained: 1/2^2)
+    assert "| GRPO | 60 % | 100.0 | -50.0 (0/2, loss p=0.25; tasks 0/2, loss p_task=0.25) |" in efficiency
     assert f"| {VARIANT} | 0 | 100.0 | 3.0 | 3.0 / - |" in success  # 2 x (50 + 40) s; not evaluated
     assert "| warm start | 0 | 25.0 | 3.0 | 5.0 / - |" in success and "| GRPO | 0 | 50.0 | 3.0 | 3.0 / 6.0 |" in success
     # the command that trained the runs, once, quoted as a shell would need it
