@@ -304,13 +304,13 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         lines += ["", "## Sample efficiency (share of training tasks)", "",
                   "Each method's runs on fewer tasks beside its 100 % runs; the last column compares the 100 % run "
                   "with it on the same episodes (points the 100 % run is above).", "",
-                  "| method | tasks | " + " | ".join(f"{s} success %" for s in splits) + " | 100 % vs this |",
-                  "|---|---|" + "---|" * (len(splits) + 1)]
+                  "| method | tasks | seeds | " + " | ".join(f"{s} success %" for s in splits) + " | 100 % vs this |",
+                  "|---|---|---|" + "---|" * (len(splits) + 1)]
         full = {(m, 1.0): results[m] for m, _ in fraction_results if m in results}
         for (method, frac), seeds in sorted({**fraction_results, **full}.items()):
             cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
             pair = {"less": seeds, "all": results.get(method, {})}
-            lines.append(f"| {method} | {int(100 * frac)} % | " + " | ".join(cells)
+            lines.append(f"| {method} | {int(100 * frac)} % | {','.join(map(str, seeds))} | " + " | ".join(cells)
                          + f" | {'' if frac == 1.0 else versus_cell(pair, 'less', 'all', splits)} |")
     lines += ["", "## Per task type (success %, mean over seeds)", ""]
     for split in splits:

@@ -114,9 +114,9 @@ def test_report_and_plots_include_a_selected_variant(replicate, tmp_path):
     text = replicate.report(args, cfg, results, fewer_tasks, runs, tmp_path, 1.0, plots)
     success, versus, per_type, efficiency = (text.split(h)[1].split("##")[0] for h in (
         "## Success", "## Episode by episode", "## Per task type", "## Sample efficiency"))
-    assert "| GRPO | 100 % | 50.0 |  |" in efficiency  # the full run beside the 60 % one, which is paired with it;
+    assert "| GRPO | 100 % | 0 | 50.0 |  |" in efficiency  # the full run beside the 60 % one, which is paired with it;
     # a loss comes with the p that the loss is noise (0 of 2 episodes gained: 1/2^2)
-    assert "| GRPO | 60 % | 100.0 | -50.0 (0/2, loss p=0.25; tasks 0/2, loss p_task=0.25) |" in efficiency
+    assert "| GRPO | 60 % | 0 | 100.0 | -50.0 (0/2, loss p=0.25; tasks 0/2, loss p_task=0.25) |" in efficiency
     assert f"| {VARIANT} | 0 | 100.0 | 3.0 | 3.0 / - |" in success  # 2 x (50 + 40) s; not evaluated
     assert "| warm start | 0 | 25.0 | 3.0 | 5.0 / - |" in success and "| GRPO | 0 | 50.0 | 3.0 | 3.0 / 6.0 |" in success
     # the command that trained the runs, once, quoted as a shell would need it
@@ -156,7 +156,7 @@ def test_replicate_reports_every_method_and_resumes_from_finished_runs(tmp_path)
     versus = report.split("## Episode by episode")[1].split("##")[0]
     opid_row = next(line for line in versus.splitlines() if line.startswith("| OPID |"))
     assert opid_row.count("p=") == 2  # against the warm start and against GRPO
-    assert "| GRPO | 50 % |" in report and (tmp_path / "out" / "curves.png").stat().st_size > 0
+    assert "| GRPO | 50 % | 0,1 |" in report and (tmp_path / "out" / "curves.png").stat().st_size > 0
 
     again = subprocess.run(cmd, cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stderr[-3000:]
