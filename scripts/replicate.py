@@ -281,7 +281,8 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
                      + f" | {minutes_cell(runs.get(method, {}).values())} |")
     lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
               "Points gained, (episodes gained / lost, the exact one-sided McNemar p that the gain, or for a loss "
-              "the loss, is noise; tasks improved / worsened, the task-level randomization p, which counts a task's episodes once).",
+              "the loss, is noise; tasks improved / worsened, the task-level randomization p, which counts a "
+              "task's episodes once).",
               "", "| method | vs warm start | vs GRPO |", "|---|---|---|"]
     for method in results:
         if method != "warm start":
