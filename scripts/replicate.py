@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
-from opid_train.config import TrainConfig, with_overrides  # noqa: E402
+from opid_train.config import TrainConfig, load_yaml, to_dict, with_overrides  # noqa: E402
 from opid_train.evaluate import paired_comparison  # noqa: E402
 from opid_train.metrics import read_metrics  # noqa: E402
 
@@ -76,6 +76,12 @@ def run_tag(method: str, frac: float = 1.0) -> str:
     return tag + ("" if frac == 1.0 else f"_{int(100 * frac)}pct")
 
 
+def default_run_root(env: str) -> str:
+    """runs/replicate for the embedded ALFWorld, runs/replicate-webshop for OPID/WebShop-v0: studies of
+    different envs never share run folders."""
+    return "runs/replicate" + ("" if env == "OPID/ALFWorld-v0" else "-" + env.split("/")[-1].split("-v")[0].lower())
+
+
 def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -104,8 +110,33 @@ def study_config(args) -> TrainConfig:
     )
 
 
+# Where and how fast a run goes, not what it learns: these may change between the sessions of one study.
+MACHINE_FIELDS = {"run_dir", "threads", "device", "env_workers", "progress", "tensorboard", "wandb"}
+
+
+def config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, machine fields left out."""
+    keys = []
+    for key, new in wanted.items():
+        if not prefix and key in MACHINE_FIELDS:
+            continue
+        old = stored.get(key)
+        if isinstance(new, dict) and isinstance(old, dict) and key != "env_kwargs":
+            keys += config_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            keys.append(prefix + key)
+    return sorted(keys)
+
+
 def run(cfg: TrainConfig, run_dir: Path, train_missing: bool = True) -> dict | None:
-    """Train (or resume) one run and return its eval.json; None for an unfinished run not to be trained."""
+    """Train (or resume) one run and return its eval.json; None for an unfinished run not to be trained.
+    A folder that holds a run of another config (another env, method or budget) stops the study:
+    reporting its results under this config's name would be wrong, and resuming it would mix the two."""
+    if (run_dir / "config.yaml").exists():
+        differ = config_differences(to_dict(load_yaml(run_dir / "config.yaml")), to_dict(replace(cfg, run_dir=None)))
+        if differ:
+            raise SystemExit(f"{run_dir} holds a run of another config (it differs in {', '.join(differ)}): "
+                             "pass another --run-root, or remove the folder")
     done = run_dir / "eval.json"
     if not done.exists():
         if not train_missing:
@@ -364,12 +395,14 @@ def main():
                         "'{seed}' is replaced, e.g. runs/main/grpo-seed{seed}/initial (make run's warm starts)")
     parser.add_argument("--eval-episodes", type=int, default=0, help="tasks per split (0 = all)")
     parser.add_argument("--out", default="docs")
-    parser.add_argument("--run-root", default="runs/replicate")
+    parser.add_argument("--run-root", default=None, help="default runs/replicate, with the env's name for another env "
+                        "(runs/replicate-webshop) and the policy's for another policy")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the finished runs (e.g. while other seeds still run)")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 3 updates, 30 eval tasks per split, no fractions: about 10 minutes")
     args = parser.parse_args()
+    args.run_root = args.run_root or default_run_root(args.env)
     if args.quick:
         args.seeds, args.updates, args.eval_episodes, args.fractions = "0", 3, 30, ""
         args.warmstart_minutes, args.demos = 2.0, 200

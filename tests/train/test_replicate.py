@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -71,6 +72,25 @@ def test_study_defaults_to_the_main_jobs_environment(replicate):
     assert replicate.rl_task_ids(cfg, 900)  # on the easy level's 300 tasks, 300 demos would leave none
     args.env_kwargs = '{"max_steps": 6}'
     assert replicate.study_config(args).env_kwargs == {"max_steps": 6}
+
+
+def test_a_run_folder_of_another_config_stops_the_study(replicate, tmp_path):
+    from opid_train.cli.train import record_run
+    from opid_train.cli.main import main_config
+
+    cfg = replicate.method_config(main_config(), "OPID")
+    record_run(tmp_path / "opid", replace(cfg, run_dir=str(tmp_path / "opid")))
+    (tmp_path / "opid" / "eval.json").write_text('{"valid_seen": {"success_rate": 0.5}}')
+    # the same run on another machine (threads, run folder) is the same run: reused
+    assert replicate.run(replace(cfg, threads=7), tmp_path / "opid", train_missing=False) == {
+        "valid_seen": {"success_rate": 0.5}}
+    assert replicate.default_run_root("OPID/ALFWorld-v0") == "runs/replicate"
+    assert replicate.default_run_root("OPID/WebShop-v0") == "runs/replicate-webshop"
+    webshop = replace(cfg, env="OPID/WebShop-v0", env_kwargs={})
+    with pytest.raises(SystemExit, match=r"holds a run of another config \(it differs in env, env_kwargs\)"):
+        replicate.run(webshop, tmp_path / "opid", train_missing=False)
+    with pytest.raises(SystemExit, match=r"differs in opid.w_ep, opid.w_step\)"):
+        replicate.run(replicate.method_config(main_config(), VARIANT), tmp_path / "opid", train_missing=False)
 
 
 def test_unknown_method_stops_before_training(replicate, tmp_path, monkeypatch, capsys):
