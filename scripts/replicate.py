@@ -225,17 +225,18 @@ def commands(run_dirs) -> list[str]:
 
 
 def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
+    """Learning curves (training rollouts' success, or their score where the env grades) and per-type bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = []
+    names, key = [], "score" if partial_scores(results, splits) else "success"
     fig, ax = plt.subplots(figsize=(7, 4))
     for method, seeds in runs.items():
         curves = []
         for run_dir in seeds.values():
-            curve = [row["success"] for row in read_metrics(Path(run_dir) / "metrics.jsonl")]
+            curve = [row[key] for row in read_metrics(Path(run_dir) / "metrics.jsonl")]
             if curve:  # the warm start has no updates
                 curves.append(curve)
         if not curves:
@@ -248,7 +249,7 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
             ax.fill_between(xs, [min(c[i] for c in curves) for i in range(n)],
                             [max(c[i] for c in curves) for i in range(n)], alpha=0.15)
     ax.set_xlabel("update")
-    ax.set_ylabel("training rollout success")
+    ax.set_ylabel(f"training rollout {key}")
     ax.set_title("Learning curves (mean over seeds, band = min..max)")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -276,6 +277,12 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
     return names
 
 
+def partial_scores(results: dict, splits: list[str]) -> bool:
+    """Whether the env grades episodes (WebShop's score) rather than only winning or losing them."""
+    return any(abs(s[split]["all"].get("score", s[split]["all"]["success"]) - s[split]["all"]["success"]) > 1e-9
+               for seeds in results.values() for s in seeds.values() for split in splits)
+
+
 def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float, plots: list[str]) -> str:
     splits = cfg.eval.splits
     import torch
@@ -299,16 +306,22 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
         lines += ["Variants: " + "; ".join(f"{m} = `{METHODS[m][0]}` with "
                                            + ", ".join(f"`{k}={v}`" for k, v in METHODS[m][1].items())
                                            for m in variants) + ".", ""]
+    graded = partial_scores(results, splits)
     header = "| method | seeds | " + " | ".join(f"{s} success %" for s in splits) + " | " + " | ".join(
+        [f"{s} score" for s in splits] if graded else []) + (" | " if graded else "") + " | ".join(
         f"{s} steps" for s in splits) + " | minutes: training / wall |"
     lines += ["## Success (mean ± sd over seeds)", "",
               "Minutes are per run, mean over seeds, on this machine (and shared with whatever else ran): training is "
               "the warm start's demonstrations and behaviour cloning, or a method's rollouts and updates; wall adds "
-              "evaluation and setup.", "", header, "|" + "---|" * (3 + 2 * len(splits))]
+              "evaluation and setup." + (" Score is the mean reward per episode (partial credit; success is a score of 1)."
+                                         if graded else ""), "", header, "|" + "---|" * (3 + (3 if graded else 2) * len(splits))]
     for method, seeds in results.items():
         cells = [mean_sd([s[split]["all"]["success"] for s in seeds.values()]) for split in splits]
+        scores = [f"{statistics.mean(s[split]['all']['score'] for s in seeds.values()):.3f}"
+                  for split in splits] if graded else []
         steps = [f"{statistics.mean(s[split]['all']['mean_steps'] for s in seeds.values()):.1f}" for split in splits]
-        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " | " + " | ".join(steps)
+        lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells + scores)
+                     + " | " + " | ".join(steps)
                      + f" | {minutes_cell(runs.get(method, {}).values())} |")
     lines += ["", "## Episode by episode (pooled over seeds and splits)", "",
               "Points gained, (episodes gained / lost, the exact one-sided McNemar p that the gain, or for a loss "

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -138,6 +139,8 @@ def test_report_and_plots_include_a_selected_variant(replicate, tmp_path):
     # a loss comes with the p that the loss is noise (0 of 2 episodes gained: 1/2^2)
     assert "| GRPO | 60 % | 0 | 100.0 | -50.0 (0/2, loss p=0.25; tasks 0/2, loss p_task=0.25) |" in efficiency
     assert f"| {VARIANT} | 0 | 100.0 | 3.0 | 3.0 / - |" in success  # 2 x (50 + 40) s; not evaluated
+    assert "score" not in success  # ALFWorld's score is its success
+
     assert "| warm start | 0 | 25.0 | 3.0 | 5.0 / - |" in success and "| GRPO | 0 | 50.0 | 3.0 | 3.0 / 6.0 |" in success
     # the command that trained the runs, once, quoted as a shell would need it
     assert text.count("    python scripts/replicate.py --seeds 0 --methods 'GRPO,OPID (teacher weight 0.1)'") == 1
@@ -149,6 +152,17 @@ def test_report_and_plots_include_a_selected_variant(replicate, tmp_path):
     teacher = text.split("## What the self-teacher did")[1]
     assert f"{VARIANT}:" in teacher and "`opid/teacher_share`: 0.25" in teacher
     assert "`opid.w_ep=0.1`, `opid.w_step=0.1`" in text  # the variant's overrides are stated
+    for seeds in results.values():  # a graded env (WebShop): partial credit gets its own columns and curves
+        seeds[0]["test"]["all"]["score"] = 0.1 + seeds[0]["test"]["all"]["success"] / 2
+    for run_dir in runs.values():
+        metrics = Path(run_dir[0]) / "metrics.jsonl"
+        if metrics.exists():
+            metrics.write_text(json.dumps({"success": 0.5, "score": 0.75}) + "\n")
+    text = replicate.report(args, cfg, results, {}, runs, tmp_path, 1.0,
+                            replicate.plot(results, runs, tmp_path, ["test"]))
+    success = text.split("## Success")[1].split("##")[0]
+    assert "| method | seeds | test success % | test score | test steps |" in success
+    assert "| GRPO | 0 | 50.0 | 0.350 | 3.0 |" in success and "partial credit" in success
 
 
 @pytest.mark.slow
