@@ -158,18 +158,28 @@ def analysis_metrics(batch: Batch, analyses: list[Analysis | None], routed: list
     }
 
 
-def dump_skills(path: Path, update: int, batch: Batch, analyses: list[Analysis | None], routed: list[dict[str, str]]) -> None:
-    """One JSON line per step of the batch: which skills its teacher prompts carried."""
+def dump_skills(path: Path, update: int, batch: Batch, analyses: list[Analysis | None], routed: list[dict[str, str]],
+                teacher_terms: dict[str, torch.Tensor] | None = None, tokenizer=None) -> None:
+    """One JSON line per step of the batch: which skills its teacher prompts carried and, given
+    `teacher_terms` (raw logp_skill - logp_old per token), what each skill said of each response token:
+    the data for asking which tokens the self-teacher pushes (`scripts/teacher_tokens.py`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         for row, (traj_index, _) in enumerate(batch.rows):
             traj, step, analysis = batch.trajectories[traj_index], batch.step(row), analyses[traj_index]
-            f.write(json.dumps({
+            line = {
                 "update": update, "group_id": traj.group_id, "traj_id": traj.traj_id, "task_id": traj.task_id,
                 "task": traj.task, "won": traj.won, "step": step.t, "analysed": analysis is not None,
                 "critical": analysis is not None and step.t in analysis.step_skills,
                 "episode_skill": routed[row].get("episode"), "step_skill": routed[row].get("step"),
-            }, ensure_ascii=False) + "\n")
+            }
+            if teacher_terms is not None:
+                n = int(batch.response_mask[row].sum())
+                ids = batch.response_ids[row, :n].tolist()
+                line["tokens"] = tokenizer.convert_ids_to_tokens(ids) if tokenizer is not None else ids
+                line["teacher_logp_diff"] = {c: [round(v, 4) for v in terms[row, :n].tolist()]
+                                             for c, terms in teacher_terms.items() if c in routed[row]}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 def forget_updates_from(path: Path, update: int) -> None:
@@ -224,6 +234,7 @@ class OPID(Algorithm):
         mask = batch.response_mask
         zero = torch.zeros_like(a_ep)
         dlogp = {c: zero for c in COMPONENTS}
+        raw_terms = {}
         active = {c: zero for c in COMPONENTS}
         if schedule_active(ctx.update, self.cfg.start_update, self.cfg.stop_update):
             # 2-3. hindsight skills, routed per step
@@ -236,11 +247,12 @@ class OPID(Algorithm):
                 rows = torch.tensor([c in r for r in routed], dtype=mask.dtype)
                 active[c] = rows[:, None] * mask
                 if c in teacher:
-                    raw = (teacher[c] - l_old) * active[c]
+                    raw = raw_terms[c] = (teacher[c] - l_old) * active[c]
                     metrics[f"opid/dlogp_{c}_raw_mean"] = masked_mean(raw, active[c]).item() if active[c].any() else 0.0
                     dlogp[c] = shape_teacher_term(raw, active[c], self.cfg.normalize_teacher, self.cfg.clip_teacher)
             metrics.update(analysis_metrics(batch, analyses, routed, "opid"))
-            dump_skills(Path(ctx.run_dir) / "skills.jsonl", ctx.update, batch, analyses, routed)
+            dump_skills(Path(ctx.run_dir) / "skills.jsonl", ctx.update, batch, analyses, routed, raw_terms,
+                        getattr(ctx.policy, "tokenizer", None))
         # 5. A_OPID = A_ep + w_ep * dlogp_ep + w_step * dlogp_step
         weights = {"episode": self.cfg.w_ep, "step": self.cfg.w_step}
         batch.advantages = opid_advantages(a_ep, dlogp, weights)

@@ -153,6 +153,11 @@ def test_skills_dump_has_one_line_per_step(setup):
     assert lines[0]["episode_skill"] == "go right until the door" and lines[0]["step_skill"] is None
     assert lines[1]["step_skill"] == "open the door now" and lines[1]["episode_skill"] is None
     assert not lines[2]["analysed"] and lines[2]["episode_skill"] is None
+    # each response token with what its routed skill said of it: logp_skill - logp_old (raw, before any weight)
+    assert len(lines[0]["tokens"]) == 3 and len(lines[1]["tokens"]) == 2  # the rows' real tokens, pads left out
+    assert lines[0]["teacher_logp_diff"] == {"episode": [WITH_EPISODE - PLAIN] * 3}
+    assert lines[1]["teacher_logp_diff"] == {"step": [pytest.approx(WITH_STEP - PLAIN)] * 2}
+    assert lines[2]["teacher_logp_diff"] == {}  # no analysis, no skill, no teacher term
     # a resumed run (a new algorithm object) redoes update 0: its old lines are replaced, not duplicated
     run(setup, routing="route")
     assert len((setup[3].run_dir / "skills.jsonl").read_text().splitlines()) == 4

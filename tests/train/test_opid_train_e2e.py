@@ -26,4 +26,8 @@ def test_train_end_to_end(toy_id, tmp_path, monkeypatch, algo):
         assert 0 < metrics["sdar/gate_mean"] < 1
     dumped = [json.loads(x) for x in (run_dir / "skills.jsonl").read_text().splitlines()]
     assert len(dumped) == metrics["rows"] and all(d["episode_skill"] or d["step_skill"] for d in dumped)
+    if algo == "opid":  # the real tokenizer's tokens, one teacher term each, per routed skill
+        assert all(isinstance(t, str) for d in dumped for t in d["tokens"])
+        assert all(len(v) == len(d["tokens"]) > 0 for d in dumped for v in d["teacher_logp_diff"].values())
+        assert any(abs(x) > 0 for d in dumped for v in d["teacher_logp_diff"].values() for x in v)
     assert (run_dir / "final").exists()
