@@ -4,9 +4,10 @@ Each line of an OPID run's `skills.jsonl` holds a step's response tokens and, fo
 to it, the raw teacher term logp_skill - logp_old of every token. This prints, over the chosen
 updates, how that term's mass (sum of |term|) splits by the token's place in the response, by the
 trajectory's outcome and by the kind of skill, how concentrated it is (the share carried by the
-largest 1 % and 10 % of tokens), and the tokens with the most mass.
+largest 1 % and 10 % of tokens), and the tokens with the most mass. `--centre` first z-normalizes
+the terms per update and skill component, as `--opid.normalize_teacher` does before weighting them.
 
-    python scripts/teacher_tokens.py runs/replicate/seed1/opid_centred_teacher_weight_0.1/skills.jsonl
+    python scripts/teacher_tokens.py runs/replicate/seed1/opid_centred_teacher_weight_0.1/skills.jsonl --centre
     python scripts/teacher_tokens.py <run>/skills.jsonl --updates 0-7 --top 15
 """
 
@@ -48,8 +49,23 @@ def read_terms(path: Path, updates: range | None) -> list[dict]:
             kind = skill_kind(component, row[f"{component}_skill"] or "")
             for i, (token, term) in enumerate(zip(row["tokens"], terms)):
                 records.append({"term": term, "token": str(token), "place": token_place(i, len(terms)),
-                                "outcome": "won" if row["won"] else "lost", "kind": kind})
+                                "outcome": "won" if row["won"] else "lost", "kind": kind,
+                                "update": row["update"], "component": component})
     return records
+
+
+def centre(records: list[dict]) -> list[dict]:
+    """Each term z-normalized over its update's tokens of the same component (OPID's normalize_teacher)."""
+    groups = defaultdict(list)
+    for r in records:
+        groups[r["update"], r["component"]].append(r["term"])
+    stats = {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0) for k, v in groups.items()}
+    out = []
+    for r in records:
+        mean, sd = stats[r["update"], r["component"]]
+        out.append({**r, "term": (r["term"] - mean) / (sd + 1e-6) if len(groups[r["update"], r["component"]]) > 1
+                    else r["term"]})
+    return out
 
 
 def mass_table(records: list[dict], key: str) -> list[str]:
@@ -96,8 +112,10 @@ def main():
     parser.add_argument("skills", type=Path, help="an OPID run's skills.jsonl")
     parser.add_argument("--updates", help="e.g. 0-7 (default: all)")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--centre", action="store_true", help="z-normalize per update and component first")
     args = parser.parse_args()
-    print(summary(read_terms(args.skills, parse_updates(args.updates)), args.top))
+    records = read_terms(args.skills, parse_updates(args.updates))
+    print(summary(centre(records) if args.centre else records, args.top))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ def test_mass_splits_and_concentration(tt, tmp_path):
     assert "| lost | 3 | 66.7 % | -0.667 | 0.667 |" in text
     assert "| step: Avoid | 3 | 66.7 % |" in text and "| episode: workflow | 2 | 33.3 % | +0.000 |" in text
     assert "| '</s>' | 1 | 60.0 % | -1.800 |" in text and "'north'" not in text  # top 2 only
+    # centred per update and component: the step terms -0.1, -0.1, -1.8 have mean -2/3 and sd 0.98
+    centred = {(r["component"], r["token"]): r["term"] for r in tt.centre(records)}
+    assert centred["step", "</s>"] == pytest.approx((-1.8 + 2 / 3) / 0.981495, abs=1e-4)
+    assert centred["episode", "take"] == pytest.approx(0.5 / 0.707107, abs=1e-4)
 
 
 def test_unreadable_dumps_are_refused(tt, tmp_path):
