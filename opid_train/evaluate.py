@@ -31,14 +31,16 @@ def evaluate(policy, pool, split: str, *, episodes: int = 0, greedy: bool = True
 
 
 def summarize(trajs: Sequence[Trajectory]) -> dict[str, Any]:
-    """{"all": {...}, "by_type": {type: {...}}} with episodes, success, score, steps, invalid-format rate,
-    and "won": {task_id: [won per episode]}."""
+    """{"all": {...}, "by_type": {type: {...}}} with episodes, success, score, steps, the share of
+    malformed responses and the share of steps that did nothing (malformed, or an action the env
+    rejected), and "won": {task_id: [won per episode]}."""
     def stats(ts):
         steps = [s for t in ts for s in t.steps]
         return {"episodes": len(ts), "success": sum(t.won for t in ts) / max(1, len(ts)),
                 "score": sum(t.score for t in ts) / max(1, len(ts)),
                 "mean_steps": len(steps) / max(1, len(ts)),
-                "format_invalid_rate": sum(not s.format_valid for s in steps) / max(1, len(steps))}
+                "format_invalid_rate": sum(not s.format_valid for s in steps) / max(1, len(steps)),
+                "action_invalid_rate": sum(not s.action_valid for s in steps) / max(1, len(steps))}
 
     by_type = defaultdict(list)
     won = defaultdict(list)  # per task, so two policies' results can be paired episode by episode
@@ -106,10 +108,12 @@ def task_level_test(tasks: Sequence[tuple[Sequence[bool], Sequence[bool]]], roun
 def format_table(results: dict[str, dict[str, Any]], title: str = "") -> str:
     """results: {split: summarize(...)} -> a plain-text table, one line per split and task type."""
     lines = [title] if title else []
-    lines.append(f"{'split':<14} {'task type':<34} {'episodes':>8} {'success':>8} {'score':>7} {'steps':>6}")
+    lines.append(f"{'split':<14} {'task type':<34} {'episodes':>8} {'success':>8} {'score':>7} {'steps':>6} "
+                 f"{'invalid':>8}")
     for split, summary in results.items():
         rows = [("ALL", summary["all"])] + list(summary["by_type"].items())
         for name, s in rows:
             lines.append(f"{split:<14} {name:<34} {s['episodes']:>8d} {100 * s['success']:>7.1f}% "
-                         f"{s['score']:>7.3f} {s['mean_steps']:>6.1f}")
+                         f"{s['score']:>7.3f} {s['mean_steps']:>6.1f} " + (
+                             f"{100 * s['action_invalid_rate']:>7.1f}%" if "action_invalid_rate" in s else f"{'-':>8}"))
     return "\n".join(lines)

@@ -60,3 +60,24 @@ def test_task_level_test_weighs_the_size_of_each_change_and_finds_no_gain_in_a_l
     assert r["improved"] == 2 and r["worsened"] == 1 and r["p_one_sided"] == 1.0
     unchanged = task_level_test([([True, False], [False, True])])  # same rate: no evidence either way
     assert unchanged["improved"] == unchanged["worsened"] == 0 and unchanged["p_one_sided"] == 1.0
+
+
+def test_summary_counts_steps_that_did_nothing():
+    from opid_train.evaluate import format_table, summarize
+    from opid_train.types import Step, Trajectory
+
+    def step(t, format_valid, action_valid):
+        return Step(t=t, observation="", context=None, prompt="", response="", action="go", reward=0.0,
+                    format_valid=format_valid, action_valid=action_valid)
+
+    # one malformed response, one well-formed action the env rejected, two that worked
+    steps = [step(0, False, False), step(1, True, False), step(2, True, True), step(3, True, True)]
+    traj = Trajectory(env_id="toy", split="test", task="t", task_id=3, task_type="pick", group_id=0, traj_id=0,
+                      steps=steps, score=0.5, won=False)
+    summary = summarize([traj])
+    assert summary["all"]["format_invalid_rate"] == 0.25 and summary["all"]["action_invalid_rate"] == 0.5
+    assert summary["won"] == {"3": [False]}
+    table = format_table({"test": summary})
+    assert table.splitlines()[0].split()[-1] == "invalid" and table.splitlines()[1].split()[-1] == "50.0%"
+    del summary["all"]["action_invalid_rate"]  # a summary written before the column existed
+    assert format_table({"test": summary}).splitlines()[1].split()[-1] == "-"
