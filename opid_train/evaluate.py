@@ -1,5 +1,5 @@
 """Evaluation: success and score per split and per task type (WebShop: score and success; search
-QA: exact match per data source, which the env reports as its task type or `data_source`)."""
+QA: exact match per hop type on the synthetic set, per data source on the official ones: the env's task types)."""
 
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ def collect(
     options = [{"split": tasks[k // group_size][0], "task_id": int(tasks[k // group_size][1])} for k in indices]
     states = pool.reset(indices, [derive_seed(seed, k) for k in indices], options)
     trajs = [Trajectory(env_id=pool.env_id, split=s.info["split"], task=s.info["task"], task_id=s.info["task_id"],
-                        task_type=str(s.info.get("data_source") or s.info["task_type"]),
+                        task_type=str(s.info["task_type"]),
                         group_id=group_offset + k // group_size, traj_id=k) for k, s in enumerate(states)]
     active = indices
     bar = tqdm(total=None, desc=desc, unit="step", disable=not progress, leave=False)

@@ -114,11 +114,17 @@ def study_config(args) -> TrainConfig:
 MACHINE_FIELDS = {"run_dir", "threads", "device", "env_workers", "progress", "tensorboard", "wandb"}
 
 
+# What a warm start (a run of 0 updates) depends on: a study with another RL budget reuses it.
+WARMSTART_FIELDS = {"env", "env_kwargs", "policy", "init", "tiny", "lora_rank", "seed", "train_split", "max_new_tokens",
+                    "temperature", "warmstart", "eval"}
+
+
 def config_differences(stored: dict, wanted: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts, machine fields left out."""
+    """Dotted keys whose values differ between two config dicts: machine fields left out, and for a
+    warm start everything RL alone reads."""
     keys = []
     for key, new in wanted.items():
-        if not prefix and key in MACHINE_FIELDS:
+        if not prefix and (key in MACHINE_FIELDS or wanted.get("updates") == 0 and key not in WARMSTART_FIELDS):
             continue
         old = stored.get(key)
         if isinstance(new, dict) and isinstance(old, dict) and key != "env_kwargs":

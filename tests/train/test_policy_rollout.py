@@ -173,3 +173,16 @@ def test_update_skips_rows_without_loss_and_takes_the_same_step(policy, tmp_path
     assert any(g.abs().sum() > 0 for g in all_grads[0])
     for a, b in zip(skipping_grads[0], all_grads[0]):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
+
+
+def test_trajectories_carry_the_envs_task_type(policy):
+    import opid_envs  # noqa: F401  (registers OPID/SearchQA-v0)
+
+    pool = EnvPool("OPID/SearchQA-v0", 3)
+    trajs = collect(policy, pool, [("test", 0), ("test", 150), ("test", 300)], 1, seed=0, max_new_tokens=4,
+                    progress=False)
+    # the synthetic set's hop types (its data source, "synthetic", would hide them), as the env reports them
+    wanted = [pool.reset([k], [0], [{"split": "test", "task_id": t}])[0].info["task_type"]
+              for k, t in enumerate((0, 150, 300))]
+    assert [t.task_type for t in trajs] == wanted and set(wanted) <= {"1-hop", "bridge", "comparison"}
+    pool.close()

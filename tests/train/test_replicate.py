@@ -92,6 +92,13 @@ def test_a_run_folder_of_another_config_stops_the_study(replicate, tmp_path):
         replicate.run(webshop, tmp_path / "opid", train_missing=False)
     with pytest.raises(SystemExit, match=r"differs in opid.w_ep, opid.w_step\)"):
         replicate.run(replicate.method_config(main_config(), VARIANT), tmp_path / "opid", train_missing=False)
+    # a warm start (0 updates) is reused by a study with another RL budget, not by one with other demos
+    warm = replace(main_config(), updates=0, run_dir=str(tmp_path / "warm"))
+    record_run(tmp_path / "warm", warm)
+    (tmp_path / "warm" / "eval.json").write_text("{}")
+    assert replicate.run(replace(warm, tasks_per_update=8, group_size=2, lr=1.0), tmp_path / "warm", False) == {}
+    with pytest.raises(SystemExit, match=r"differs in warmstart.episodes\)"):
+        replicate.run(replace(warm, warmstart=replace(warm.warmstart, episodes=9)), tmp_path / "warm", False)
 
 
 def test_unknown_method_stops_before_training(replicate, tmp_path, monkeypatch, capsys):
