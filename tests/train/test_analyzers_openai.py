@@ -137,9 +137,8 @@ def test_persistent_failures_give_none_and_training_goes_on(server):
 
 def test_requests_run_concurrently_and_results_keep_their_order(server):
     trajs = [make_trajectory(i, 0, 2 + i, True) for i in range(4)]
-    start = time.perf_counter()
     results = analyzer(server, "parallel", concurrency=4).analyze_many(trajs)
-    assert time.perf_counter() - start < 1.0  # 4 x 0.3 s sequentially
+    # the server counts requests in flight at once (each holds 0.3 s): no wall-clock bound, which a loaded machine breaks
     assert server.max_in_flight >= 2 and all(r is not None for r in results)
     prompts = [b["messages"][1]["content"] for b in server.bodies["parallel"]]
     assert sorted(p.count("Step ") for p in prompts) == [2, 3, 4, 5]
