@@ -2,7 +2,10 @@
 
     python scripts/replicate.py --quick                 # ~10 minutes: a smoke run, too short to compare methods
     python scripts/replicate.py                         # 3 seeds, every method: hours (a benchmark)
-    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test
+    python scripts/replicate.py --env OPID/SearchQA-v0 --env-kwargs '{}' --splits test --warmstart-minutes 15 \
+        --fractions '' --out docs/searchqa      # per seed: a 15-minute warm start, then ~5 minutes a method
+    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test --policy smollm2-135m \
+        --lr 1e-6 --warmstart-lr 1e-5           # the tiny policy cannot copy WebShop's product ids (README)
     python scripts/replicate.py --policy smollm2-135m --lr 1e-6 --warmstart-lr 1e-5   # a GPU's job
 
 For the policy (`--policy`, tiny by default) and every seed: one behaviour-cloned warm start,
