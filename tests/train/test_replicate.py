@@ -6,7 +6,6 @@ variant) becomes a config, a run folder and rows of the report."""
 from __future__ import annotations
 
 import calendar
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,17 +16,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.train.test_smoke_train import ROOT, TOY, environ
+from tests.train.test_smoke_train import ROOT, TOY, environ, load_script
 
 VARIANT = "OPID (teacher weight 0.1)"
 
 
 @pytest.fixture(scope="module")
 def replicate():
-    spec = importlib.util.spec_from_file_location("replicate", ROOT / "scripts" / "replicate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("replicate")
 
 
 def test_teacher_weight_variant_is_opt_in_with_its_own_config_and_run_folder(replicate):

@@ -27,6 +27,16 @@ def command(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "opid_train.cli.train", "--run_dir", str(run_dir), *SMALL, *extra]
 
 
+def load_script(name: str):
+    """scripts/<name>.py as a module (scripts/ is not a package), for tests of its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def environ(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPID_CACHE=os.environ.get("OPID_CACHE", str(tmp_path / "cache")))
     env.pop("ALFWORLD_DATA", None)

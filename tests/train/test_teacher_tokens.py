@@ -1,20 +1,16 @@
 """scripts/teacher_tokens.py on a hand-written skills.jsonl: mass shares by place, outcome and skill
 kind, the concentration figures, and clear errors for dumps it cannot read."""
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.train.test_smoke_train import ROOT
+from tests.train.test_smoke_train import load_script
 
 
 @pytest.fixture(scope="module")
 def tt():
-    spec = importlib.util.spec_from_file_location("teacher_tokens", ROOT / "scripts" / "teacher_tokens.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("teacher_tokens")
 
 
 def line(update, won, tokens, diffs, step_skill=None, episode_skill=None):
