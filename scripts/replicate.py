@@ -54,6 +54,7 @@ METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gi
     "OPID w/o step skills": ("opid", {"opid.routing": "episode_only"}),
     "OPID w/o routing": ("opid", {"opid.routing": "additive"}),
     # opt-in variants (not in DEFAULT_METHODS): select with --methods "GRPO,OPID (teacher weight 0.1)"
+    "OPID (teacher weight 0.01)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.01, "opid.w_step": 0.01}),
     "OPID (teacher weight 0.1)": ("opid", {"opid.routing": "route", "opid.w_ep": 0.1, "opid.w_step": 0.1}),
     "OPID (teacher weight 1)": ("opid", {"opid.routing": "route", "opid.w_ep": 1.0, "opid.w_step": 1.0}),
     # z-normalized over the batch's active tokens: at weight 1 the raw term was one-signed (a push on every token)
