@@ -100,7 +100,9 @@ def smollm2_folder() -> Path:
     """
     folder = cache_dir() / "models" / "smollm2-135m-instruct"
     if (folder / "config.json").exists():
-        return folder
+        if "quantization_config" not in json.loads((folder / "config.json").read_text()):
+            return folder
+        shutil.rmtree(folder)  # converted by an older opid that kept the GGUF marker: it loaded as unsaveable
     import importlib.util
 
     # Located, not imported: the package's own module needs the `llm` CLI and llama-cpp.
@@ -116,7 +118,11 @@ def smollm2_folder() -> Path:
         raise FileNotFoundError(f"no .gguf file in {pkg}")
     loaded = AutoModelForCausalLM.from_pretrained(pkg, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(pkg, gguf_file=gguf.name)
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    # the weights are dequantized: without this the folder reloads as a "gguf-quantized" model that
+    # save_pretrained refuses, so no checkpoint of a smollm2 run could be written
+    vars(config).pop("quantization_config", None)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     fresh.save_pretrained(tmp, safe_serialization=True)
