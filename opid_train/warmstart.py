@@ -122,8 +122,13 @@ def cached_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, env_kwarg
 
 
 def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_size: int, seed: int,
-                    max_minutes: float | None = None, progress: bool = True) -> dict[str, float]:
-    """Cross-entropy on the response tokens (and the end token); returns the last epoch's mean loss."""
+                    micro_batch_size: int | None = None, max_minutes: float | None = None,
+                    progress: bool = True) -> dict[str, float]:
+    """Cross-entropy on the response tokens (and the end token); returns the last epoch's mean loss.
+
+    A batch runs as micro-batches of `micro_batch_size` rows with accumulated gradients (the same
+    step as one pass): a pretrained model's long prompts do not fit 32 at a time in a laptop's memory.
+    """
     if not demos:
         raise ValueError("no demonstrations to clone")
     tok = policy.tokenizer
@@ -140,24 +145,30 @@ def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_
     for epoch in range(epochs):
         losses = []
         for chunk in torch.randperm(len(demos), generator=gen).split(batch_size):
-            rows = chunk.tolist()
-            width = max(len(responses[r]) for r in rows)
-            ids = torch.zeros((len(rows), width), dtype=torch.long)
-            mask = torch.zeros((len(rows), width))
-            for i, r in enumerate(rows):
-                ids[i, : len(responses[r])] = torch.tensor(responses[r])
-                mask[i, : len(responses[r])] = 1
-            with policy.at_temperature(1.0):  # BC fits the model's own distribution; temperature is for sampling
-                logp = policy.logprobs([prompts[r] for r in rows], ids, mask)
-            loss = -(logp.sum() / mask.sum().to(logp.device))
+            batch_rows = chunk.tolist()
+            batch_tokens = sum(len(responses[r]) for r in batch_rows)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            micro = micro_batch_size or len(batch_rows)
+            for first in range(0, len(batch_rows), micro):
+                rows = batch_rows[first:first + micro]
+                width = max(len(responses[r]) for r in rows)
+                ids = torch.zeros((len(rows), width), dtype=torch.long)
+                mask = torch.zeros((len(rows), width))
+                for i, r in enumerate(rows):
+                    ids[i, : len(responses[r])] = torch.tensor(responses[r])
+                    mask[i, : len(responses[r])] = 1
+                with policy.at_temperature(1.0):  # BC fits the model's own distribution; temperature is for sampling
+                    logp = policy.logprobs([prompts[r] for r in rows], ids, mask)
+                micro_loss = -(logp.sum() / batch_tokens)  # this micro-batch's part of the batch's token mean
+                micro_loss.backward()
+                loss += micro_loss.item()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(loss.item())
+            losses.append(loss)
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
         epoch_loss = sum(losses) / len(losses)
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
             break

@@ -106,7 +106,9 @@ def study_config(args) -> TrainConfig:
         updates=args.updates or cfg.updates,
         tasks_per_update=args.tasks or cfg.tasks_per_update,
         group_size=args.group or cfg.group_size,
+        micro_batch_size=args.micro_batch or cfg.micro_batch_size,
         warmstart=replace(cfg.warmstart, episodes=args.demos, max_minutes=args.warmstart_minutes,
+                          epochs=args.warmstart_epochs or cfg.warmstart.epochs,
                           skill_share=args.skill_share, lr=args.warmstart_lr or cfg.warmstart.lr),
         eval=replace(cfg.eval, splits=args.splits.split(","), episodes=args.eval_episodes),
         threads=args.threads or cfg.threads,
@@ -114,8 +116,9 @@ def study_config(args) -> TrainConfig:
     )
 
 
-# Where and how fast a run goes, not what it learns: these may change between the sessions of one study.
-MACHINE_FIELDS = {"run_dir", "threads", "device", "env_workers", "progress", "tensorboard", "wandb"}
+# Where and how fast a run goes, not what it learns (micro-batches accumulate to the same step): these may
+# change between the sessions of one study.
+MACHINE_FIELDS = {"run_dir", "threads", "device", "env_workers", "progress", "tensorboard", "wandb", "micro_batch_size"}
 
 
 # What a warm start (a run of 0 updates) depends on: a study with another RL budget reuses it.
@@ -411,6 +414,10 @@ def main():
     parser.add_argument("--group", type=int, default=None, help="trajectories per task (default: the main job's)")
     parser.add_argument("--demos", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the main job's)")
+    parser.add_argument("--micro-batch", type=int, default=None,
+                        help="rows per forward/backward (default: the main job's 64; about 4 for smollm2 in 24 GB)")
+    parser.add_argument("--warmstart-epochs", type=int, default=None,
+                        help="behaviour-cloning epochs (default: the main job's 16, for tiny)")
     parser.add_argument("--skill-share", type=float, default=1.0,
                         help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
     parser.add_argument("--warmstart-minutes", type=float, default=None, help="cap on behaviour cloning")

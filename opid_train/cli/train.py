@@ -90,6 +90,7 @@ def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
     if demos:
         metrics.update(behaviour_clone(policy, demos, epochs=cfg.warmstart.epochs, lr=cfg.warmstart.lr,
                                        batch_size=cfg.warmstart.batch_size, seed=cfg.seed,
+                                       micro_batch_size=cfg.micro_batch_size,
                                        max_minutes=cfg.warmstart.max_minutes, progress=cfg.progress))
         log(f"warm start: BC loss {metrics['bc_loss']:.3f} after {metrics['bc_epochs']} epochs "
             f"({metrics['bc_seconds']:.0f} s)")

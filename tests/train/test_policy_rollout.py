@@ -1,6 +1,9 @@
 """The tiny HF policy and the batched collector on the toy env (fast, in process)."""
 
+import time
+
 import pytest
+
 import torch
 
 import tests.train.toy_expert  # noqa: F401  (registers OPIDTest/KeyDoorExpert-v0)
@@ -135,6 +138,28 @@ def test_behaviour_cloning_fits_the_untempered_model_whatever_the_sampling_tempe
     with p.at_temperature(0.7):
         assert p.temperature == 0.7
     assert p.temperature == 0.4
+
+
+def test_behaviour_cloning_in_micro_batches_takes_the_same_steps():
+    from opid_train.warmstart import behaviour_clone
+
+    pool = EnvPool(EXPERT_ID, 2)
+    demos, _ = collect_demos(pool, [("train", i) for i in range(3)], seed=0, progress=False)
+    texts = [d.prompt + d.response for d in demos]
+    weights, losses = [], []
+    for micro in (None, 3):  # a batch of 8 in one pass, then as 3 + 3 + 2 with accumulated gradients
+        p = load_policy("tiny", texts=texts, seed=0, tiny=TINY)
+        rows = []
+        own_logprobs = p.logprobs
+        p.logprobs = lambda ids, r, m: rows.append(len(ids)) or own_logprobs(ids, r, m)
+        began = time.monotonic()
+        out = behaviour_clone(p, demos, epochs=2, lr=1e-2, batch_size=8, seed=0, micro_batch_size=micro, progress=False)
+        assert 0 < out["bc_seconds"] <= time.monotonic() - began  # the clock the time cap reads
+        assert max(rows) == (8 if micro is None else 3)
+        weights.append(torch.cat([w.detach().flatten() for w in p.parameters()]))
+        losses.append(out["bc_loss"])
+    assert torch.allclose(weights[0], weights[1], atol=1e-5, rtol=1e-4)
+    assert abs(losses[0] - losses[1]) < 1e-4
 
 
 def test_update_skips_rows_without_loss_and_takes_the_same_step(policy, tmp_path):
