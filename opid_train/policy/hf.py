@@ -10,6 +10,7 @@ update, and the same seed gives the same rollouts.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ class HFPolicy(Policy):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.temperature = temperature
+        self._cache_name: str | None = None  # the forward's KV-cache keyword, found on first use
         # room for the response inside the model's context; capped so prompts stay affordable
         limit = getattr(model.config, "max_position_embeddings", None) or 2048
         self.max_prompt_tokens = max_prompt_tokens or min(limit - 64, 8192)
@@ -94,13 +96,21 @@ class HFPolicy(Policy):
             mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
             next_pos = next_pos + 1
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=out.past_key_values, use_cache=True)
+                             use_cache=True, **self._cache_kwargs(out))
         results = []
         for i in range(n):
             resp = tokens[i, : int(lengths[i])].tolist()
             text = self.tokenizer.decode(resp, skip_special_tokens=True)
             results.append(Generation(text, prompt_ids[i], resp, logps[i, : len(resp)].tolist()))
         return results
+
+    def _cache_kwargs(self, out) -> dict:
+        """The KV cache to pass back: transformers 5 renamed `past_key_values` to `cache` (the old name
+        warns and is to be removed in 5.40), 4.x knows only the old one."""
+        if self._cache_name is None:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # LoRA
+            self._cache_name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        return {self._cache_name: getattr(out, self._cache_name)}
 
     # -- scoring and training ---------------------------------------------------------------
     def logprobs(self, prompt_ids: list[list[int]], response_ids: torch.Tensor,
