@@ -109,6 +109,7 @@ def study_config(args) -> TrainConfig:
         micro_batch_size=args.micro_batch or cfg.micro_batch_size,
         warmstart=replace(cfg.warmstart, episodes=args.demos, max_minutes=args.warmstart_minutes,
                           epochs=args.warmstart_epochs or cfg.warmstart.epochs,
+                          batch_size=args.warmstart_batch or cfg.warmstart.batch_size,
                           skill_share=args.skill_share, lr=args.warmstart_lr or cfg.warmstart.lr),
         eval=replace(cfg.eval, splits=args.splits.split(","), episodes=args.eval_episodes),
         threads=args.threads or cfg.threads,
@@ -418,6 +419,8 @@ def main():
                         help="rows per forward/backward (default: the main job's 64; about 4 for smollm2 in 24 GB)")
     parser.add_argument("--warmstart-epochs", type=int, default=None,
                         help="behaviour-cloning epochs (default: the main job's 16, for tiny)")
+    parser.add_argument("--warmstart-batch", type=int, default=None,
+                        help="behaviour-cloning batch (default: the main job's 32; smaller for few, slow steps)")
     parser.add_argument("--skill-share", type=float, default=1.0,
                         help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
     parser.add_argument("--warmstart-minutes", type=float, default=None, help="cap on behaviour cloning")

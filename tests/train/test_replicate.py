@@ -63,9 +63,17 @@ def test_study_defaults_to_the_main_jobs_environment(replicate):
 
     args = SimpleNamespace(env="OPID/ALFWorld-v0", env_kwargs=None, policy="tiny", lr=None, updates=None, tasks=None,
                            group=None, demos=300, warmstart_minutes=None, skill_share=1.0, warmstart_lr=None,
-                           splits="valid_seen,valid_unseen", eval_episodes=0, threads=1)
+                           splits="valid_seen,valid_unseen", eval_episodes=0, threads=1, micro_batch=None,
+                           warmstart_epochs=None, warmstart_batch=None)
     cfg = replicate.study_config(args)
     assert cfg.env_kwargs == main_config().env_kwargs  # easy-large: RL has undemonstrated tasks to train on
+    main = main_config()
+    assert (cfg.micro_batch_size, cfg.warmstart.epochs, cfg.warmstart.batch_size) == (
+        main.micro_batch_size, main.warmstart.epochs, main.warmstart.batch_size)
+    args.micro_batch, args.warmstart_epochs, args.warmstart_batch = 4, 2, 8  # a pretrained model's sizes
+    cfg = replicate.study_config(args)
+    assert (cfg.micro_batch_size, cfg.warmstart.epochs, cfg.warmstart.batch_size) == (4, 2, 8)
+    assert cfg.warmstart.lr == main.warmstart.lr
     assert replicate.rl_task_ids(cfg, 900)  # on the easy level's 300 tasks, 300 demos would leave none
     args.env_kwargs = '{"max_steps": 6}'
     assert replicate.study_config(args).env_kwargs == {"max_steps": 6}
@@ -78,8 +86,8 @@ def test_a_run_folder_of_another_config_stops_the_study(replicate, tmp_path):
     cfg = replicate.method_config(main_config(), "OPID")
     record_run(tmp_path / "opid", replace(cfg, run_dir=str(tmp_path / "opid")))
     (tmp_path / "opid" / "eval.json").write_text('{"valid_seen": {"success_rate": 0.5}}')
-    # the same run on another machine (threads, run folder) is the same run: reused
-    assert replicate.run(replace(cfg, threads=7), tmp_path / "opid", train_missing=False) == {
+    # the same run on another machine (threads, run folder, micro-batches) is the same run: reused
+    assert replicate.run(replace(cfg, threads=7, micro_batch_size=4), tmp_path / "opid", train_missing=False) == {
         "valid_seen": {"success_rate": 0.5}}
     assert replicate.default_run_root("OPID/ALFWorld-v0") == "runs/replicate"
     assert replicate.default_run_root("OPID/WebShop-v0") == "runs/replicate-webshop"
