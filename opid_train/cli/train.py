@@ -126,7 +126,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     if resume and checkpoint is None and (run_dir / "config.yaml").exists():
         log(f"no checkpoint in {run_dir}; starting from scratch")
     record_run(run_dir, cfg)
-    pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers)
+    # room for a rollout group and for the evaluation's samples of one task
+    envs = max(cfg.tasks_per_update * cfg.group_size, 1 if cfg.eval.greedy else cfg.eval.samples)
+    pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers)
     try:
         if checkpoint is not None:
             policy = hf_policy(checkpoint / "model", device=cfg.device, temperature=cfg.temperature)

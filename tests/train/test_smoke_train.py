@@ -69,6 +69,17 @@ def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwarg
     assert info["seed"] == 0 and info["versions"]["torch"] == torch.__version__
 
 
+def test_evaluation_samples_more_episodes_per_task_than_a_rollout_group(tmp_path):
+    run_dir = tmp_path / "run"  # 1 task x 2 rollouts per update, then 4 sampled episodes per evaluation task
+    proc = subprocess.run(command(run_dir, "--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "1",
+                                  "--tasks_per_update", "1", "--eval.splits", "test", "--eval.episodes", "2",
+                                  "--eval.greedy", "false", "--eval.samples", "4"),
+                          cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "eval.json").read_text())["test"]
+    assert result["all"]["episodes"] == 8 and sorted(len(v) for v in result["won"].values()) == [4, 4]
+
+
 def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
     args = ["--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "2", "--lr", "1e-2"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
