@@ -348,8 +348,8 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
                          f"{'' if method == 'GRPO' else versus_cell(results, 'GRPO', method, splits)} |")
     if cfg.env == "OPID/ALFWorld-v0" and "GRPO" in results:
         lines += ["", "## Against the paper (ALFWorld success %)", "",
-                  "The paper: Qwen2.5-3B on the full ALFWorld. Here: the tiny policy on the level above, mean over "
-                  "seeds and splits; the difference to GRPO is on the same episodes.", "",
+                  f"The paper: Qwen2.5-3B on the full ALFWorld. Here: the {cfg.policy} policy on the level above, "
+                  "mean over seeds and splits; the difference to GRPO is on the same episodes.", "",
                   "| method | paper | paper - GRPO | here | here - GRPO |", "|---|---|---|---|---|"]
         for method, paper in PAPER_ALFWORLD.items():
             if method not in results:
