@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -123,8 +123,12 @@ def cached_demos(pool, tasks: Sequence[tuple[str, int]], *, seed: int, env_kwarg
 
 def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_size: int, seed: int,
                     micro_batch_size: int | None = None, max_minutes: float | None = None,
-                    progress: bool = True) -> dict[str, float]:
+                    progress: bool = True, on_epoch: Callable[[int, float, float], None] | None = None,
+                    ) -> dict[str, float]:
     """Cross-entropy on the response tokens (and the end token); returns the last epoch's mean loss.
+
+    `on_epoch(epoch, mean loss, seconds so far)` reports each finished epoch: a pretrained model's
+    epoch takes minutes on a CPU, and a log without progress bars would otherwise say nothing.
 
     A batch runs as micro-batches of `micro_batch_size` rows with accumulated gradients (the same
     step as one pass): a pretrained model's long prompts do not fit 32 at a time in a laptop's memory.
@@ -170,6 +174,8 @@ def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
         epoch_loss = sum(losses) / len(losses)
+        if on_epoch is not None:
+            on_epoch(epoch, epoch_loss, time.monotonic() - start)
         if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
             break
     bar.close()

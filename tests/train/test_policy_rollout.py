@@ -152,9 +152,11 @@ def test_behaviour_cloning_in_micro_batches_takes_the_same_steps():
         rows = []
         own_logprobs = p.logprobs
         p.logprobs = lambda ids, r, m: rows.append(len(ids)) or own_logprobs(ids, r, m)
-        began = time.monotonic()
-        out = behaviour_clone(p, demos, epochs=2, lr=1e-2, batch_size=8, seed=0, micro_batch_size=micro, progress=False)
+        began, epochs_seen = time.monotonic(), []
+        out = behaviour_clone(p, demos, epochs=2, lr=1e-2, batch_size=8, seed=0, micro_batch_size=micro, progress=False,
+                              on_epoch=lambda *report: epochs_seen.append(report))
         assert 0 < out["bc_seconds"] <= time.monotonic() - began  # the clock the time cap reads
+        assert [e for e, _, _ in epochs_seen] == [0, 1] and epochs_seen[-1][1] == out["bc_loss"]  # progress without bars
         assert max(rows) == (8 if micro is None else 3)
         weights.append(torch.cat([w.detach().flatten() for w in p.parameters()]))
         losses.append(out["bc_loss"])
