@@ -7,6 +7,10 @@
     python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test --policy smollm2-135m \
         --lr 1e-6 --warmstart-lr 1e-5           # the tiny policy cannot copy WebShop's product ids (README)
     python scripts/replicate.py --policy smollm2-135m --lr 1e-6 --warmstart-lr 1e-5   # a GPU's job
+    python scripts/replicate.py --policy smollm2-135m --lr 1e-5 --warmstart-lr 1e-4 --seeds 0 --fractions '' \
+        --updates 6 --tasks 4 --group 4 --demos 60 --skill-share 0 --warmstart-epochs 2 --warmstart-batch 8 \
+        --micro-batch 4 --eval-episodes 10 --env-kwargs '{"level": "easy-large", "max_steps": 8}' --methods GRPO
+                                                # smollm2 on a 2-core CPU in 24 GB: ~55 minutes (README)
 
 For the policy (`--policy`, tiny by default) and every seed: one behaviour-cloned warm start,
 shared by every method, then GRPO, OPID, SDAR and OPID's three ablations (no episode skills, no
