@@ -174,9 +174,10 @@ def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss:.3f}")
         epoch_loss = sum(losses) / len(losses)
+        elapsed = time.monotonic() - start
         if on_epoch is not None:
-            on_epoch(epoch, epoch_loss, time.monotonic() - start)
-        if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+            on_epoch(epoch, epoch_loss, elapsed)
+        if max_minutes is not None and elapsed > 60 * max_minutes:
             break
     bar.close()
     return {"bc_loss": epoch_loss, "bc_epochs": epoch + 1, "bc_demos": len(demos),

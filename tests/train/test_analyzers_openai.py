@@ -144,6 +144,8 @@ def test_requests_run_concurrently_and_results_keep_their_order(server):
     results = analyzer(server, "parallel", concurrency=4, timeout_s=30).analyze_many(trajs)
     # the server counts requests in flight at once (each holds 0.3 s): no wall-clock bound, which a loaded machine breaks
     assert server.max_in_flight >= 2
+    prompts = [b["messages"][1]["content"] for b in server.bodies["parallel"]]
+    assert sorted(p.count("Step ") for p in prompts) == [2, 3, 4, 5]  # each trajectory asked once
     assert [r.episode_skill for r in results] == ["steps 2", "steps 3", "steps 4", "steps 5"]
 
 
