@@ -36,14 +36,29 @@ def play(env_id: str, episodes: int, seed: int, **env_kwargs) -> dict:
             "mean_steps": steps / episodes, "seconds": time.perf_counter() - start}
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An error is one line (option, value, what is allowed), exit status 2, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineErrors(prog="opid-play", description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="append", help="env id (repeatable); default: every OPID env")
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None)
     args = parser.parse_args(argv)
-    kwargs = {"max_steps": args.max_steps} if args.max_steps else {}
+    # every option checked before any env is built
+    for env_id in args.env or ():
+        if env_id not in gym.registry:
+            parser.error(f"--env {env_id!r}: not a registered env; expected one of {', '.join(opid_envs.OPID_ENV_IDS)}")
+    for option, value, lowest in (("--episodes", args.episodes, 1), ("--seed", args.seed, 0),
+                                  ("--max-steps", args.max_steps, 1)):
+        if value is not None and value < lowest:
+            parser.error(f"{option} {value}: expected an integer >= {lowest}")
+    kwargs = {"max_steps": args.max_steps} if args.max_steps is not None else {}
     print(f"{'env':<22} {'episodes':>8} {'success':>8} {'mean steps':>10} {'seconds':>8}")
     for env_id in args.env or opid_envs.OPID_ENV_IDS:
         try:

@@ -24,15 +24,16 @@ rollouts), and the invalid-action penalty. Without the penalty the gain was +0.4
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
 
-from opid_train.cli.train import train
 from opid_train.algorithms.config import GRPOConfig
-from opid_train.config import EvalConfig, TrainConfig, WarmstartConfig, add_config_arguments, config_from_args
+from opid_train.cli import ArgumentParser, debugging, reported_errors
+from opid_train.cli.train import train
+from opid_train.config import (EvalConfig, TrainConfig, WarmstartConfig, add_config_arguments, bad, config_from_args,
+                               validate)
 from opid_train.evaluate import evaluate, paired_comparison, summarize
 from opid_train.policy.presets import hf_policy
 from opid_train.rollout import make_pool
@@ -148,19 +149,41 @@ def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dic
     return text, {**episodes, "measurably_above": above, "alpha": alpha}
 
 
+def seed_configs(args, base: TrainConfig) -> dict[int, TrainConfig]:
+    """One validated config per seed (its run folder under --run_root, '{seed}' in --init filled in),
+    all checked before the first run starts."""
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise bad("seeds", args.seeds, "expected comma-separated integers >= 0") from None
+    if not seeds or min(seeds) < 0:
+        raise bad("seeds", args.seeds, "expected comma-separated integers >= 0")
+    if Path(args.run_root).is_file():
+        raise bad("run_root", args.run_root, "expected a folder (this is a file)")
+    configs = {}
+    for seed in seeds:
+        init = base.init.replace("{seed}", str(seed)) if base.init else None  # reuse earlier warm starts per seed
+        configs[seed] = validate(replace(base, seed=seed, run_dir=str(Path(args.run_root) / f"{base.algo}-seed{seed}"),
+                                         init=init))
+    return configs
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="opid-main", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="opid-main", description=__doc__)
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, one full run each")
     parser.add_argument("--run_root", default="runs/main")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
+    with reported_errors(parser.prog, debugging(args)):
+        run(args)
+
+
+def run(args) -> None:
     base = config_from_args(args, main_config())
+    configs = seed_configs(args, base)
     all_results: dict[int, dict] = {}
-    for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-        run_dir = Path(args.run_root) / f"{base.algo}-seed{seed}"
-        init = base.init.replace("{seed}", str(seed)) if base.init else None  # reuse earlier warm starts per seed
-        cfg = replace(base, seed=seed, run_dir=str(run_dir), init=init)
+    for seed, cfg in configs.items():
+        run_dir = Path(cfg.run_dir)
         print(f"== seed {seed}: warm start + {cfg.updates} {cfg.algo} updates -> {run_dir}", flush=True)
         train(replace(cfg, eval=replace(cfg.eval, splits=[])), resume=True)  # evaluated below, both policies
         all_results[seed] = compare(cfg, run_dir)
