@@ -121,6 +121,11 @@ def from_dict(cls, data: dict[str, Any], where: str = ""):
             if not isinstance(value, dict):
                 raise bad(where + key, value, "expected a mapping of its fields")
             kwargs[key] = from_dict(hint, value, f"{where}{key}.")
+        elif isinstance(value, str) and hint is not str:  # YAML reads 1e-4 as a string; flags are strings
+            try:
+                kwargs[key] = coerce(value, hint)
+            except (ValueError, json.JSONDecodeError):
+                kwargs[key] = value  # validate() names the option and what it expects
         else:
             kwargs[key] = value
     return cls(**kwargs)
@@ -333,11 +338,15 @@ def env_class(env_id: str, option: str = "env"):
 
 def check_env(option: str, env_id: str, env_kwargs: dict | None = None, kwargs_option: str = "env_kwargs"):
     """The env id is registered and its constructor takes `env_kwargs`; returns its splits (None: unknown)."""
+    import gymnasium as gym
+
     cls = env_class(env_id, option)
     if env_kwargs and inspect.isclass(cls):
         params = inspect.signature(cls.__init__).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            taken = [n for n in params if n != "self"]
+            make_own = [n for n, p in inspect.signature(gym.make).parameters.items()  # max_episode_steps, ...
+                        if n != "id" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            taken = [n for n in params if n != "self"] + make_own
             for key in env_kwargs:
                 if key not in taken:
                     raise bad(kwargs_option, env_kwargs, f"{env_id} takes no argument {key!r}; it takes {', '.join(taken)}")

@@ -154,11 +154,12 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     warm_started = (run_dir / "initial" / "config.json").exists()
     if resume and resumed is None and (run_dir / "config.yaml").exists() and not warm_started:
         log(f"no checkpoint in {run_dir}; starting from scratch")
-    record_run(run_dir, cfg)
-    # room for a rollout group and for the evaluation's samples of one task
+    # room for a rollout group and for the evaluation's samples of one task (an env whose optional
+    # package is missing fails here, before the run folder is written)
     envs = max(cfg.tasks_per_update * cfg.group_size, 1 if cfg.eval.greedy else cfg.eval.samples)
     pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers)
     try:
+        record_run(run_dir, cfg)
         if resumed is not None:
             policy, start = resumed.policy, resumed.update
         elif resume and warm_started:  # killed after the warm start

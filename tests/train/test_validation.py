@@ -14,7 +14,7 @@ from opid_train.cli import eval as eval_cli
 from opid_train.cli import main as main_job
 from opid_train.cli import reported_errors
 from opid_train.cli import train as train_cli
-from opid_train.config import ConfigError, TrainConfig, validate
+from opid_train.config import ConfigError, TrainConfig, load_yaml, validate
 from opid_train.policy.presets import TinyConfig, hf_policy, tiny_policy
 
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
@@ -200,3 +200,10 @@ def test_main_job_rejects_bad_options_before_the_first_run(tmp_path, capsys, arg
 def test_opid_play_rejects_bad_options(capsys, argv, expected):
     err = fails_in_one_line(capsys, play.main, argv)
     assert err.startswith("opid-play: error:") and expected in err
+
+
+def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
+    path = tmp_path / "run.yaml"  # PyYAML reads 1e-4 (no dot) as a string
+    path.write_text("lr: 3e-4\nwarmstart:\n  lr: 2e-3\ndevice: null\n")
+    cfg = validate(load_yaml(path))
+    assert (cfg.lr, cfg.warmstart.lr, cfg.device) == (3e-4, 2e-3, None)
