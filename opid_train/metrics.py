@@ -28,12 +28,24 @@ class MetricsLogger:
                               dir=str(self.run_dir), name=self.run_dir.name)
 
     def truncate_after(self, update: int) -> None:
-        """On resume: drop lines of updates that the checkpoint does not contain."""
+        """On resume: drop lines of updates that the checkpoint does not contain, and a last line
+        cut short by a kill (it was never a row)."""
         if not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("update", -1) < update]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        lines = self.path.read_text().splitlines()
+        keep = []
+        for number, line in enumerate(lines, 1):
+            try:
+                if line.strip() and json.loads(line).get("update", -1) < update:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                if number < len(lines):  # not a torn last line: keep what we cannot read
+                    keep.append(line)
+        if len(keep) == len(lines):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")  # a kill mid-write must not lose the kept rows
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, self.path)
 
     def log(self, update: int, metrics: dict[str, Any]) -> None:
         row = {"update": update, **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}}

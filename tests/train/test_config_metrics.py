@@ -53,6 +53,17 @@ def test_metrics_jsonl_truncate_on_resume_and_png(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_resume_drops_a_metrics_line_torn_by_a_kill(tmp_path):
+    log = MetricsLogger(tmp_path, {}, tensorboard=False)
+    for u in range(2):
+        log.log(u, {"success": 0.5})
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write('{"update": 2, "succ')  # killed in the middle of a write
+    log.truncate_after(2)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [0, 1]
+
+
 def test_demo_cache_round_trips_and_rejects_garbage(tmp_path):
     pool = EnvPool(EXPERT_ID, 3)
     tasks = [("train", i) for i in range(3)]

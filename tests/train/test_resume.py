@@ -15,6 +15,8 @@ from safetensors.torch import load_file
 
 import tests.train.toy_expert  # noqa: F401  (registers the toy env with an expert)
 from opid_train.cli.train import main
+from opid_train.learner import Learner, latest_checkpoint
+from opid_train.policy.presets import TinyConfig, tiny_policy
 
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
 ARGS = ["--env", TOY, "--env_kwargs", '{"max_steps": 6}', "--tiny.hidden_size", "32", "--tiny.num_layers", "1",
@@ -23,10 +25,9 @@ ARGS = ["--env", TOY, "--env_kwargs", '{"max_steps": 6}', "--tiny.hidden_size", 
         "--warmstart.epochs", "1", "--updates", "3", "--lr", "1e-2", "--progress", "false", "--tensorboard", "false"]
 TIMING = {"rollout_seconds", "update_seconds"}
 
-pytestmark = pytest.mark.slow  # one small training run for the module, then one update per case
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module")  # slow: one small training run for the module, then one update per case
 def finished_run(tmp_path_factory, private_opid_cache) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
     main(["--run_dir", str(run_dir), *ARGS])
@@ -64,6 +65,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged", ["model/model.safetensors", "optimizer.pt", "state.json"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished_run, run_copy, capsys, damaged):
     truncate(run_copy / "checkpoints" / "update_00003" / damaged)
@@ -78,6 +80,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished_run, 
     assert (run_copy / "checkpoints" / "update_00002").is_dir()  # not rotated away
 
 
+@pytest.mark.slow
 def test_a_latest_pointer_naming_a_missing_folder_resumes_from_the_newest_checkpoint(finished_run, run_copy, capsys):
     shutil.rmtree(run_copy / "checkpoints" / "update_00003")  # `latest` still names it
     rows_before = (run_copy / "metrics.jsonl").read_text().splitlines()
@@ -94,6 +97,7 @@ def test_a_latest_pointer_naming_a_missing_folder_resumes_from_the_newest_checkp
     assert sorted(p.name for p in (run_copy / "checkpoints").glob("update_*")) == ["update_00002", "update_00003"]
 
 
+@pytest.mark.slow
 def test_when_no_checkpoint_loads_resume_stops_and_changes_nothing(run_copy, capsys):
     for folder in (run_copy / "checkpoints").glob("update_*"):
         truncate(folder / "model" / "model.safetensors")
@@ -104,3 +108,21 @@ def test_when_no_checkpoint_loads_resume_stops_and_changes_nothing(run_copy, cap
     assert exit_info.value.code == 1 and len(err.strip().splitlines()) == 1, err
     assert "no checkpoint in" in err and "update_00003" in err and "update_00002" in err and "nothing was changed" in err
     assert snapshot(run_copy) == before
+
+
+@pytest.mark.slow  # a real (small) model and optimizer are saved four times
+def test_saving_a_checkpoint_drops_older_ones_beyond_keep_and_never_newer_ones(tmp_path, private_opid_cache):
+    config = TinyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=300)
+    policy = tiny_policy(["go left", "go right"], config=config)
+    learner = Learner(policy, algorithm=None, config=type("Config", (), {"lr": 1e-3, "weight_decay": 0.0}))
+    root = tmp_path / "checkpoints"
+    for update in (1, 2):
+        learner.save_checkpoint(tmp_path, update)
+    # left by an earlier attempt of this run that got further (e.g. a checkpoint that did not load)
+    shutil.copytree(root / "update_00002", root / "update_00005")
+    (root / ".tmp_update_00004" / "model").mkdir(parents=True)  # a save that was killed
+    learner.save_checkpoint(tmp_path, 3)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "update_00002", "update_00003", "update_00005"]
+    assert (root / "latest").read_text() == "update_00003"
+    truncate(root / "update_00005" / "model" / "model.safetensors")
+    assert latest_checkpoint(tmp_path) == root / "update_00003"  # the newest whole one
