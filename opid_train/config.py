@@ -445,6 +445,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.lora_rank > 0:
         require_package("lora_rank", cfg.lora_rank, "peft", "pip install 'opid[lora]'")
     check_device("device", cfg.device)
+    if cfg.wandb:  # asked for explicitly (tensorboard is on by default: used when installed)
+        require_package("wandb", cfg.wandb, "wandb", "pip install 'opid[wandb]'")
     if cfg.algo in SKILL_ALGORITHMS:
         analyzer = cfg.analyzer
         if analyzer.backend == "openai":

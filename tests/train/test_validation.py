@@ -4,6 +4,7 @@ a warm start or a rollout: each case fails in validation or not at all."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import pytest
@@ -70,6 +71,8 @@ def fails_in_one_line(capsys, entry, argv) -> str:
     (["--grpo.loss_agg", "mean"], ["--grpo.loss_agg 'mean'", "token-mean, traj-mean"]),
     (["--tiny.num_heads", "3"], ["--tiny.num_heads 3", "divisor of --tiny.hidden_size"]),
     (["--device", "tpu"], ["--device 'tpu'", "cpu"]),
+    (["--algo", "opid", "--analyzer.backend", "local", "--analyzer.model", "/no/such"], ["--analyzer.model '/no/such'"]),
+    (["--opid.start_update", "3", "--opid.stop_update", "2"], ["--opid.stop_update 2", "> --opid.start_update (3)"]),
 ])
 def test_opid_train_rejects_a_bad_option_before_any_work(tmp_path, capsys, argv, expected):
     run_dir = tmp_path / "run"
@@ -78,6 +81,12 @@ def test_opid_train_rejects_a_bad_option_before_any_work(tmp_path, capsys, argv,
     for fragment in expected:
         assert fragment in err, err
     assert not run_dir.exists()  # nothing written: no config, no warm start, no final/
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
+def test_asking_for_wandb_without_the_package_fails_before_any_work(tmp_path, capsys):
+    err = fails_in_one_line(capsys, train_cli.main, ["--run_dir", str(tmp_path / "run"), *SMALL, "--wandb", "true"])
+    assert "--wandb True: needs the 'wandb' package" in err and "opid[wandb]" in err
 
 
 def test_opid_train_names_a_corrupt_init_model_file(tmp_path, capsys, corrupt_model):
