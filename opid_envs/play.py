@@ -9,6 +9,7 @@ whose optional dependency is missing is reported and skipped.
 from __future__ import annotations
 
 import argparse
+import importlib
 import random
 import time
 
@@ -52,7 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # every option checked before any env is built
     for env_id in args.env or ():
-        if env_id not in gym.registry:
+        module, _, name = env_id.rpartition(":")  # 'package.module:NS/Name-v0' registers on import
+        try:
+            if module:
+                importlib.import_module(module)
+        except ImportError as exc:
+            parser.error(f"--env {env_id!r}: cannot import {module!r} ({exc})")
+        if name not in gym.registry:
             parser.error(f"--env {env_id!r}: not a registered env; expected one of {', '.join(opid_envs.OPID_ENV_IDS)}")
     for option, value, lowest in (("--episodes", args.episodes, 1), ("--seed", args.seed, 0),
                                   ("--max-steps", args.max_steps, 1)):

@@ -178,7 +178,8 @@ def checkpoint_update(checkpoint: Path) -> int:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint folder whose files are whole (state, optimizer, model headers)."""
+    """The newest checkpoint folder that looks whole (its state, model config and weight headers
+    read, an optimizer file present); None when there is none."""
     from opid_train.policy.presets import check_model_folder
 
     for folder in checkpoint_folders(run_dir):

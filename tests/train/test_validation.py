@@ -216,3 +216,9 @@ def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
     path.write_text("lr: 3e-4\nwarmstart:\n  lr: 2e-3\ndevice: null\n")
     cfg = validate(load_yaml(path))
     assert (cfg.lr, cfg.warmstart.lr, cfg.device) == (3e-4, 2e-3, None)
+
+
+def test_opid_play_still_plays_an_env_named_with_its_module(capsys):
+    play.main(["--env", TOY, "--episodes", "1", "--max-steps", "3"])
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[0] == TOY and row[1:3] == ["1", "0.00"] and row[3] == "3.0"
