@@ -48,6 +48,12 @@ class TrainConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     algo: str = "grpo"
     policy: str = "tiny"  # tiny | smollm2-135m | a local HF model folder
+    # "reference": compute as the OPID reference (prompts, env text and score, GRPO statistics; see
+    # opid_train/presets/*.yaml); "ours": our variants, made for the tiny policy; "auto": "ours" for the
+    # tiny policy and its checkpoints, "reference" for any other policy.
+    parity: str = "auto"
+    prompt: str | None = None  # a named template of wrappers.templates (None: from the parity mode)
+    history_k: int | None = None  # (observation, action) pairs in the prompt (None: from the parity mode)
     init: str | None = None  # start RL from this model folder (e.g. another run's initial/), skipping the warm start
     tiny: TinyConfig = field(default_factory=TinyConfig)
     lora_rank: int = 0  # > 0 trains a LoRA adapter of this rank (peft) instead of all weights
@@ -167,6 +173,8 @@ def coerce(text: str, hint) -> Any:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with a TrainConfig; flags override it")
+    parser.add_argument("--preset", help="start from a reference run preset: alfworld, webshop or searchqa "
+                        "(opid_train/presets/NAME.yaml); flags override it")
     for name, hint in _leaves(TrainConfig):
         parser.add_argument(f"--{name}", dest=name, default=None, metavar=getattr(hint, "__name__", "VALUE").upper())
 
@@ -184,6 +192,10 @@ def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    if getattr(args, "preset", None):
+        from opid_train.presets import preset_config
+
+        base = preset_config(args.preset)
     cfg = load_yaml(args.config) if getattr(args, "config", None) else (base or TrainConfig())
     overrides = {}
     for name, hint in _leaves(TrainConfig):

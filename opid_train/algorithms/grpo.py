@@ -89,10 +89,17 @@ def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return (torch.exp(d) - d - 1).clamp(-10, 10)
 
 
-def outcome_rewards(batch: Batch, cfg) -> torch.Tensor:
-    """R per trajectory: reward_scale * (the env's score, or 1 for a won episode)."""
+def check_grpo_config(cfg):
+    """A clear error for an unknown estimator or reward before any work starts."""
+    if cfg.outcome_advantage not in OUTCOME_ADVANTAGES:
+        raise ValueError(f"unknown grpo.outcome_advantage {cfg.outcome_advantage!r}; choose one of {OUTCOME_ADVANTAGES}")
     if cfg.reward not in REWARDS:
         raise ValueError(f"unknown grpo.reward {cfg.reward!r}; choose one of {REWARDS}")
+    return cfg
+
+
+def outcome_rewards(batch: Batch, cfg) -> torch.Tensor:
+    """R per trajectory: reward_scale * (the env's score, or 1 for a won episode)."""
     raw = [t.score if cfg.reward == "score" else float(t.won) for t in batch.trajectories]
     return cfg.reward_scale * torch.tensor(raw, dtype=torch.float32)
 
@@ -118,7 +125,7 @@ class GRPO(Algorithm):
             from opid_train.presets import resolve_parity
 
             config = resolve_parity(config)
-        self.cfg = config.grpo  # the TrainConfig's GRPOConfig, parity fields resolved
+        self.cfg = check_grpo_config(config.grpo)  # the TrainConfig's GRPOConfig, parity fields resolved
 
     def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
         format_invalid = ~batch.format_valid

@@ -21,6 +21,8 @@ import opid_envs  # noqa: F401  (registers the OPID env ids)
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import latest_checkpoint
 from opid_train.policy.presets import hf_policy, load_policy
+from opid_train.config import TrainConfig
+from opid_train.presets import PARITY_MODES, agent_config_for, resolve_parity
 from opid_train.rollout import make_pool
 
 
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="JSON output (default: <checkpoint>/eval_<env>.json when it is a folder)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--parity", choices=PARITY_MODES, default="auto",
+                        help="prompts and env settings: the OPID reference's or ours (auto: ours for a tiny-policy "
+                             "checkpoint, the reference's for any other model)")
     args = parser.parse_args(argv)
     try:
         env_kwargs = json.loads(args.env_kwargs)
@@ -70,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     policy = (load_policy(str(folder), device=args.device, temperature=args.temperature) if isinstance(folder, str)
               else hf_policy(folder, device=args.device, temperature=args.temperature))
     modes = ["greedy", "sampled"] if args.mode == "both" else [args.mode]
-    pool = make_pool(args.env, max(args.envs, args.samples), env_kwargs, args.env_workers)
+    run = resolve_parity(TrainConfig(env=args.env, env_kwargs=env_kwargs, policy=str(folder), parity=args.parity))
+    env_kwargs = run.env_kwargs
+    pool = make_pool(args.env, max(args.envs, args.samples), env_kwargs, args.env_workers, agent_config_for(run))
     report = {"checkpoint": str(folder), "env": args.env, "env_kwargs": env_kwargs, "seed": args.seed, "results": {}}
     try:
         for mode in modes:

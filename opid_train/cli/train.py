@@ -31,6 +31,7 @@ from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, checkpoint_update, latest_checkpoint, make_batch
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
+from opid_train.presets import agent_config_for, resolve_parity
 from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
 from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
 
@@ -120,6 +121,7 @@ def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[
 
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     """Run (or resume) one training run; returns its run folder."""
+    cfg = resolve_parity(cfg)  # the reference's or our prompts, env text and advantage, recorded in config.yaml
     run_dir = cfg.resolved_run_dir()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -130,7 +132,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     record_run(run_dir, cfg)
     # room for a rollout group and for the evaluation's samples of one task
     envs = max(cfg.tasks_per_update * cfg.group_size, 1 if cfg.eval.greedy else cfg.eval.samples)
-    pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers)
+    pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers, agent_config_for(cfg))
     try:
         if checkpoint is not None:
             policy = hf_policy(checkpoint / "model", device=cfg.device, temperature=cfg.temperature)
