@@ -10,7 +10,7 @@ import pytest
 import opid_envs  # noqa: F401  (registers the OPID env ids)
 from opid_train.algorithms.config import GRPOConfig, PARITY_FIELDS
 from opid_train.config import TrainConfig, add_config_arguments, config_from_args
-from opid_train.policy.presets import TINY_CHAT_TEMPLATE
+from opid_train.policy.presets import TinyConfig, tiny_policy
 from opid_train.presets import (agent_config_for, is_tiny_policy, load_preset, parity_settings, preset_config,
                                 preset_for_env, preset_names, resolve_parity)
 from wrappers import SEARCH_FORMAT
@@ -58,11 +58,14 @@ def test_a_user_env_gets_the_env_independent_settings():
     assert cfg.prompt is None and cfg.env_kwargs == {} and cfg.grpo.outcome_advantage == "verl_agent"
 
 
-def test_a_tiny_checkpoint_folder_counts_as_tiny(tmp_path):
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": TINY_CHAT_TEMPLATE}))
-    assert is_tiny_policy(str(tmp_path)) and resolve_parity(TrainConfig(policy=str(tmp_path))).parity == "ours"
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
-    assert not is_tiny_policy(str(tmp_path))
+def test_a_tiny_checkpoint_folder_counts_as_tiny(tmp_path, private_opid_cache):
+    tiny_policy(["go to sink 1", "take mug 1 from countertop 1"] * 10, config=TinyConfig(vocab_size=300)).save(
+        tmp_path / "tiny")
+    assert is_tiny_policy(str(tmp_path / "tiny"))
+    assert resolve_parity(TrainConfig(policy=str(tmp_path / "tiny"))).parity == "ours"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+    assert not is_tiny_policy(str(tmp_path / "other")) and not is_tiny_policy(str(tmp_path / "missing"))
 
 
 def test_run_preset_and_cli_overrides():
