@@ -92,7 +92,8 @@ def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def check_grpo_config(cfg):
     """A clear error for an unknown estimator or reward before any work starts."""
     if cfg.outcome_advantage not in OUTCOME_ADVANTAGES:
-        raise ValueError(f"unknown grpo.outcome_advantage {cfg.outcome_advantage!r}; choose one of {OUTCOME_ADVANTAGES}")
+        raise ValueError(f"unknown grpo.outcome_advantage {cfg.outcome_advantage!r}; "
+                         f"choose one of {OUTCOME_ADVANTAGES}")
     if cfg.reward not in REWARDS:
         raise ValueError(f"unknown grpo.reward {cfg.reward!r}; choose one of {REWARDS}")
     return cfg

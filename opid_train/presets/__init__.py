@@ -105,7 +105,8 @@ def resolve_parity(cfg):
         history_k=cfg.history_k if cfg.history_k is not None else block.get("history_k"),
         env_kwargs={**block.get("env_kwargs", {}), **cfg.env_kwargs})
     if resolved.prompt is not None or resolved.history_k is not None:
-        prompt_template(resolved.prompt or "generic-compact", resolved.history_k)  # unknown name, negative k: errors now
+        # an unknown template name or a negative history length is an error now, not after the warm start
+        prompt_template(resolved.prompt or "generic-compact", resolved.history_k)
     return resolved
 
 
@@ -121,16 +122,17 @@ def preset_config(name: str):
 
 def agent_config_for(cfg):
     """The agent interface (prompt template, answer format) a run's envs use."""
+    from opid_train.rollout import resolve_env_id
     from wrappers import agent_config
     from wrappers.templates import prompt_template
 
     cfg = resolve_parity(cfg)
-    base = agent_config(cfg.env.split(":", 1)[-1])
+    base = agent_config(resolve_env_id(cfg.env))  # a "module:id" env registers its agent config on import
     template = prompt_template(cfg.prompt, cfg.history_k) if cfg.prompt else base.template
     if cfg.history_k is not None and template.history_k != cfg.history_k:
         template = dataclasses.replace(template, history_k=cfg.history_k)
     return dataclasses.replace(base, template=template)
 
 
-__all__ = ["PARITY_MODES", "PRESET_DIR", "agent_config_for", "grpo_with_parity", "is_tiny_policy", "load_preset", "parity_mode",
-           "parity_settings", "preset_config", "preset_for_env", "preset_names", "resolve_parity"]
+__all__ = ["PARITY_MODES", "PRESET_DIR", "agent_config_for", "grpo_with_parity", "is_tiny_policy", "load_preset",
+           "parity_mode", "parity_settings", "preset_config", "preset_for_env", "preset_names", "resolve_parity"]

@@ -108,3 +108,10 @@ def test_bad_parity_fields_are_errors_before_any_work():
                           ({"grpo": GRPOConfig(reward="won")}, "grpo.reward")]:
         with pytest.raises(ValueError, match=match):
             resolve_parity(TrainConfig(env="OPID/ALFWorld-v0", **kwargs))
+
+
+def test_a_user_env_module_registers_its_prompt_before_the_run_reads_it():
+    cfg = TrainConfig(env="tests.train.parity_user_env:ParityTest/KeyDoor-v0", policy="smollm2-135m")
+    template = agent_config_for(cfg).template
+    assert (template.history_k, template.intro) == (7, "A user's prompt.")
+    assert resolve_parity(cfg).grpo.outcome_advantage == "verl_agent"  # the env-independent reference settings
