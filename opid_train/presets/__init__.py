@@ -4,8 +4,9 @@
 
 Each file has three blocks:
 - `reference`: what the reference computes (prompt template and history length, max steps, search
-  result text, WebShop score, GRPO statistics, outcome reward and penalty). Applied to every run on
-  the env in parity mode "reference", the default for any pretrained policy;
+  result text, WebShop score, GRPO statistics, outcome reward and penalty; `per_algo` where the
+  reference's script for one algorithm differs). Applied to every run on the env in parity mode
+  "reference", the default for any pretrained policy;
 - `ours`: our named variants of the same settings, parity mode "ours", the default for the tiny
   from-scratch policy;
 - `run`: the paper's hyperparameters (group size, lr, KL, response length, ...), taken by
@@ -85,10 +86,12 @@ def parity_mode(parity: str, policy: str) -> str:
     return "ours" if is_tiny_policy(policy) else "reference"
 
 
-def grpo_with_parity(grpo, mode: str, env_id: str = ""):
-    """A GRPOConfig with the fields it left at None taken from the env's `mode` block."""
-    block = parity_settings(env_id, mode)["grpo"]
-    return dataclasses.replace(grpo, **{k: v for k, v in block.items() if getattr(grpo, k) is None})
+def grpo_with_parity(grpo, mode: str, env_id: str = "", algo: str | None = None):
+    """A GRPOConfig with the fields it left at None taken from the env's `mode` block (and the
+    block's `per_algo` entry for `algo`, where the reference's script for that algorithm differs)."""
+    block = parity_settings(env_id, mode)
+    values = {**block["grpo"], **block.get("per_algo", {}).get(algo, {}).get("grpo", {})}
+    return dataclasses.replace(grpo, **{k: v for k, v in values.items() if getattr(grpo, k) is None})
 
 
 def resolve_parity(cfg):
@@ -100,7 +103,7 @@ def resolve_parity(cfg):
     mode = parity_mode(cfg.parity, cfg.policy)
     block = parity_settings(cfg.env, mode)
     resolved = dataclasses.replace(
-        cfg, parity=mode, grpo=check_grpo_config(grpo_with_parity(cfg.grpo, mode, cfg.env)),
+        cfg, parity=mode, grpo=check_grpo_config(grpo_with_parity(cfg.grpo, mode, cfg.env, cfg.algo)),
         prompt=cfg.prompt if cfg.prompt is not None else block.get("prompt"),
         history_k=cfg.history_k if cfg.history_k is not None else block.get("history_k"),
         env_kwargs={**block.get("env_kwargs", {}), **cfg.env_kwargs})

@@ -36,7 +36,7 @@ def test_tiny_policy_keeps_our_variants():
      ("verl_agent", True, "success", 1.0, 0.01)),
 ])
 def test_a_pretrained_policy_gets_the_reference_per_env(env, prompt, k, kwargs, grpo):
-    cfg = resolve_parity(TrainConfig(env=env, policy="smollm2-135m"))
+    cfg = resolve_parity(TrainConfig(env=env, policy="smollm2-135m", algo="opid"))
     assert cfg.parity == "reference" and (cfg.prompt, cfg.history_k, cfg.env_kwargs) == (prompt, k, kwargs)
     assert tuple(getattr(cfg.grpo, f) for f in PARITY_FIELDS) == grpo
     assert resolve_parity(cfg) == cfg  # idempotent: a resumed run's config.yaml resolves to itself
@@ -115,3 +115,11 @@ def test_a_user_env_module_registers_its_prompt_before_the_run_reads_it():
     template = agent_config_for(cfg).template
     assert (template.history_k, template.intro) == (7, "A user's prompt.")
     assert resolve_parity(cfg).grpo.outcome_advantage == "verl_agent"  # the env-independent reference settings
+
+
+def test_the_reference_grpo_baseline_on_alfworld_is_mean_norm():
+    # examples/grpo_trainer/run_alfworld.sh runs mean_norm, the OPID script mean_std_norm
+    grpo = resolve_parity(TrainConfig(env="OPID/ALFWorld-v0", policy="smollm2-135m", algo="grpo")).grpo
+    assert grpo.normalize_std is False and grpo.outcome_advantage == "verl_agent"
+    sdar = resolve_parity(TrainConfig(env="OPID/ALFWorld-v0", policy="smollm2-135m", algo="sdar")).grpo
+    assert sdar.normalize_std is True
