@@ -56,6 +56,12 @@ class TrainConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     algo: str = "grpo"
     policy: str = "tiny"  # tiny | smollm2-135m | a local HF model folder
+    # "reference": compute as the OPID reference (prompts, env text and score, GRPO statistics; see
+    # opid_train/presets/*.yaml); "ours": our variants, made for the tiny policy; "auto": "ours" for the
+    # tiny policy and its checkpoints, "reference" for any other policy.
+    parity: str = "auto"
+    prompt: str | None = None  # a named template of wrappers.templates (None: from the parity mode)
+    history_k: int | None = None  # (observation, action) pairs in the prompt (None: from the parity mode)
     init: str | None = None  # start RL from this model folder (e.g. another run's initial/), skipping the warm start
     tiny: TinyConfig = field(default_factory=TinyConfig)
     lora_rank: int = 0  # > 0 trains a LoRA adapter of this rank (peft) instead of all weights
@@ -183,6 +189,8 @@ def coerce(text: str, hint) -> Any:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with a TrainConfig; flags override it")
+    parser.add_argument("--preset", help="start from a reference run preset: alfworld, webshop or searchqa "
+                        "(opid_train/presets/NAME.yaml); flags override it")
     for name, hint in _leaves(TrainConfig):
         parser.add_argument(f"--{name}", dest=name, default=None, metavar=getattr(hint, "__name__", "VALUE").upper())
 
@@ -200,6 +208,10 @@ def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    if getattr(args, "preset", None):
+        from opid_train.presets import preset_config
+
+        base = preset_config(args.preset)
     cfg = load_yaml(args.config) if getattr(args, "config", None) else (base or TrainConfig())
     overrides = {}
     for name, hint in _leaves(TrainConfig):
@@ -269,7 +281,7 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "group_size": (1, True, math.inf), "max_new_tokens": (1, True, math.inf), "temperature": (0, False, math.inf),
     "env_workers": (0, True, math.inf), "lr": (0, False, math.inf), "weight_decay": (0, True, math.inf),
     "ppo_epochs": (1, True, math.inf), "minibatch_size": (1, True, math.inf), "micro_batch_size": (1, True, math.inf),
-    "max_grad_norm": (0, False, math.inf), "checkpoint_every": (1, True, math.inf),
+    "max_grad_norm": (0, False, math.inf), "checkpoint_every": (1, True, math.inf), "history_k": (0, True, math.inf),
     "tiny.hidden_size": (1, True, math.inf), "tiny.num_layers": (1, True, math.inf), "tiny.num_heads": (1, True, math.inf),
     "tiny.intermediate_size": (1, True, math.inf), "tiny.vocab_size": (1, True, math.inf),
     "tiny.max_positions": (65, True, math.inf),  # prompts get the context less 64 tokens for the response
@@ -417,10 +429,20 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from opid_train.algorithms import ALGORITHMS
     from opid_train.algorithms.sdar import GATES, TEACHER_CONTEXTS
     from opid_train.analyzers import BACKENDS
+    from opid_train.algorithms.grpo import OUTCOME_ADVANTAGES, REWARDS
+    from opid_train.presets import PARITY_MODES
     from wrappers.skills import ROUTING_MODES
+    from wrappers.templates import TEMPLATES
 
     check_fields(cfg, RANGES)
     choice("algo", cfg.algo, sorted(ALGORITHMS))
+    choice("parity", cfg.parity, PARITY_MODES)
+    if cfg.prompt is not None:
+        choice("prompt", cfg.prompt, sorted(TEMPLATES))
+    if cfg.grpo.outcome_advantage is not None:
+        choice("grpo.outcome_advantage", cfg.grpo.outcome_advantage, OUTCOME_ADVANTAGES)
+    if cfg.grpo.reward is not None:
+        choice("grpo.reward", cfg.grpo.reward, REWARDS)
     choice("grpo.loss_agg", cfg.grpo.loss_agg, ("token-mean", "traj-mean"))
     choice("analyzer.backend", cfg.analyzer.backend, BACKENDS)
     choice("opid.routing", cfg.opid.routing, ROUTING_MODES)
@@ -478,6 +500,7 @@ class EvalJobConfig:
     device: str | None = None
     threads: int | None = None
     out: str | None = None
+    parity: str = "auto"
 
 
 EVAL_RANGES: dict[str, tuple[float, bool, float]] = {
@@ -492,9 +515,11 @@ def validate_eval(job: EvalJobConfig) -> str | Path:
     """Every opid-eval option checked before any work starts; returns the model to load (a folder,
     or the name of a preset)."""
     from opid_train.learner import model_folder_of
+    from opid_train.presets import PARITY_MODES
 
     check_fields(job, EVAL_RANGES)
     choice("mode", job.mode, EVAL_MODES)
+    choice("parity", job.parity, PARITY_MODES)
     if not job.split:
         raise bad("split", ",".join(job.split), "expected at least one split")
     check_splits("split", job.split, check_env("env", job.env, job.env_kwargs), job.env)

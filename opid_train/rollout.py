@@ -67,12 +67,14 @@ def _expert_action(env: gym.Env) -> str | None:
 
 
 class EnvPool:
-    """`size` agent envs of one id, stepped in this process."""
+    """`size` agent envs of one id, stepped in this process; `agent` (prompt template, answer format)
+    defaults to the one registered for the id."""
 
-    def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None):
+    def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None,
+                 agent: AgentConfig | None = None):
         env_id = resolve_env_id(env_id)
         self.env_id, self.size = env_id, size
-        self.config = agent_config(env_id)
+        self.config = agent or agent_config(env_id)
         self.envs = [make_env(env_id, self.config, dict(env_kwargs or {})) for _ in range(size)]
 
     def reset(self, indices: Sequence[int], seeds: Sequence[int], options: Sequence[dict]) -> list[EnvResult]:
@@ -124,10 +126,11 @@ def _worker(conn, env_id: str, spec: gym.envs.registration.EnvSpec, config: Agen
 class ProcessEnvPool:
     """The same interface with envs in `workers` processes (env i lives in worker i % workers)."""
 
-    def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 2):
+    def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 2,
+                 agent: AgentConfig | None = None):
         env_id = resolve_env_id(env_id)
         self.env_id, self.size, self.workers = env_id, size, max(1, min(workers, size))
-        self.config = agent_config(env_id)
+        self.config = agent or agent_config(env_id)
         ctx = mp.get_context("spawn")  # fork would copy the model's thread pools
         self.conns, self.procs = [], []
         for w in range(self.workers):
@@ -182,9 +185,13 @@ class ProcessEnvPool:
             proc.join(timeout=5)
 
 
-def make_pool(env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 0):
-    """workers=0: envs in this process; otherwise that many worker processes."""
-    return ProcessEnvPool(env_id, size, env_kwargs, workers) if workers > 0 else EnvPool(env_id, size, env_kwargs)
+def make_pool(env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 0,
+              agent: AgentConfig | None = None):
+    """workers=0: envs in this process; otherwise that many worker processes. `agent`: the prompt
+    template and answer format (default: the id's registered one; a run's: presets.agent_config_for)."""
+    if workers > 0:
+        return ProcessEnvPool(env_id, size, env_kwargs, workers, agent)
+    return EnvPool(env_id, size, env_kwargs, agent)
 
 
 def collect(

@@ -49,6 +49,7 @@ from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig, load_yaml, to_dict, with_overrides  # noqa: E402
 from opid_train.evaluate import paired_comparison  # noqa: E402
 from opid_train.metrics import read_metrics  # noqa: E402
+from opid_train.presets import resolve_parity  # noqa: E402
 
 METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gives the run folder (run_tag)
     "GRPO": ("grpo", {}),
@@ -151,7 +152,9 @@ def run(cfg: TrainConfig, run_dir: Path, train_missing: bool = True) -> dict | N
     A folder that holds a run of another config (another env, method or budget) stops the study:
     reporting its results under this config's name would be wrong, and resuming it would mix the two."""
     if (run_dir / "config.yaml").exists():
-        differ = config_differences(to_dict(load_yaml(run_dir / "config.yaml")), to_dict(replace(cfg, run_dir=None)))
+        # compared with the parity mode resolved on both sides (a run folder records resolved settings)
+        differ = config_differences(to_dict(resolve_parity(load_yaml(run_dir / "config.yaml"))),
+                                    to_dict(resolve_parity(replace(cfg, run_dir=None))))
         if differ:
             raise SystemExit(f"{run_dir} holds a run of another config (it differs in {', '.join(differ)}): "
                              "pass another --run-root, or remove the folder")

@@ -1,7 +1,8 @@
 """OPID/SearchQA-v0: answer a question by searching a corpus, Search-R1 style.
 
 An action is one tagged block: `<search> query </search>` returns the top documents as
-`<information>Doc 1: ...\\nDoc 2: ...\\n</information>`; `<answer> text </answer>` ends the episode
+`<information>Doc 1(Title: "T") ...\\nDoc 2(Title: "T2") ...</information>` (Search-R1's text; see
+`format_hits` for the OPID reference env's and ours); `<answer> text </answer>` ends the episode
 and scores exact match after normalization (F1 is reported in info). A full model response is
 accepted too (a `<think>` block and free text around it are ignored), but it must hold exactly one
 search or answer block, else the step is invalid and the observation says why. Four turns by
@@ -10,6 +11,7 @@ default, as in Search-R1.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import string
@@ -49,11 +51,33 @@ def parse_action(action: str) -> tuple[str | None, str, str | None]:
     return kind, content, None
 
 
-def format_hits(hits: list[Hit]) -> str:
-    if not hits:
-        return "<information>No document matches the query.</information>"
-    docs = "".join(f"Doc {i}: (Title: {h.document.title}) {h.document.text}\n" for i, h in enumerate(hits, 1))
-    return f"<information>{docs}</information>"
+RESULT_FORMATS = ("searchr1", "verl_agent", "compact")
+
+
+def format_hits(hits: list[Hit], result_format: str = "searchr1") -> str:
+    """The observation after a search, in one of three texts:
+
+    searchr1 (default)  Search-R1's: `<information>Doc 1(Title: "T") text\nDoc 2(Title: "T2") text</information>`
+                        (the title is the first line of the document's `"Title"\ntext` contents);
+    verl_agent          the OPID reference env's (verl-agent, SkyRL's search tool): the passages as
+                        `Doc 1: "T"\ntext\n...` inside a JSON object, `<information>{"result": "..."}</information>`;
+    compact             ours: `<information>Doc 1: (Title: T) text\n...</information>`.
+    """
+    if result_format == "searchr1":
+        docs = ""
+        for i, h in enumerate(hits, 1):
+            title, _, text = h.document.contents.partition("\n")
+            docs += f"Doc {i}(Title: {title}) {text}\n"
+        return f"<information>{docs.strip()}</information>"
+    if result_format == "verl_agent":
+        docs = "".join(f"Doc {i}: {h.document.contents.strip()}\n" for i, h in enumerate(hits, 1))
+        return f"<information>{json.dumps({'result': docs if hits else 'No search results found.'})}</information>"
+    if result_format == "compact":
+        if not hits:
+            return "<information>No document matches the query.</information>"
+        docs = "".join(f"Doc {i}: (Title: {h.document.title}) {h.document.text}\n" for i, h in enumerate(hits, 1))
+        return f"<information>{docs}</information>"
+    raise ValueError(f"unknown result_format {result_format!r}; choose one of {RESULT_FORMATS}")
 
 
 class SearchQAEnv(TextEnv):
@@ -62,15 +86,23 @@ class SearchQAEnv(TextEnv):
     dataset: 'synthetic' (default: fictional multi-hop facts), 'synthetic-1hop', 'fanoutqa'
         (real questions over Wikipedia summaries) or a `QADataset` (e.g. `load_searchr1(...)`).
     retriever: 'bm25' (default), 'dense', 'pyserini', a `/retrieve` server URL, or a `Retriever`.
+    result_format: 'searchr1' (default), 'verl_agent' (the OPID reference env's JSON) or 'compact'
+        (ours); see `format_hits`.
+    drop_zero_score_hits: leave out documents that share no term with the query (ours), so a search
+        can show fewer than topk; off by default: always topk, as Search-R1's servers.
     """
 
     splits = ("train", "test")
 
     def __init__(self, dataset: str | QADataset = "synthetic", retriever: str | Retriever = "bm25", topk: int = 3,
-                 split: str | None = None, max_steps: int = 4, render_mode: str | None = None):
+                 split: str | None = None, max_steps: int = 4, render_mode: str | None = None,
+                 result_format: str = "searchr1", drop_zero_score_hits: bool = False):
         super().__init__(split=split, max_steps=max_steps, render_mode=render_mode)
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
+        if result_format not in RESULT_FORMATS:
+            raise ValueError(f"unknown result_format {result_format!r}; choose one of {RESULT_FORMATS}")
+        self.result_format, self.drop_zero_score_hits = result_format, bool(drop_zero_score_hits)
         self.dataset = load_dataset(dataset) if isinstance(dataset, str) else dataset
         self.retriever = shared_retriever(retriever, self.dataset) if isinstance(retriever, str) else retriever
         self.topk = topk
@@ -94,9 +126,11 @@ class SearchQAEnv(TextEnv):
             return Outcome(f"Invalid action: {error}. {FORMAT_HINT}", valid=False)
         if kind == "search":
             hits = self.retriever.search(content[:MAX_QUERY_CHARS], self.topk)
+            if self.drop_zero_score_hits:
+                hits = [h for h in hits if h.score > 0]
             self._queries.append(content)
             self._seen.extend(h.document.contents for h in hits)
-            return Outcome(format_hits(hits), info={"searches": len(self._queries)})
+            return Outcome(format_hits(hits, self.result_format), info={"searches": len(self._queries)})
         golds = self._item.answers
         em = exact_match(content, golds)
         return Outcome(f"Your answer: {content}. " + ("Correct." if em else "Incorrect."), done=True, score=em,

@@ -130,7 +130,8 @@ class BM25Retriever(CorpusRetriever):
         with self._lock:
             ids = self._tokenizer.tokenize(queries, update_vocab=False, return_as="ids", show_progress=False)
             docs, scores = self._model.retrieve(ids, k=k, show_progress=False, n_threads=1)
-        return [[Hit(int(d), float(s), self.corpus[int(d)]) for d, s in zip(row_d, row_s) if s > 0]
+        # always k documents, zero-score ones included, as Search-R1's servers (an env may drop them)
+        return [[Hit(int(d), float(s), self.corpus[int(d)]) for d, s in zip(row_d, row_s)]
                 for row_d, row_s in zip(docs, scores)]
 
 

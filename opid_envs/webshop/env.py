@@ -19,7 +19,7 @@ import random
 from opid_envs.core import Outcome, Task, TextEnv
 from opid_envs.webshop.catalog import CatalogConfig
 from opid_envs.webshop.pages import BACK_TO_SEARCH, BUY, ITEM, NEXT, PREV, RESULTS, SEARCH, SUB_PAGES, ShopSession
-from opid_envs.webshop.reward import fuzzy_match, get_noun_finder, noun_finder_name, score_purchase
+from opid_envs.webshop.reward import fuzzy_match, get_noun_finder, goal_option_strings, noun_finder_name, score_purchase
 from opid_envs.webshop.store import StoreConfig, get_store
 
 FILLER_WORDS = frozenset("i i'm im looking for need find me want to buy would like show a an some".split())
@@ -32,6 +32,8 @@ class WebShopEnv(TextEnv):
     human_instructions_path: the official WebShop files instead; goal_source: "synthetic" or
     "human"; goals_per_product: option combinations per product; search_backend: "bm25s" or
     "pyserini"; nouns: "auto", "spacy" or "fallback" (how the type reward finds title nouns).
+    Score (reward.py): option_match "pair" (WebShop's, default) or "value" (ours); color_normalization
+    "webshop" (WebShop's alphabetical scan, default) or "longest" (ours).
     """
 
     splits = ("train", "test")
@@ -40,8 +42,10 @@ class WebShopEnv(TextEnv):
                  num_products: int = 1000, catalog_seed: int = 0, items_path: str | None = None,
                  attributes_path: str | None = None, human_instructions_path: str | None = None,
                  goal_source: str = "synthetic", goals_per_product: int = 3, search_backend: str = "bm25s",
-                 nouns: str = "auto"):
+                 nouns: str = "auto", option_match: str = "pair", color_normalization: str = "webshop"):
         super().__init__(split=split, max_steps=max_steps, render_mode=render_mode)
+        goal_option_strings([], option_match, color_normalization)  # a clear error for an unknown variant now
+        self.option_match, self.color_normalization = option_match, color_normalization
         catalog = CatalogConfig(num_products=num_products, seed=catalog_seed, items_path=items_path,
                                 attributes_path=attributes_path, human_instructions_path=human_instructions_path)
         self.store = get_store(StoreConfig(catalog=catalog, goal_source=goal_source,
@@ -69,7 +73,8 @@ class WebShopEnv(TextEnv):
                            valid=False, admissible_actions=session.admissible_actions(),
                            info={"page": session.page})
         if result.bought:
-            score = score_purchase(session.product, self.goal, session.chosen.values(), self.nouns)
+            score = score_purchase(session.product, self.goal, session.chosen.values(), self.nouns,
+                                   option_match=self.option_match, color_normalization=self.color_normalization)
             text = (f"Thank you for shopping with us! [SEP] Your score (min 0.0, max 1.0) [SEP] {score.value:.2f}"
                     f" [SEP] You bought {session.product.asin}: {session.product.title}")
             return Outcome(text, done=True, score=score.value, won=score.value == 1.0, admissible_actions=[],

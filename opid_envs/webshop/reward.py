@@ -4,7 +4,14 @@
 
 - n_attr: goal attributes found on the product, by fuzzy match (token_set_ratio > 85) against the
   product's attributes, else as a substring of its title, bullet points or description;
-- n_opt: goal options matched (token_set_ratio > 85) by a chosen option, colors normalized first;
+- n_opt: goal options matched (token_set_ratio > 85) by a chosen option, colors normalized first.
+  WebShop's way (the default): a synthetic goal holds its options as a dict, and WebShop iterates its
+  items, so each goal option is matched as the string of its (name, value) pair, "('size', '1 fl oz')";
+  a human goal's options are plain values. Colors are normalized by WebShop's alphabetical scan: the
+  first color of its list contained in the string ("navy blue" and "light blue" become "blue"); a
+  pair is normalized only when its name or value is exactly a color. Our variants, for the tiny
+  policy: `option_match="value"` matches every goal option by its value alone, and
+  `color_normalization="longest"` keeps compound colors apart (longest match first);
 - r_price: 1 if the price is at most the goal's upper bound;
 - r_type: 1, or 0.5 when the product shares neither the goal's query, nor >= 2 category
   segments, nor > 20 % of the goal title's nouns; then 0.1 when < 10 % of the nouns are shared,
@@ -37,7 +44,23 @@ from opid_envs.webshop.catalog import CATEGORY_SEP
 
 MATCH_THRESHOLD = 85
 
-# Longest first, so "navy blue" wins over "blue"; a color string normalizes to the first it contains.
+# WebShop's color list, in its (alphabetical) order: a string normalizes to the first one it contains.
+WEBSHOP_COLORS = (
+    "alabaster", "apricot", "aqua", "ash", "asphalt", "azure", "banana", "beige", "black", "blue", "blush",
+    "bordeaux", "bronze", "brown", "burgundy", "camel", "camo", "caramel", "champagne", "charcoal", "cheetah",
+    "chestnut", "chocolate", "christmas", "coffee", "cognac", "copper", "coral", "cranberry", "cream", "crystal",
+    "dark", "denim", "eggplant", "elephant", "espresso", "fuchsia", "gold", "granite", "grape", "graphite",
+    "grass", "gray", "green", "grey", "heather", "indigo", "ivory", "ivy", "khaki", "lavender", "lemon",
+    "leopard", "light", "lilac", "lime", "magenta", "maroon", "mauve", "merlot", "midnight", "mint", "mocha",
+    "multicolor", "mushroom", "mustard", "natural", "navy", "nude", "olive", "orange", "peach", "pewter",
+    "pink", "plum", "purple", "rainbow", "red", "rose", "royal", "rust", "sand", "sapphire", "seashell",
+    "silver", "skull", "slate", "steel", "stone", "stonewash", "sunflower", "tan", "taupe", "teal", "tiger",
+    "turquoise", "violet", "walnut", "wheat", "white", "wine", "yellow",
+)
+OPTION_MATCHES = ("pair", "value")
+COLOR_NORMALIZATIONS = ("webshop", "longest")
+
+# Ours: longest first, so "navy blue" wins over "blue"; a color string normalizes to the first it contains.
 COLORS = tuple(sorted((
     "black", "white", "red", "blue", "green", "yellow", "orange", "purple", "pink", "brown", "grey", "gray",
     "beige", "silver", "gold", "ivory", "navy", "teal", "burgundy", "charcoal", "coral", "olive", "khaki",
@@ -60,13 +83,43 @@ ADJECTIVES = frozenset(
     "nourishing salon performance family".split())
 
 
+_LATIN1 = {i: None for i in range(128, 256)}  # thefuzz's force_ascii drops these code points
+
+
 def fuzzy_match(a: str, b: str) -> bool:
-    return fuzz.token_set_ratio(a, b, processor=default_process) > MATCH_THRESHOLD
+    """WebShop's `fuzz.token_set_ratio(a, b) > 85` (thefuzz: code points 128-255 dropped, then
+    lower-cased with punctuation as spaces)."""
+    return fuzz.token_set_ratio(a.translate(_LATIN1), b.translate(_LATIN1), processor=default_process) > MATCH_THRESHOLD
 
 
 def normalize_color(value: str) -> str:
+    """Ours: the longest color the (lower-cased) value contains."""
     text = value.lower()
     return next((c for c in COLORS if c in text), value)
+
+
+def webshop_normalize_color(value: str) -> str:
+    """WebShop's: the first color of its alphabetical list that the value contains (case-sensitive)."""
+    return next((c for c in WEBSHOP_COLORS if c in value), value)
+
+
+def goal_option_strings(options, option_match: str = "pair", color_normalization: str = "webshop") -> list[str]:
+    """The goal's options as WebShop's option reward compares them, from (name, value) pairs (name ""
+    for a human goal, whose options are a list of values there)."""
+    if option_match not in OPTION_MATCHES:
+        raise ValueError(f"option_match must be one of {OPTION_MATCHES}, got {option_match!r}")
+    if color_normalization not in COLOR_NORMALIZATIONS:
+        raise ValueError(f"color_normalization must be one of {COLOR_NORMALIZATIONS}, got {color_normalization!r}")
+    normalize = webshop_normalize_color if color_normalization == "webshop" else normalize_color
+    out = []
+    for name, value in options:
+        if option_match == "value" or not name:
+            out.append(normalize(value))
+        elif color_normalization == "webshop":  # `color in (name, value)`: a color equal to either
+            out.append(next((c for c in WEBSHOP_COLORS if c in (name, value)), str((name, value))))
+        else:
+            out.append(str((name, normalize(value))))
+    return out
 
 
 # -- nouns --------------------------------------------------------------------------------------
@@ -163,13 +216,18 @@ def attribute_matches(product, goal_attributes: Iterable[str]) -> int:
     return count
 
 
-def option_matches(chosen: Iterable[str], goal_options: Iterable[str]) -> int:
-    chosen = [normalize_color(c) for c in chosen]
-    return sum(any(fuzzy_match(c, normalize_color(g)) for c in chosen) for g in goal_options)
+def option_matches(chosen: Iterable[str], goal_options, option_match: str = "pair",
+                   color_normalization: str = "webshop") -> int:
+    """Goal options (name, value pairs) matched by a chosen option value."""
+    normalize = webshop_normalize_color if color_normalization == "webshop" else normalize_color
+    chosen = [normalize(c) for c in chosen]
+    wanted = goal_option_strings(goal_options, option_match, color_normalization)
+    return sum(any(fuzzy_match(c, g) for c in chosen) for g in wanted)
 
 
 def score_purchase(product, goal, chosen_options: Iterable[str], nouns: Callable[[str], frozenset[str]],
-                   price: float | None = None) -> Score:
+                   price: float | None = None, option_match: str = "pair",
+                   color_normalization: str = "webshop") -> Score:
     """Score buying `product` with `chosen_options` (values) against `goal`."""
     price = product.price if price is None else price
     r_type, title_score = type_reward(product, goal, nouns)
@@ -177,7 +235,7 @@ def score_purchase(product, goal, chosen_options: Iterable[str], nouns: Callable
         r_type=r_type,
         attributes_matched=attribute_matches(product, goal.attributes),
         attributes_total=len(goal.attributes),
-        options_matched=option_matches(list(chosen_options), goal.option_values),
+        options_matched=option_matches(list(chosen_options), goal.options, option_match, color_normalization),
         options_total=len(goal.options),
         r_price=int(price <= goal.price_upper),
         title_score=title_score,

@@ -5,12 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+OUTCOME_ADVANTAGES = ("verl_agent", "per_trajectory_population_std")
+REWARDS = ("score", "success")
+# GRPOConfig fields that the parity mode sets when they are left at None
+PARITY_FIELDS = ("outcome_advantage", "normalize_std", "reward", "reward_scale", "invalid_format_penalty")
+
+
 @dataclass
 class GRPOConfig:
-    normalize_std: bool = True  # A_ep = (R - mean) / std; False gives (R - mean) (Dr. GRPO style)
+    # Fields left at None are set by the run's parity mode (`opid_train.presets.resolve_parity`): the
+    # OPID reference's values per env (opid_train/presets/*.yaml) or ours, the tiny policy's.
+    # How the group statistics are taken: "verl_agent" (the reference: over the group's step rows, so a
+    # longer trajectory weighs more, unbiased std, invalid-step penalties inside the row's score, a group
+    # of one row keeps its score) or "per_trajectory_population_std" (ours: over trajectories, population
+    # std, a group of one gets 0, penalties subtracted after normalization). See grpo.py.
+    outcome_advantage: str | None = None
+    normalize_std: bool | None = None  # A_ep = (R - mean) / std ("mean_std_norm"); False: R - mean ("mean_norm")
+    reward: str | None = None  # "score": the env's outcome score in [0, 1]; "success": 1 if won else 0 (reference)
+    reward_scale: float | None = None  # R = reward_scale * reward (the reference: 10 on ALFWorld and WebShop)
     clip_eps: float = 0.2
     kl_coef: float = 0.01  # low-variance KL to the reference policy; 0 turns it off
-    invalid_format_penalty: float = 0.1  # subtracted from the score of format-invalid steps' advantages
+    invalid_format_penalty: float | None = None  # for format-invalid steps (0.1; the reference's search: 0.01)
     # Subtracted from the advantage of a well-formed step the env could not carry out (an action that
     # is not admissible): a per-step signal against the loops of impossible actions a small policy falls into.
     invalid_action_penalty: float = 0.0

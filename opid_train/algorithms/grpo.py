@@ -1,10 +1,24 @@
 """GRPO (Shao et al., 2024) for multi-turn episodes, as in verl-agent.
 
-Every step of a trajectory gets its episode's group-relative advantage:
-    A_ep(i) = (R_i - mean_group(R)) / (std_group(R) + eps)      (or without "/ std")
-    A(row)  = A_ep(traj(row)) - invalid_format_penalty * [row's response is format-invalid]
-                              - invalid_action_penalty * [well-formed, but the env could not carry it out]
-broadcast over the row's response tokens. The learner minimises the token-level PPO loss
+Every step (row) of a trajectory gets its episode's group-relative advantage, broadcast over the
+row's response tokens. The outcome of trajectory i is R_i = reward_scale * (score_i or won_i).
+Two ways to take the group statistics (`grpo.outcome_advantage`):
+
+verl_agent (the OPID reference; verl's compute_grpo_outcome_advantage with
+compute_mean_std_cross_steps=True, as its trainer calls it). Each row r carries its episode's outcome
+minus its own penalties, and the group's mean and std are taken over the group's rows:
+    s_r    = R_traj(r) - invalid_format_penalty * [r format-invalid] - invalid_action_penalty * [r not carried out]
+    A(r)   = (s_r - mean_g(s)) / (std_g(s) + eps)          std: unbiased (n - 1), eps 1e-6
+             s_r - mean_g(s)                               without "/ std" ("mean_norm")
+    a group of a single row has mean 0 and std 1, so A(r) = s_r / (1 + eps).
+  A trajectory of 4 steps counts 4 times in its group's mean and std.
+
+per_trajectory_population_std (ours, the tiny policy's): one value per trajectory, population std,
+penalties after normalization:
+    A_ep(i) = (R_i - mean_g(R)) / (std_g(R) + eps)          std: population (n); a group of one: 0
+    A(r)    = A_ep(traj(r)) - invalid_format_penalty * [...] - invalid_action_penalty * [...]
+
+The learner minimises the token-level PPO loss
     L_pg = token_mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) ),  ratio = exp(logp - logp_old)
 plus kl_coef * token_mean(k3), the low-variance KL estimate to the reference policy
     k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1.
@@ -19,12 +33,14 @@ from typing import Any
 import torch
 
 from opid_train.algorithms.base import Algorithm, PrepareContext
+from opid_train.algorithms.config import OUTCOME_ADVANTAGES, PARITY_FIELDS, REWARDS
 from opid_train.types import Batch
 
 
 def group_advantages(scores: torch.Tensor, group_ids: torch.Tensor, normalize_std: bool = True,
                      eps: float = 1e-6) -> torch.Tensor:
-    """Per-trajectory A_ep from outcome scores [n] and group ids [n] (population std, as verl)."""
+    """Ours: per-trajectory A_ep from outcome scores [n] and group ids [n], population std (n in
+    the denominator); a group of one trajectory gets 0."""
     adv = torch.zeros_like(scores, dtype=torch.float32)
     for g in group_ids.unique():
         members = group_ids == g
@@ -33,6 +49,19 @@ def group_advantages(scores: torch.Tensor, group_ids: torch.Tensor, normalize_st
         if normalize_std:
             centred = centred / (r.std(unbiased=False) + eps) if len(r) > 1 else centred * 0
         adv[members] = centred
+    return adv
+
+
+def step_row_advantages(row_scores: torch.Tensor, group_ids: torch.Tensor, normalize_std: bool = True,
+                        eps: float = 1e-6) -> torch.Tensor:
+    """The reference's (verl-agent's): A per step row from the rows' scores [R] and group ids [R],
+    mean and unbiased std over the group's rows; a group of one row: mean 0, std 1."""
+    adv = torch.zeros_like(row_scores, dtype=torch.float32)
+    for g in group_ids.unique():
+        members = group_ids == g
+        s = row_scores[members].float()
+        mean, std = (s.mean(), s.std(unbiased=True)) if len(s) > 1 else (torch.tensor(0.0), torch.tensor(1.0))
+        adv[members] = (s - mean) / (std + eps) if normalize_std else s - mean
     return adv
 
 
@@ -60,26 +89,52 @@ def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return (torch.exp(d) - d - 1).clamp(-10, 10)
 
 
-def episode_advantages(batch: Batch, normalize_std: bool) -> torch.Tensor:
-    """A_ep for each row of the batch (from its trajectory's score and group)."""
-    traj_scores = torch.tensor([t.score for t in batch.trajectories], dtype=torch.float32)
-    traj_groups = torch.tensor([t.group_id for t in batch.trajectories], dtype=torch.long)
-    per_traj = group_advantages(traj_scores, traj_groups, normalize_std)
-    return per_traj[torch.tensor([traj for traj, _ in batch.rows], dtype=torch.long)]
+def check_grpo_config(cfg):
+    """A clear error for an unknown estimator or reward before any work starts."""
+    if cfg.outcome_advantage not in OUTCOME_ADVANTAGES:
+        raise ValueError(f"unknown grpo.outcome_advantage {cfg.outcome_advantage!r}; "
+                         f"choose one of {OUTCOME_ADVANTAGES}")
+    if cfg.reward not in REWARDS:
+        raise ValueError(f"unknown grpo.reward {cfg.reward!r}; choose one of {REWARDS}")
+    return cfg
+
+
+def outcome_rewards(batch: Batch, cfg) -> torch.Tensor:
+    """R per trajectory: reward_scale * (the env's score, or 1 for a won episode)."""
+    raw = [t.score if cfg.reward == "score" else float(t.won) for t in batch.trajectories]
+    return cfg.reward_scale * torch.tensor(raw, dtype=torch.float32)
+
+
+def episode_advantages(batch: Batch, cfg, penalties: torch.Tensor) -> torch.Tensor:
+    """A for each row of the batch; `penalties` [R] are the rows' invalid-step penalties, inside the
+    row's score (verl_agent) or subtracted after normalization (per_trajectory_population_std)."""
+    per_traj = outcome_rewards(batch, cfg)
+    traj_of_row = torch.tensor([traj for traj, _ in batch.rows], dtype=torch.long)
+    if cfg.outcome_advantage == "verl_agent":
+        return step_row_advantages(per_traj[traj_of_row] - penalties, batch.group_ids, cfg.normalize_std)
+    if cfg.outcome_advantage == "per_trajectory_population_std":
+        traj_groups = torch.tensor([t.group_id for t in batch.trajectories], dtype=torch.long)
+        return group_advantages(per_traj, traj_groups, cfg.normalize_std)[traj_of_row] - penalties
+    raise ValueError(f"unknown grpo.outcome_advantage {cfg.outcome_advantage!r}; choose one of {OUTCOME_ADVANTAGES}")
 
 
 class GRPO(Algorithm):
     name = "grpo"
 
     def __init__(self, config):
-        self.cfg = config.grpo  # the TrainConfig's GRPOConfig
+        if any(getattr(config.grpo, f) is None for f in PARITY_FIELDS):
+            from opid_train.presets import resolve_parity
+
+            config = resolve_parity(config)
+        self.cfg = check_grpo_config(config.grpo)  # the TrainConfig's GRPOConfig, parity fields resolved
 
     def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
-        a_ep = episode_advantages(batch, self.cfg.normalize_std)
+        format_invalid = ~batch.format_valid
         action_invalid = torch.tensor([not batch.step(r).action_valid for r in range(len(batch))]) & batch.format_valid
-        a_row = (a_ep - self.cfg.invalid_format_penalty * (~batch.format_valid).float()
-                 - self.cfg.invalid_action_penalty * action_invalid.float())
+        penalties = (self.cfg.invalid_format_penalty * format_invalid.float()
+                     + self.cfg.invalid_action_penalty * action_invalid.float())
+        a_row = episode_advantages(batch, self.cfg, penalties)
         batch.advantages = a_row[:, None] * batch.response_mask
-        return {"adv_ep_mean": a_ep.mean().item(), "adv_ep_abs_mean": a_ep.abs().mean().item(),
-                "format_invalid_rate": (~batch.format_valid).float().mean().item(),
+        return {"adv_ep_mean": a_row.mean().item(), "adv_ep_abs_mean": a_row.abs().mean().item(),
+                "format_invalid_rate": format_invalid.float().mean().item(),
                 "action_invalid_rate": action_invalid.float().mean().item()}

@@ -15,7 +15,8 @@ response y (tokens l), in the paper's order:
    prompt h~ = H(h, s) (one batched `policy.score` call for every teacher prompt of the batch):
        l_skill[tau,t,l] = log pi_old(y_l | h~, y_<l),   l_old[tau,t,l] = log pi_old(y_l | h, y_<l)
        dlogp_c[tau,t,l] = (l_skill - l_old) * m        for each routed component c in {ep, step}
-   optionally z-normalized over the active tokens and clipped to [-clip, clip] (off by default).
+   optionally z-normalized over the active tokens (population std, as the reference) and clipped to
+   [-clip, clip] (both off by default).
    l_old is the batch's sampling log-prob (the learner's PPO uses the same), or with `rescore_old`
    the old policy's re-scoring of the plain prompt, batched into the teacher's pass.
 5. Fused advantage, used unchanged by the clipped PPO loss of the learner:
@@ -114,11 +115,16 @@ def skill_prompts(batch: Batch, ctx: PrepareContext, routed: list[dict[str, str]
     return prompts
 
 
-def shape_teacher_term(dlogp: torch.Tensor, active: torch.Tensor, normalize: bool, clip: float | None) -> torch.Tensor:
-    """Optional z-normalization over the active tokens, then clipping; inactive tokens stay 0."""
-    if normalize and active.sum() > 1:
+def shape_teacher_term(dlogp: torch.Tensor, active: torch.Tensor, normalize: bool, clip: float | None,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Optional z-normalization over the active tokens, then clipping; inactive tokens stay 0.
+
+    As the reference: population std (n in the denominator); when that std is at most eps (one
+    token, or all equal) the term is only centred."""
+    if normalize and active.sum() > 0:
         values = dlogp[active > 0]
-        dlogp = (dlogp - values.mean()) / (values.std() + 1e-6)
+        std = values.std(unbiased=False)
+        dlogp = (dlogp - values.mean()) / (std + eps) if std > eps else dlogp - values.mean()
     if clip is not None:
         dlogp = dlogp.clamp(-clip, clip)
     return dlogp * active

@@ -21,6 +21,8 @@ from opid_train.cli import ArgumentParser, debugging, reported_errors
 from opid_train.config import EVAL_MODES, EvalJobConfig, bad, validate_eval
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.policy.presets import hf_policy, load_policy
+from opid_train.config import TrainConfig
+from opid_train.presets import PARITY_MODES, agent_config_for, resolve_parity
 from opid_train.rollout import make_pool
 
 
@@ -35,7 +37,8 @@ def job_from_args(args) -> EvalJobConfig:
         checkpoint=args.checkpoint, env=args.env, env_kwargs=env_kwargs,
         split=[s.strip() for s in args.split.split(",") if s.strip()], episodes=args.episodes, mode=args.mode,
         samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens, envs=args.envs,
-        env_workers=args.env_workers, seed=args.seed, device=args.device, threads=args.threads, out=args.out)
+        env_workers=args.env_workers, seed=args.seed, device=args.device, threads=args.threads, out=args.out,
+        parity=args.parity)
 
 
 def run(job: EvalJobConfig, progress: bool = True) -> dict:
@@ -45,8 +48,11 @@ def run(job: EvalJobConfig, progress: bool = True) -> dict:
     policy = (load_policy(folder, device=job.device, temperature=job.temperature) if isinstance(folder, str)
               else hf_policy(folder, device=job.device, temperature=job.temperature))
     modes = ["greedy", "sampled"] if job.mode == "both" else [job.mode]
-    pool = make_pool(job.env, max(job.envs, job.samples), job.env_kwargs, job.env_workers)
-    report = {"checkpoint": str(folder), "env": job.env, "env_kwargs": job.env_kwargs, "seed": job.seed, "results": {}}
+    setting = resolve_parity(TrainConfig(env=job.env, env_kwargs=job.env_kwargs, policy=str(folder), parity=job.parity))
+    env_kwargs = setting.env_kwargs  # the parity mode's env settings, under what the user set
+    pool = make_pool(job.env, max(job.envs, job.samples), env_kwargs, job.env_workers, agent_config_for(setting))
+    report = {"checkpoint": str(folder), "env": job.env, "env_kwargs": env_kwargs, "parity": setting.parity,
+              "seed": job.seed, "results": {}}
     try:
         for mode in modes:
             results = {}
@@ -85,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="JSON output (default: <checkpoint>/eval_<env>.json when it is a folder)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--parity", choices=PARITY_MODES, default="auto",
+                        help="prompts and env settings: the OPID reference's or ours (auto: ours for a tiny-policy "
+                             "checkpoint, the reference's for any other model)")
     args = parser.parse_args(argv)
     with reported_errors(parser.prog, debugging(args)):
         run(job_from_args(args), progress=not args.no_progress)

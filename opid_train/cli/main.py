@@ -36,6 +36,7 @@ from opid_train.config import (EvalConfig, TrainConfig, WarmstartConfig, add_con
                                validate)
 from opid_train.evaluate import evaluate, paired_comparison, summarize
 from opid_train.policy.presets import hf_policy
+from opid_train.presets import agent_config_for, resolve_parity
 from opid_train.rollout import make_pool
 
 
@@ -98,7 +99,9 @@ def compare(cfg: TrainConfig, run_dir: Path) -> dict:
         stored = json.loads(path.read_text())
         if isinstance(stored, dict) and stored.get("key") == key:
             return stored["results"]
-    pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers)
+    cfg = resolve_parity(cfg)  # the same prompts and env settings as training
+    pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers,
+                     agent_config_for(cfg))
     results: dict = {}
     try:
         for name in ("initial", "final"):

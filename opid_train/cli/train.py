@@ -33,6 +33,7 @@ from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, load_newest_checkpoint, make_batch
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
+from opid_train.presets import agent_config_for, resolve_parity
 from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
 from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
 
@@ -142,7 +143,7 @@ def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[
 def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> Path:
     """Run (or resume) one training run; returns its run folder. A fresh start (no `resume`) in a
     folder that holds a run raises ConfigError unless `overwrite`."""
-    validate(cfg)
+    cfg = validate(resolve_parity(cfg))  # the reference's or our prompts, env text and advantage, recorded in config.yaml
     run_dir = cfg.resolved_run_dir()
     if not resume:
         claim_run_folder(run_dir, overwrite)
@@ -157,7 +158,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     # room for a rollout group and for the evaluation's samples of one task (an env whose optional
     # package is missing fails here, before the run folder is written)
     envs = max(cfg.tasks_per_update * cfg.group_size, 1 if cfg.eval.greedy else cfg.eval.samples)
-    pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers)
+    pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers, agent_config_for(cfg))
     try:
         record_run(run_dir, cfg)
         if resumed is not None:

@@ -1,7 +1,9 @@
 """SearchQAEnv: the contract, the Search-R1 action rule, scoring, determinism and the oracle."""
 
 import importlib.util
+import json
 import random
+import re
 
 import gymnasium as gym
 import pytest
@@ -9,7 +11,9 @@ from gymnasium.utils.env_checker import check_env
 
 import opid_envs  # noqa: F401  (registers OPID/SearchQA-v0)
 from opid_envs.core import check_contract_info
-from opid_envs.searchqa.env import SearchQAEnv
+from opid_envs.searchqa.corpus import Document
+from opid_envs.searchqa.env import SearchQAEnv, format_hits
+from opid_envs.searchqa.retrieval import Hit
 from opid_envs.searchqa.scoring import exact_match, f1_score, normalize_answer
 
 
@@ -33,11 +37,10 @@ def test_contract_info_on_reset_and_steps(env):
     assert obs == f"Question: {info['task']}"
     obs, reward, terminated, truncated, info = env.step(env.expert_action())
     check_contract_info(info, after_step=True)
-    assert obs.startswith("<information>Doc 1: (Title: ") and obs.endswith("\n</information>")
+    assert obs.startswith('<information>Doc 1(Title: "') and obs.endswith("</information>")  # Search-R1's text
     assert info["action_valid"] and reward == 0.0 and not terminated and info["searches"] == 1
     obs, *_ = env.step("<search> founded river city </search>")  # many matches: exactly top-3 shown
-    assert [line.split(":")[0] for line in obs.split("\n")[:3]] == ["<information>Doc 1", "Doc 2", "Doc 3"]
-    assert "Doc 4" not in obs
+    assert re.findall(r"Doc (\d+)\(Title: ", obs) == ["1", "2", "3"]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -86,8 +89,8 @@ def test_empty_and_huge_queries_do_not_crash(env):
     assert not info["action_valid"]
     obs, _, _, _, info = env.step("<search> " + "Kroubei capital river " * 20_000 + "</search>")
     assert info["action_valid"] and obs.startswith("<information>")
-    obs, _, _, _, info = env.step("<search> zzqqxx </search>")
-    assert info["action_valid"] and "No document matches" in obs
+    obs, _, _, _, info = env.step("<search> zzqqxx </search>")  # no shared term: still topk, as Search-R1
+    assert info["action_valid"] and re.findall(r"Doc (\d+)\(Title: ", obs) == ["1", "2", "3"]
 
 
 def test_answer_scores_exact_match_and_reports_f1(env):
@@ -160,6 +163,37 @@ def test_agent_wrapper_passes_tagged_blocks():
     prompt, info = env.reset(seed=0, options={"split": "test", "task_id": 0})
     assert info["task"] in prompt
     prompt, _, _, _, info = env.step("<think>look it up</think><search> Pouva Observatory </search>")
-    assert info["action_valid"] and "Doc 1:" in prompt
+    assert info["action_valid"] and "Doc 1(Title: " in prompt
     _, _, _, _, info = env.step("no tags at all")
     assert not info["action_valid"]
+
+
+def _hit(title, text, score=1.0):
+    return Hit(0, score, Document(title, text))
+
+
+def test_result_formats_by_hand():
+    hits = [_hit("Kutho Workshop", "A forge in the hills."), _hit("Pouva", "An observatory.\nSecond line.")]
+    # Search-R1: Doc i(Title: <first line of "Title"\ntext>) <the rest>, newline-joined, stripped
+    assert format_hits(hits, "searchr1") == ('<information>Doc 1(Title: "Kutho Workshop") A forge in the hills.\n'
+                                            'Doc 2(Title: "Pouva") An observatory.\nSecond line.</information>')
+    # the OPID reference env: verl-agent's passages in a JSON object
+    text = format_hits(hits, "verl_agent")
+    assert text.startswith("<information>{") and text.endswith("}</information>")
+    assert json.loads(text[len("<information>"):-len("</information>")]) == {
+        "result": 'Doc 1: "Kutho Workshop"\nA forge in the hills.\nDoc 2: "Pouva"\nAn observatory.\nSecond line.\n'}
+    assert format_hits(hits, "compact") == ("<information>Doc 1: (Title: Kutho Workshop) A forge in the hills.\n"
+                                           "Doc 2: (Title: Pouva) An observatory.\nSecond line.\n</information>")
+    with pytest.raises(ValueError, match="result_format"):
+        format_hits(hits, "markdown")
+
+
+def test_compact_variant_drops_zero_score_hits():
+    env = gym.make("OPID/SearchQA-v0", result_format="compact", drop_zero_score_hits=True)
+    env.reset(seed=0, options={"split": "train", "task_id": 1})
+    obs, _, _, _, info = env.step("<search> zzqqxx </search>")
+    assert info["action_valid"] and "No document matches" in obs
+    obs, *_ = env.step("<search> founded river city </search>")
+    assert obs.startswith("<information>Doc 1: (Title: ")
+    with pytest.raises(ValueError, match="result_format"):
+        gym.make("OPID/SearchQA-v0", result_format="xml")

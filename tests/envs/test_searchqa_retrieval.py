@@ -45,7 +45,10 @@ def test_bm25_index_is_cached_on_disk_and_reloads_identically(data, tmp_path):
 
 def test_bm25_edge_cases(data):
     retriever = BM25Retriever(data.corpus, cache=False)
-    assert retriever.search("", 3) == [] and retriever.search("qqzzxx", 3) == []
+    # no shared term (or no term): still 3 documents, of score 0, as Search-R1's servers return topk
+    for query in ("", "qqzzxx"):
+        nothing = retriever.search(query, 3)
+        assert len(nothing) == 3 and all(h.score == 0 for h in nothing)
     assert len(retriever.search("river", 10_000)) <= len(data.corpus)
     assert retriever.batch_search([], 3) == []
     assert retriever.batch_search(["river", "Kroubei"], 3) == [retriever.search("river"), retriever.search("Kroubei")]

@@ -9,8 +9,8 @@ from rapidfuzz import fuzz  # noqa: E402
 from opid_envs.webshop.catalog import Product  # noqa: E402
 from opid_envs.webshop.goals import Goal  # noqa: E402
 from opid_envs.webshop.reward import (  # noqa: E402
-    attribute_matches, fallback_nouns, fuzzy_match, get_noun_finder, normalize_color, option_matches,
-    score_purchase, spacy_available, title_noun_overlap, type_reward,
+    attribute_matches, fallback_nouns, fuzzy_match, get_noun_finder, goal_option_strings, normalize_color,
+    option_matches, score_purchase, spacy_available, title_noun_overlap, type_reward, webshop_normalize_color,
 )
 
 LIPSTICK_PATH = "Beauty & Personal Care › Makeup › Lips › Lipstick"
@@ -54,16 +54,62 @@ def test_attribute_terms():
     assert attribute_matches(p, ["paraben free", "gluten free", "waterproof"]) == 2
 
 
-def test_option_terms_with_color_normalization():
+def test_option_terms_with_our_color_normalization():
     assert normalize_color("Bright Red") == "red"
     assert normalize_color("navy blue stripe") == "navy blue"  # the longest color wins
     assert normalize_color("x-large") == "x-large"  # not a color: unchanged
     # "bright red" vs "deep red" share only "red" (token_set_ratio ~55); normalized, both are "red".
     assert not fuzzy_match("bright red", "deep red")
-    assert option_matches(["deep red"], ["bright red"]) == 1
-    assert option_matches(["small"], ["large"]) == 0
-    assert option_matches(["deep red", "small"], ["bright red", "large"]) == 1
-    assert option_matches([], ["red"]) == 0
+    ours = {"option_match": "value", "color_normalization": "longest"}
+    assert option_matches(["deep red"], [("color", "bright red")], **ours) == 1
+    assert option_matches(["small"], [("size", "large")], **ours) == 0
+    assert option_matches(["deep red", "small"], [("color", "bright red"), ("size", "large")], **ours) == 1
+    assert option_matches([], [("color", "red")], **ours) == 0
+
+
+def test_webshop_color_normalization_is_its_alphabetical_scan():
+    # the first color of WebShop's list that the string contains: "blue" comes before "light" and "navy"
+    assert webshop_normalize_color("light blue") == webshop_normalize_color("navy blue") == "blue"
+    assert webshop_normalize_color("dark green") == "dark"
+    assert webshop_normalize_color("x-large") == "x-large"
+    # a human goal (options as values): "light blue" wanted, "navy blue" bought -> a match there, not in ours
+    assert option_matches(["navy blue"], [("", "light blue")]) == 1
+    assert option_matches(["navy blue"], [("", "light blue")], color_normalization="longest") == 0
+
+
+@pytest.mark.parametrize("bought, wanted", [("16 fl oz", ("size", "1 fl oz")), ("xx-large", ("size", "x-large"))])
+def test_synthetic_goal_options_are_matched_as_name_value_pairs(bought, wanted):
+    # WebShop iterates the goal's option dict: the goal option is the string "('size', '1 fl oz')"
+    # (token_set_ratio against "16 fl oz": 70, no match); by value alone "16 fl oz" vs "1 fl oz" is 93.
+    assert goal_option_strings([wanted]) == [str(wanted)]
+    assert option_matches([bought], [wanted]) == 0
+    assert option_matches([bought], [wanted], option_match="value") == 1
+    # an exact value still matches its pair: the pair's extra token is ignored by token_set_ratio
+    assert option_matches([wanted[1]], [wanted]) == 1
+    # the score: 1 attribute (matched) + 1 option + price, over 3
+    g = goal(options=(wanted,))
+    assert score_purchase(product(), g, [bought], fallback_nouns).value == pytest.approx(2 / 3)
+    assert score_purchase(product(), g, [bought], fallback_nouns, option_match="value").value == 1.0
+
+
+def test_a_pair_equal_to_a_color_normalizes_to_that_color():
+    # `color in (name, value)` in WebShop: the pair ("color", "blue") becomes "blue"; bought "navy blue"
+    # normalizes to "blue" too
+    assert goal_option_strings([("color", "blue")]) == ["blue"]
+    assert goal_option_strings([("color", "navy blue")]) == ["('color', 'navy blue')"]
+    assert option_matches(["navy blue"], [("color", "blue")]) == 1
+
+
+def test_fuzzy_match_drops_latin1_code_points_like_thefuzz():
+    # thefuzz's force_ascii removes code points 128-255 ("é") before comparing
+    assert fuzzy_match("résumé", "rsum")  # without the drop: "résumé" vs "rsum" scores 80
+
+
+def test_unknown_score_variant_is_a_clear_error():
+    with pytest.raises(ValueError, match="option_match"):
+        goal_option_strings([], option_match="name")
+    with pytest.raises(ValueError, match="color_normalization"):
+        goal_option_strings([], color_normalization="css")
 
 
 def test_price_term():

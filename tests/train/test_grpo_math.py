@@ -119,3 +119,74 @@ def test_traj_mean_weights_every_trajectory_equally():
     assert torch.equal(token_weights(batch, "token-mean"), batch.response_mask)
     with pytest.raises(ValueError, match="loss_agg"):
         token_weights(batch, "seq-sum")
+
+
+# -- the reference's statistics (verl_agent) against the formula, by hand -------------------------
+
+def _run(trajs, **grpo):
+    cfg = TrainConfig()
+    for key, value in {"outcome_advantage": "verl_agent", "normalize_std": True, "reward": "score",
+                       "reward_scale": 1.0, "invalid_format_penalty": 0.1, **grpo}.items():
+        setattr(cfg.grpo, key, value)
+    batch = make_batch(trajs)
+    GRPO(cfg).prepare(batch, PrepareContext(policy=None, template=PromptTemplate(), run_dir=None, update=0))
+    return batch.advantages[:, 0]  # every row's first token is a real one
+
+
+def _issue_case():
+    """The issue's 2 groups x 4 trajectories of 1-4 steps: group 0 scores [1, 0, 1, 0] with 1, 3, 2, 4
+    steps; group 1 scores [1, 0, 0, 0] with 1, 2, 3, 4 steps."""
+    group0 = [_traj(0, 0, 1.0, [True]), _traj(0, 1, 0.0, [True] * 3), _traj(0, 2, 1.0, [True] * 2),
+              _traj(0, 3, 0.0, [True] * 4)]
+    group1 = [_traj(1, 4 + i, float(i == 0), [True] * (i + 1)) for i in range(4)]
+    return group0 + group1
+
+
+def test_verl_agent_statistics_over_step_rows_issue_case():
+    adv = _run(_issue_case())
+    # group 0: 10 rows, 3 of them from won trajectories: mean 0.3, unbiased std sqrt(10 * 0.3 * 0.7 / 9)
+    std0 = math.sqrt(10 * 0.3 * 0.7 / 9)
+    won0, lost0 = 0.7 / (std0 + 1e-6), -0.3 / (std0 + 1e-6)
+    assert won0 == pytest.approx(1.449, abs=1e-3) and lost0 == pytest.approx(-0.621, abs=1e-3)  # the issue's figures
+    # group 1: 10 rows, 1 won: mean 0.1, unbiased std sqrt(10 * 0.1 * 0.9 / 9) = sqrt(0.1)
+    std1 = math.sqrt(0.1)
+    won1, lost1 = 0.9 / (std1 + 1e-6), -0.1 / (std1 + 1e-6)
+    expected = [won0] + [lost0] * 3 + [won0] * 2 + [lost0] * 4 + [won1] + [lost1] * 9
+    torch.testing.assert_close(adv, torch.tensor(expected), atol=1e-5, rtol=0)
+
+
+def test_per_trajectory_population_std_variant_on_the_issue_case():
+    adv = _run(_issue_case(), outcome_advantage="per_trajectory_population_std")
+    # group 0: [1, 0, 1, 0] -> mean 0.5, population std 0.5 -> +-1 whatever the lengths
+    # group 1: [1, 0, 0, 0] -> mean 0.25, population std sqrt(0.1875)
+    s = math.sqrt(0.1875)
+    expected = [1.0] + [-1.0] * 3 + [1.0] * 2 + [-1.0] * 4 + [0.75 / s] + [-0.25 / s] * 9
+    torch.testing.assert_close(adv, torch.tensor(expected), atol=1e-4, rtol=0)
+
+
+def test_verl_agent_group_of_one_row_keeps_its_score_and_one_trajectory_of_equal_rows_gets_zero():
+    adv = _run([_traj(0, 0, 1.0, [True]), _traj(1, 1, 1.0, [True, True])], reward_scale=10.0)
+    # group 0 has a single row: mean 0, std 1 -> 10 / (1 + 1e-6); group 1: two equal rows -> 0
+    torch.testing.assert_close(adv, torch.tensor([10 / (1 + 1e-6), 0.0, 0.0]))
+    ours = _run([_traj(0, 0, 1.0, [True]), _traj(1, 1, 1.0, [True, True])],
+                outcome_advantage="per_trajectory_population_std")
+    assert ours.abs().sum().item() == 0.0  # ours: a group of one trajectory has no signal
+
+
+def test_verl_agent_mean_norm_success_reward_and_penalty_inside_the_row_score():
+    # WebShop's reference setting: R = 10 * won (a partial score of 0.5 counts 0), mean only, and the
+    # format penalty is subtracted from the row's score before the group mean.
+    trajs = [_traj(0, 0, 1.0, [True, False]), _traj(0, 1, 0.5, [True])]
+    adv = _run(trajs, normalize_std=False, reward="success", reward_scale=10.0, invalid_format_penalty=0.1)
+    rows = torch.tensor([10.0, 10.0 - 0.1, 0.0])  # won, won but format-invalid, not won
+    torch.testing.assert_close(adv, rows - rows.mean())
+    # ours: the scores 1 and 0.5 themselves (mean 0.75: +-0.25), the penalty after the statistics
+    ours = _run(trajs, outcome_advantage="per_trajectory_population_std", normalize_std=False)
+    torch.testing.assert_close(ours, torch.tensor([0.25, 0.25 - 0.1, -0.25]))
+
+
+def test_unknown_outcome_advantage_or_reward_is_a_clear_error():
+    with pytest.raises(ValueError, match="outcome_advantage"):
+        _run(_issue_case(), outcome_advantage="per_group")
+    with pytest.raises(ValueError, match="grpo.reward"):
+        _run(_issue_case(), reward="won")

@@ -1,6 +1,7 @@
 """OPID's fused advantage against hand-computed tensors: masks, routing modes, schedule, shaping."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +11,7 @@ from opid_train.algorithms.config import AnalyzerConfig, GRPOConfig, OPIDConfig,
 from opid_train.algorithms.base import PrepareContext
 from opid_train.algorithms.opid import OPID, shape_teacher_term
 from opid_train.analyzers import Analysis
+from opid_train.presets import grpo_with_parity
 from opid_train.types import Batch, Step, Trajectory
 from wrappers.prompt import PromptContext, PromptTemplate
 from wrappers.skills import EPISODE_SKILL_HEADER, STEP_SKILL_HEADER
@@ -78,7 +80,8 @@ class FixedAnalyzer:
 
 
 def train_config(**opid):
-    return SimpleNamespace(grpo=GRPOConfig(normalize_std=False), analyzer=AnalyzerConfig(), opid=OPIDConfig(**opid),
+    return SimpleNamespace(grpo=grpo_with_parity(GRPOConfig(normalize_std=False), "ours"), analyzer=AnalyzerConfig(),
+                           opid=OPIDConfig(**opid),
                            sdar=SDARConfig())
 
 
@@ -167,8 +170,13 @@ def test_teacher_term_normalization_and_clipping():
     d = torch.tensor([[1.0, 3.0, 9.0], [5.0, 0.0, 0.0]])
     active = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     z = shape_teacher_term(d, active, normalize=True, clip=None)
-    # active values 1, 3, 5: mean 3, sample std 2
-    torch.testing.assert_close(z, torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), atol=1e-5, rtol=0)
+    # active values 1, 3, 5: mean 3, population std sqrt(8/3) (the reference's unbiased=False; the sample
+    # std, 2, would give -1 / +1)
+    s = math.sqrt(8 / 3)
+    torch.testing.assert_close(z, torch.tensor([[-2 / s, 0.0, 0.0], [2 / s, 0.0, 0.0]]), atol=1e-5, rtol=0)
+    # one active token: its std is 0, so the term is only centred (0), not divided by eps
+    one = shape_teacher_term(d, torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), normalize=True, clip=None)
+    assert one.abs().sum().item() == 0.0
     clipped = shape_teacher_term(d, active, normalize=False, clip=2.0)
     torch.testing.assert_close(clipped, torch.tensor([[1.0, 2.0, 0.0], [2.0, 0.0, 0.0]]))
 

@@ -13,6 +13,7 @@ from opid_train.algorithms.sdar import SDAR
 from opid_train.analyzers import Analysis
 from opid_train.learner import make_batch
 from opid_train.policy.presets import TinyConfig, tiny_policy
+from opid_train.presets import grpo_with_parity
 from tests.train.test_opid_advantages import TEMPLATE, FixedAnalyzer, make_trajectory
 
 
@@ -48,7 +49,7 @@ def one_by_one(policy, batch, row, **skills):
 @pytest.mark.parametrize("chunk_rows", [None, 2])
 def test_fused_advantage_matches_one_by_one_scoring(policy_and_batch, chunk_rows):
     policy, batch, analyses, ctx = policy_and_batch
-    cfg = SimpleNamespace(grpo=GRPOConfig(), analyzer=AnalyzerConfig(), sdar=SDARConfig(),
+    cfg = SimpleNamespace(grpo=grpo_with_parity(GRPOConfig(), "ours"), analyzer=AnalyzerConfig(), sdar=SDARConfig(),
                           opid=OPIDConfig(w_ep=0.5, w_step=0.25, rescore_old=True, score_chunk_rows=chunk_rows))
     algo = OPID(cfg)
     algo.teacher.analyzer = FixedAnalyzer(analyses)
@@ -69,7 +70,8 @@ def test_fused_advantage_matches_one_by_one_scoring(policy_and_batch, chunk_rows
 
 def test_sdar_teacher_is_the_routed_prompt(policy_and_batch):
     policy, batch, analyses, ctx = policy_and_batch
-    algo = SDAR(SimpleNamespace(grpo=GRPOConfig(), analyzer=AnalyzerConfig(), opid=OPIDConfig(), sdar=SDARConfig()))
+    algo = SDAR(SimpleNamespace(grpo=grpo_with_parity(GRPOConfig(), "ours"), analyzer=AnalyzerConfig(), opid=OPIDConfig(),
+                                sdar=SDARConfig()))
     algo.teacher.analyzer = FixedAnalyzer(analyses)
     algo.prepare(batch, ctx)
     row = batch.rows.index((0, 2))

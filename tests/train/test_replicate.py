@@ -92,7 +92,7 @@ def test_a_run_folder_of_another_config_stops_the_study(replicate, tmp_path):
     assert replicate.default_run_root("OPID/ALFWorld-v0") == "runs/replicate"
     assert replicate.default_run_root("OPID/WebShop-v0") == "runs/replicate-webshop"
     webshop = replace(cfg, env="OPID/WebShop-v0", env_kwargs={})
-    with pytest.raises(SystemExit, match=r"holds a run of another config \(it differs in env, env_kwargs\)"):
+    with pytest.raises(SystemExit, match=r"holds a run of another config \(it differs in env, env_kwargs, prompt\)"):
         replicate.run(webshop, tmp_path / "opid", train_missing=False)
     with pytest.raises(SystemExit, match=r"differs in opid.w_ep, opid.w_step\)"):
         replicate.run(replicate.method_config(main_config(), VARIANT), tmp_path / "opid", train_missing=False)

@@ -73,6 +73,10 @@ def fails_in_one_line(capsys, entry, argv) -> str:
     (["--device", "tpu"], ["--device 'tpu'", "cpu"]),
     (["--algo", "opid", "--analyzer.backend", "local", "--analyzer.model", "/no/such"], ["--analyzer.model '/no/such'"]),
     (["--opid.start_update", "3", "--opid.stop_update", "2"], ["--opid.stop_update 2", "> --opid.start_update (3)"]),
+    (["--parity", "paper"], ["--parity 'paper'", "auto, reference, ours"]),
+    (["--prompt", "alfworld-fancy"], ["--prompt 'alfworld-fancy'", "alfworld-reference"]),
+    (["--grpo.outcome_advantage", "rloo"], ["--grpo.outcome_advantage 'rloo'", "verl_agent"]),
+    (["--history_k", "-1"], ["--history_k -1", "integer >= 0"]),
 ])
 def test_opid_train_rejects_a_bad_option_before_any_work(tmp_path, capsys, argv, expected):
     run_dir = tmp_path / "run"
