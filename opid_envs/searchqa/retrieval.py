@@ -271,7 +271,8 @@ class PyseriniRetriever(CorpusRetriever):
                         f.write(json.dumps({"id": str(i), "contents": doc.contents}) + "\n")
                 pyclass.autoclass("io.anserini.index.IndexCollection").main([
                     "-collection", "JsonCollection", "-input", str(out / "docs"), "-index", str(out / "lucene"),
-                    "-generator", "DefaultLuceneDocumentGenerator", "-threads", "1", "-storeRaw"])
+                    "-generator", "DefaultLuceneDocumentGenerator", "-threads", "1", "-storeRaw",
+                    *([] if progress else ["-quiet"])])
                 shutil.rmtree(out / "docs")
 
             _build_atomically(path, build)
@@ -280,6 +281,8 @@ class PyseriniRetriever(CorpusRetriever):
         self._lock = threading.Lock()
 
     def _top_k(self, queries, k):
+        # Java strings are UTF-16: a lone surrogate (which bm25s tolerates) would raise in the bridge
+        queries = [q.encode("utf-8", "replace").decode("utf-8") for q in queries]
         qids = [str(i) for i in range(len(queries))]
         with self._lock:
             found = self._searcher.batch_search(queries, qids, k=k, threads=1)
