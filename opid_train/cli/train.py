@@ -199,7 +199,27 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     return run_dir
 
 
+def split_backend(argv: list[str]) -> tuple[str, list[str]]:
+    """`--backend local|verl` (default local) and the other arguments."""
+    rest, backend, i = [], "local", 0
+    while i < len(argv):
+        if argv[i] == "--backend" and i + 1 < len(argv):
+            backend, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--backend="):
+            backend, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            rest, i = rest + [argv[i]], i + 1
+    if backend not in ("local", "verl"):
+        raise SystemExit(f"opid-train: unknown --backend {backend!r}; choose local or verl")
+    return backend, rest
+
+
 def main(argv: list[str] | None = None) -> None:
+    backend, argv = split_backend(list(sys.argv[1:] if argv is None else argv))
+    if backend == "verl":  # its own entry and config (presets + Hydra overrides); imported only here
+        from opid_train.verl.main import main as verl_main
+
+        return verl_main(argv)
     parser = argparse.ArgumentParser(prog="opid-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
