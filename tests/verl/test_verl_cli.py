@@ -58,13 +58,14 @@ def test_an_unknown_preset_lists_the_bundled_ones():
 
 def test_check_writes_the_task_files_the_dataset_reads(tmp_path):
     run_dir = tmp_path / "run"
-    opid_train(["--backend", "verl", "--preset", "alfworld", "--check", f"opid.env={EXPERT_ID}", "opid.env_kwargs={}",
+    opid_train(["--backend", "verl", "--preset", "alfworld", "--check", f"opid.env={EXPERT_ID}", "~opid.env_kwargs.level",
+                "opid.env_kwargs.max_steps=4",
                 f"opid.run_dir={run_dir}", "opid_rollout.eval_split=test", "opid_rollout.num_eval_tasks=2"])
     train = OpidTaskDataset(str(run_dir / "tasks" / "train.jsonl"))
     val = OpidTaskDataset([str(run_dir / "tasks" / "val.jsonl")])
     assert [r["task_id"] for r in train.rows] == [0, 1, 2, 3, 4] and len(val) == 2
     row = train[3]
     assert row["agent_name"] == "opid_env" and row["env_id"] == EXPERT_ID and row["task_id"] == 3
-    assert json.loads(row["env_kwargs"]) == {} and row["raw_prompt"][0]["role"] == "user"
+    assert json.loads(row["env_kwargs"]) == {"max_steps": 4} and row["raw_prompt"][0]["role"] == "user"
     saved = OmegaConf.load(run_dir / "verl_config.yaml")
     assert saved.trainer.v1.trainer_mode == "opid_sync" and saved.opid.env == EXPERT_ID
