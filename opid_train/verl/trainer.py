@@ -49,9 +49,9 @@ class ActorScorer:
             n = int(m.sum())
             prompts, responses = torch.tensor(p, dtype=torch.long), r[:n].long()
             input_ids = torch.cat([prompts, responses])
-            fields.append({"prompts": prompts, "responses": responses, "response_mask": torch.ones(n, dtype=torch.long),
-                           "input_ids": input_ids, "position_ids": torch.arange(len(input_ids)),
-                           "attention_mask": torch.ones(len(input_ids), dtype=torch.long)})
+            mask = torch.ones(n, dtype=torch.long)  # the fields verl's v1 agent-loop worker stores per row
+            fields.append({"prompts": prompts, "responses": responses, "response_mask": mask, "loss_mask": mask,
+                           "input_ids": input_ids, "position_ids": torch.arange(len(input_ids))})
         from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
         meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields))
@@ -113,7 +113,7 @@ class OpidTrainer(PPOTrainerSync):
         ctx = PrepareContext(policy=self.opid_scorer, template=self.opid_template,
                              run_dir=self.opid.resolved_run_dir(), update=self.global_steps - 1)
         advantages, opid_metrics, _ = compute_advantages(data, self.opid_algorithm, ctx)
-        metrics.update({f"opid/{k}" if "/" not in k else k: v for k, v in opid_metrics.items()})
+        metrics.update(opid_metrics)  # the local backend's metric names
         out = {"advantages": response_to_nested(advantages, response_mask),
                "returns": response_to_nested(advantages, response_mask)}
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
