@@ -60,7 +60,10 @@ class OpidEnvAgentLoop(AgentLoopBase):
         self.response_length = self.rollout_config.response_length
 
     async def encode(self, text: str) -> list[int]:
-        ids = await self.ct_build_initial_tokens([{"role": "user", "content": text}])
+        """verl's tokenization of a user turn (its Continuous Token builder), over-long prompts cut as the
+        local policy cuts them (verl's own cap would keep only the tail, dropping the task)."""
+        messages = [{"role": "user", "content": text}]
+        ids = await self.loop.run_in_executor(None, self.continuous_token_builder.build_initial_tokens, messages)
         return keep_head_and_tail(ids, self.prompt_length)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> list[AgentLoopOutput]:

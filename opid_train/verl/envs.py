@@ -25,11 +25,13 @@ class EnvSlots:
         self.pool = make_pool(env_id, size, env_kwargs, workers)
         self.template = self.pool.config.template
         self.workers = workers
-        # a worker process answers one request at a time over its pipe
-        self._locks = [threading.Lock() for _ in range(max(1, workers))]
+        # a worker process answers one request at a time over its pipe; envs in this process need no lock
+        self._locks = [threading.Lock() for _ in range(workers)]
         self._free: asyncio.Queue[int] | None = None
 
     def _call(self, method: str, slot: int, *args) -> EnvResult:
+        if not self._locks:
+            return getattr(self.pool, method)([slot], *[[a] for a in args])[0]
         with self._locks[slot % len(self._locks)]:
             return getattr(self.pool, method)([slot], *[[a] for a in args])[0]
 

@@ -41,12 +41,12 @@ class TinyServer:
         if self.on_call:
             self.on_call(self.calls)
         temperature = float(sampling_params.get("temperature", 1.0))
-        ids = list(prompt_ids)
         out, logps = [], []
         model = self.policy.model
         with torch.no_grad():
+            step = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
             for _ in range(int(sampling_params["max_tokens"])):
-                logits = model(input_ids=torch.tensor([ids + out])).logits[0, -1].float()
+                logits = step.logits[0, -1].float()
                 if temperature <= 0:
                     logp = torch.log_softmax(logits, -1)
                     token = int(logp.argmax())
@@ -57,6 +57,7 @@ class TinyServer:
                 logps.append(float(logp[token]))
                 if token in self.policy.eos_ids:
                     break
+                step = model(input_ids=torch.tensor([[token]]), use_cache=True, **self.policy._cache_kwargs(step))
         await asyncio.sleep(0)  # a real server answers asynchronously
         return TokenOutput(token_ids=out, log_probs=logps if sampling_params.get("logprobs") else None)
 
@@ -79,7 +80,7 @@ def verl_config(overrides: list[str] | None = None):
     """The ALFWorld preset composed with verl's ppo_trainer, sized for the CPU tests."""
     from opid_train.verl.config import compose_preset
 
-    cfg, _, _ = compose_preset("alfworld", ["data.max_prompt_length=1024", "data.max_response_length=12",
+    cfg, _, _ = compose_preset("alfworld", ["data.max_prompt_length=768", "data.max_response_length=8",
                                             "trainer.n_gpus_per_node=1", "opid_rollout.env_workers=0",
                                             "opid_rollout.env_slots=8", *(overrides or [])])
     return cfg

@@ -10,6 +10,7 @@ import gymnasium as gym
 import pytest
 
 from opid_train.rollout import derive_seed, make_env
+from opid_train.verl.agent_loop import keep_head_and_tail
 from opid_train.verl.envs import close_all
 from tests.toy_env import KeyDoorEnv
 from tests.train.toy_expert import EXPERT_ID
@@ -42,7 +43,7 @@ def play(policy, config, env_id, env_kwargs, task_id=0, sessions=(0, 1), split="
         close_all()
 
 
-def check_episode(outputs, env_id, env_kwargs, session, policy, split="train", task_id=0):
+def check_episode(outputs, env_id, env_kwargs, session, policy, prompt_length, split="train", task_id=0):
     """Each output is one step; replaying its responses through the local backend's env stack gives the
     same prompts, rewards and validity, and the prompt tokens are the local policy's."""
     env = make_env(env_id, agent_config(env_id), env_kwargs)
@@ -50,7 +51,7 @@ def check_episode(outputs, env_id, env_kwargs, session, policy, split="train", t
     for t, out in enumerate(outputs):
         rec = out.extra_fields["opid"]
         assert rec["t"] == t and rec["prompt"] == prompt
-        assert out.prompt_ids == policy.encode_prompt(prompt)
+        assert out.prompt_ids == keep_head_and_tail(policy.encode_prompt(prompt), prompt_length)
         assert out.response_mask == [1] * len(out.response_ids) and len(out.response_logprobs) == len(out.response_ids)
         assert rec["response"] == policy.tokenizer.decode(out.response_ids, skip_special_tokens=True)
         prompt, reward, terminated, truncated, info = env.step(rec["response"])
@@ -80,14 +81,16 @@ def test_agent_loop_plays_every_env_one_row_per_step(name, tiny_policy, request)
     if name == "webshop":
         pytest.importorskip("bm25s")
     split = "test" if name == "webshop" else "train"
-    episodes = play(tiny_policy, verl_config(), env_id, env_kwargs, split=split)
+    config = verl_config()
+    episodes = play(tiny_policy, config, env_id, env_kwargs, split=split)
     for session, outputs in enumerate(episodes):
         assert outputs and all(isinstance(o, AgentLoopOutput) for o in outputs)
-        check_episode(outputs, env_id, env_kwargs, session, tiny_policy, split=split)
+        check_episode(outputs, env_id, env_kwargs, session, tiny_policy, config.data.max_prompt_length, split=split)
         row = outputs[0].as_dict()  # verl's own conversion to a training row
         assert row["responses"].tolist() == outputs[0].response_ids and row["rm_scores"][-1] == outputs[0].reward_score
 
 
+@pytest.mark.slow
 def test_history_window_comes_from_the_preset(tiny_policy):
     (outputs,) = play(tiny_policy, verl_config(["opid_rollout.history_k=1"]), EXPERT_ID, {"max_steps": 4}, sessions=(0,))
     assert len(outputs) >= 3
@@ -133,6 +136,7 @@ def test_a_blocking_env_step_does_not_stall_other_episodes(tiny_policy):
     assert len(a) >= 1 and len(b) >= 2
 
 
+@pytest.mark.slow
 def test_env_processes_play_the_same_episodes_as_threads(tiny_policy):
     episodes = {}
     for workers in (0, 2):
