@@ -51,7 +51,7 @@ class OpidRollout:
 
     history_k: int | None = None  # prompt window (steps of history); None: the env's agent config
     env_slots: int = 64  # envs per agent-loop worker (episodes beyond wait for a free one)
-    env_workers: int = 0  # env processes per agent-loop worker; 0: envs step in threads of the worker
+    env_workers: int = 0  # env processes per agent-loop worker; 0: envs step in threads (thread-safe envs only)
     max_turns: int | None = None  # stop an episode after this many steps (None: the env's own limit)
     num_train_tasks: int | None = None  # task ids spread over the split for the task file (None: all)
     eval_split: str | None = "valid_seen"  # tasks of the validation file (None: no validation file)
@@ -92,7 +92,7 @@ def compose_preset(preset: str | Path, overrides: list[str] | None = None):
     data = OmegaConf.to_container(cfg, resolve=False)
     train = opid_config(dict(data.get("opid") or {}))
     rollout = rollout_options(data.get("opid_rollout"))
-    check_agreement(cfg, train)
+    check_agreement(cfg, train, rollout)
     validate_with_verl(cfg)
     return cfg, train, rollout
 
@@ -118,10 +118,18 @@ def resolve_preset(preset: str | Path) -> Path:
     return path.resolve()
 
 
-def check_agreement(cfg, train: TrainConfig) -> None:
+# Envs whose instances cannot step in parallel threads of one process: ALFWorld's game parser (TatSu)
+# keeps global state, and two games loading at once corrupt it.
+THREAD_UNSAFE_ENVS = {"OPID/ALFWorld-v0"}
+
+
+def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None) -> None:
     """What both halves must agree on, checked before any GPU is asked for."""
     rollout = cfg.actor_rollout_ref.rollout
     problems = []
+    if options is not None and options.env_workers < 1 and train.env.split(":")[-1] in THREAD_UNSAFE_ENVS:
+        problems.append(f"{train.env} cannot step in threads (its game parser is not thread-safe): "
+                        "set opid_rollout.env_workers >= 1 (env processes)")
     if rollout.agent.default_agent_loop != AGENT_NAME:
         problems.append(f"actor_rollout_ref.rollout.agent.default_agent_loop must be {AGENT_NAME!r}")
     if (cfg.data.custom_cls.path, cfg.data.custom_cls.name) != DATASET_CLASS:

@@ -81,7 +81,8 @@ def verl_config(overrides: list[str] | None = None):
     from opid_train.verl.config import compose_preset
 
     cfg, _, _ = compose_preset("alfworld", ["data.max_prompt_length=768", "data.max_response_length=8",
-                                            "trainer.n_gpus_per_node=1", "opid_rollout.env_workers=0",
+                                            "trainer.n_gpus_per_node=1", "opid.env=OPIDTest/KeyDoorExpert-v0",
+                                            "~opid.env_kwargs.level", "opid_rollout.env_workers=0",
                                             "opid_rollout.env_slots=8", *(overrides or [])])
     return cfg
 

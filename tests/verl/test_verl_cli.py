@@ -47,6 +47,7 @@ def test_without_a_gpu_it_stops_with_one_line_naming_what_is_missing():
     ("actor_rollout_ref.rollout.n=1", "a GRPO group needs at least 2 rollouts"),
     ("data.train_batch_size=4", "verl rejects the config"),
     ("actor_rollout_ref.actor.no_such_key=1", "no_such_key"),
+    ("opid_rollout.env_workers=0", "cannot step in threads"),
 ])
 def test_config_mistakes_are_one_clear_error_before_any_work(override, expected):
     assert expected in error_of(["--backend=verl", "--preset", "alfworld", override])
@@ -69,3 +70,8 @@ def test_check_writes_the_task_files_the_dataset_reads(tmp_path):
     assert json.loads(row["env_kwargs"]) == {"max_steps": 4} and row["raw_prompt"][0]["role"] == "user"
     saved = OmegaConf.load(run_dir / "verl_config.yaml")
     assert saved.trainer.v1.trainer_mode == "opid_sync" and saved.opid.env == EXPERT_ID
+
+
+def test_an_unknown_backend_is_one_line():
+    with pytest.raises(SystemExit, match="unknown --backend 'gpu'; choose local or verl"):
+        opid_train(["--backend", "gpu", "--updates", "1"])
