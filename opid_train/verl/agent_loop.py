@@ -75,7 +75,7 @@ class OpidEnvAgentLoop(AgentLoopBase):
         params = {**sampling_params, "max_tokens": self.response_length}
         request_id = uuid4().hex  # one sticky session per episode (prefix caching across turns)
         with_history(env_id, self.history_k)
-        slots = shared_slots(env_id, env_kwargs, self.env_slots, self.env_workers)
+        slots = await shared_slots(env_id, env_kwargs, self.env_slots, self.env_workers)
 
         steps: list[tuple[Step, Any, float, float]] = []
         async with slots.episode() as env:

@@ -64,17 +64,21 @@ class _Episode:
         return await asyncio.get_running_loop().run_in_executor(None, self.slots._call, "step", self.slot, response)
 
 
-_SLOTS: dict[tuple, EnvSlots] = {}
+_SLOTS: dict[tuple, asyncio.Future] = {}
 
 
-def shared_slots(env_id: str, env_kwargs: dict[str, Any], size: int, workers: int) -> EnvSlots:
-    """One `EnvSlots` per (loop, env id, env kwargs) in this process, made on first use."""
-    key = (id(asyncio.get_running_loop()), env_id, json.dumps(env_kwargs, sort_keys=True), size, workers)
+async def shared_slots(env_id: str, env_kwargs: dict[str, Any], size: int, workers: int) -> EnvSlots:
+    """One `EnvSlots` per (loop, env id, env kwargs) in this process, made on first use in a thread (env
+    processes take seconds to start; the event loop keeps serving meanwhile)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), env_id, json.dumps(env_kwargs, sort_keys=True), size, workers)
     if key not in _SLOTS:
-        _SLOTS[key] = EnvSlots(env_id, size, env_kwargs, workers)
-    return _SLOTS[key]
+        _SLOTS[key] = loop.run_in_executor(None, EnvSlots, env_id, size, env_kwargs, workers)
+    return await _SLOTS[key]
 
 
 def close_all() -> None:
     while _SLOTS:
-        _SLOTS.popitem()[1].close()
+        future = _SLOTS.popitem()[1]
+        if future.done() and future.exception() is None:
+            future.result().close()

@@ -23,6 +23,7 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
 from opid_train.algorithms import PrepareContext, make_algorithm
+from opid_train.rollout import resolve_env_id
 from opid_train.verl.advantage import RECORD_KEY, compute_advantages
 from opid_train.verl.agent_loop import keep_head_and_tail, with_history
 from opid_train.verl.config import opid_config, rollout_options
@@ -91,7 +92,7 @@ class OpidTrainer(PPOTrainerSync):
         self.opid = opid_config(data["opid"])
         rollout = rollout_options(data.get("opid_rollout"))
         self.opid_algorithm = make_algorithm(self.opid.algo, self.opid)
-        self.opid_template = with_history(self.opid.env, rollout.history_k).template
+        self.opid_template = with_history(resolve_env_id(self.opid.env), rollout.history_k).template
         builder = create_continuous_token_builder(self.tokenizer)
         self.opid_scorer = ActorScorer(self, builder, self.config.actor_rollout_ref.rollout.prompt_length)
 
