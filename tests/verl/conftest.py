@@ -13,14 +13,12 @@ import os
 import pytest
 import torch
 
-pytest.importorskip("verl", reason="the verl backend's extra is not installed: pip install 'opid[verl]'")
-
-import tests.train.toy_expert  # noqa: E402,F401  (registers OPIDTest/KeyDoorExpert-v0)
-from opid_train.policy import load_policy  # noqa: E402
-from opid_train.policy.presets import TinyConfig  # noqa: E402
-from opid_train.rollout import EnvPool  # noqa: E402
-from opid_train.warmstart import collect_demos  # noqa: E402
-from tests.train.toy_expert import EXPERT_ID  # noqa: E402
+import tests.train.toy_expert  # noqa: F401  (registers OPIDTest/KeyDoorExpert-v0)
+from opid_train.policy import load_policy
+from opid_train.policy.presets import TinyConfig
+from opid_train.rollout import EnvPool
+from opid_train.warmstart import collect_demos
+from tests.train.toy_expert import EXPERT_ID
 
 TINY = TinyConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=400)
 

@@ -8,6 +8,9 @@ import random
 
 import numpy as np
 import pytest
+
+pytest.importorskip("verl.experimental.agent_loop", reason="the verl extra is not (fully) installed: pip install 'opid[verl]'")  # before the imports that need it
+
 import torch
 
 from opid_train.algorithms import PrepareContext, make_algorithm

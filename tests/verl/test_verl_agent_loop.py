@@ -9,6 +9,8 @@ import threading
 import gymnasium as gym
 import pytest
 
+pytest.importorskip("verl.experimental.agent_loop", reason="the verl extra is not (fully) installed: pip install 'opid[verl]'")  # before the imports that need it
+
 from opid_train.rollout import derive_seed, make_env
 from opid_train.verl.agent_loop import keep_head_and_tail
 from opid_train.verl.envs import close_all

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
+pytest.importorskip("verl.experimental.agent_loop", reason="the verl extra is not (fully) installed: pip install 'opid[verl]'")  # before the imports that need it
+
 from omegaconf import OmegaConf
 
 import tests.train.toy_expert  # noqa: F401

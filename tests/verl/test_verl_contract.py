@@ -3,9 +3,14 @@ says what changed and which opid file to adapt, instead of a run failing on a GP
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 
 import pytest
+
+if importlib.util.find_spec("verl") is None:  # with verl installed, a broken import fails here, loudly
+    pytest.skip("the verl extra is not installed: pip install 'opid[verl]'", allow_module_level=True)
 
 
 def params(fn) -> list[str]:
@@ -17,6 +22,16 @@ def require(condition: bool, what: str, where: str) -> None:
         import verl
 
         pytest.fail(f"verl {verl.__version__} changed {what}; adapt opid_train/verl/{where}", pytrace=False)
+
+
+@pytest.mark.parametrize("module", ["verl.experimental.agent_loop", "verl.trainer.ppo.v1", "verl.trainer.main_ppo",
+                                    "verl.workers.utils.padding", "transfer_queue"])
+def test_the_modules_the_adapter_uses_import(module):
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} does not import ({exc}): verl moved it, or the verl extra misses a dependency "
+                    f"(the Makefile's VERL_DEPS)", pytrace=False)
 
 
 def test_verl_version_is_the_pinned_minor():
