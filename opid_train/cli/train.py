@@ -226,7 +226,28 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     return run_dir
 
 
+def split_backend(argv: list[str]) -> tuple[str, list[str]]:
+    """`--backend local|verl` (default local) and the other arguments."""
+    rest, backend, i = [], "local", 0
+    while i < len(argv):
+        if argv[i] == "--backend" and i + 1 < len(argv):
+            backend, i = argv[i + 1], i + 2
+        elif argv[i].startswith("--backend="):
+            backend, i = argv[i].split("=", 1)[1], i + 1
+        else:
+            rest, i = rest + [argv[i]], i + 1
+    if backend not in ("local", "verl"):
+        print(f"opid-train: error: --backend {backend!r}: expected one of local, verl", file=sys.stderr)
+        raise SystemExit(2)
+    return backend, rest
+
+
 def main(argv: list[str] | None = None) -> None:
+    backend, argv = split_backend(list(sys.argv[1:] if argv is None else argv))
+    if backend == "verl":  # its own entry and config (presets + Hydra overrides); imported only here
+        from opid_train.verl.main import main as verl_main
+
+        return verl_main(argv)
     parser = ArgumentParser(prog="opid-train", description=__doc__)
     parser.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint that loads")
     parser.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run, removing its files")

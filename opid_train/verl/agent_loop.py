@@ -1,0 +1,117 @@
+"""The verl agent loop that plays an opid environment: one `AgentLoopOutput` per env step.
+
+verl's v1 trainer hands each dataset row (one task: env id, split, task id) to `run` once per
+rollout (`actor_rollout_ref.rollout.n` sessions). An episode is the local backend's collector loop
+for one env: the wrappers render the prompt (same history window, same parsing), the verl LLM server
+samples the response, the env steps in a thread or env process (`envs.EnvSlots`). Every step comes
+back as its own training row, as in verl-agent and the local learner; each row carries the
+episode's outcome score (verl's `rm_scores`) and, in `extra_fields["opid"]`, what the advantage
+step needs to rebuild the trajectory (observation, prompt pieces, action, validity, task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+from uuid import uuid4
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+
+import opid_envs  # noqa: F401  (registers the opid env ids in the agent-loop worker)
+from opid_train.rollout import derive_seed, resolve_env_id
+from opid_train.types import Step
+from opid_train.verl import AGENT_NAME
+from opid_train.verl.envs import shared_slots
+from opid_train.verl.records import step_to_record
+from wrappers import AgentConfig, agent_config, register_agent_config
+
+
+def keep_head_and_tail(ids: list[int], limit: int) -> list[int]:
+    """The local policy's rule for an over-long prompt: keep the task (head) and the current state (tail)."""
+    if len(ids) <= limit:
+        return ids
+    half = limit // 2
+    return ids[:half] + ids[-(limit - half):]
+
+
+def with_history(env_id: str, history_k: int | None) -> AgentConfig:
+    """The env's agent interface, its prompt window set to `history_k` steps when given."""
+    config = agent_config(env_id)
+    if history_k is not None and history_k != config.template.history_k:
+        config = AgentConfig(dataclasses.replace(config.template, history_k=int(history_k)), config.response_format)
+        register_agent_config(env_id, config)  # env pools (and their worker processes) build from the registry
+    return config
+
+
+@register(AGENT_NAME)
+class OpidEnvAgentLoop(AgentLoopBase):
+    """Plays one episode of the row's task; returns one output per step (verl v1 trainer)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        opts = self.config.get("opid_rollout", None) or {}
+        self.env_slots = int(opts.get("env_slots", 64))
+        self.env_workers = int(opts.get("env_workers", 0))
+        self.max_turns = opts.get("max_turns", None)
+        self.history_k = opts.get("history_k", None)
+        self.prompt_length = self.rollout_config.prompt_length
+        self.response_length = self.rollout_config.response_length
+
+    async def encode(self, text: str) -> list[int]:
+        """verl's tokenization of a user turn (its Continuous Token builder), over-long prompts cut as the
+        local policy cuts them (verl's own cap would keep only the tail, dropping the task)."""
+        messages = [{"role": "user", "content": text}]
+        ids = await self.loop.run_in_executor(None, self.continuous_token_builder.build_initial_tokens, messages)
+        return keep_head_and_tail(ids, self.prompt_length)
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs) -> list[AgentLoopOutput]:
+        env_id = resolve_env_id(str(kwargs["env_id"]))
+        env_kwargs = json.loads(kwargs.get("env_kwargs") or "{}")
+        session = int(kwargs.get("session_id", 0))
+        seed = derive_seed(int(kwargs.get("seed", 0)), session)
+        options = {"split": str(kwargs["split"]), "task_id": int(kwargs["task_id"])}
+        params = {**sampling_params, "max_tokens": self.response_length}
+        request_id = uuid4().hex  # one sticky session per episode (prefix caching across turns)
+        with_history(env_id, self.history_k)
+        slots = await shared_slots(env_id, env_kwargs, self.env_slots, self.env_workers)
+
+        steps: list[tuple[Step, Any, float, float]] = []
+        async with slots.episode() as env:
+            state = await env.reset(seed, options)
+            traj = {"env_id": env_id, "split": state.info["split"], "task": state.info["task"],
+                    "task_id": int(state.info["task_id"]), "task_type": str(state.info["task_type"]),
+                    "uid": str(kwargs.get("uid", "")), "session": session}
+            while not state.done and (self.max_turns is None or len(steps) < int(self.max_turns)):
+                prompt_ids = await self.encode(state.prompt)
+                t0 = time.perf_counter()
+                out = await self.server_manager.generate(request_id=request_id, prompt_ids=prompt_ids,
+                                                         sampling_params=params)
+                t1 = time.perf_counter()
+                response_ids = list(out.token_ids)[: self.response_length]
+                text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
+                result = await env.step(text)
+                step = Step(t=len(steps), observation=state.context.observation, context=state.context,
+                            prompt=state.prompt, response=text, action=result.info.get("action"),
+                            reward=float(result.reward), format_valid=bool(result.info.get("format_valid", True)),
+                            action_valid=bool(result.info.get("action_valid", True)), prompt_ids=prompt_ids,
+                            response_ids=response_ids, old_logprobs=list(out.log_probs or [])[: len(response_ids)])
+                steps.append((step, out, t1 - t0, time.perf_counter() - t1))
+                state = result
+        traj["score"] = float(state.reward) if state.done else 0.0
+        traj["won"] = bool(state.info.get("won", False)) if state.done else False
+        return [step_output(step, traj, out.num_preempted, gen_s, env_s) for step, out, gen_s, env_s in steps]
+
+
+def step_output(step: Step, traj: dict, num_preempted: int | None = None, generate_s: float = 0.0,
+                env_s: float = 0.0) -> AgentLoopOutput:
+    """One training row: the step's tokens, its episode's score as verl's reward, its record."""
+    return AgentLoopOutput(
+        prompt_ids=step.prompt_ids, response_ids=step.response_ids, response_mask=[1] * len(step.response_ids),
+        response_logprobs=step.old_logprobs or None, reward_score=traj["score"], num_turns=2,
+        metrics=AgentLoopMetrics(generate_sequences=generate_s, tool_calls=env_s,
+                                 num_preempted=-1 if num_preempted is None else num_preempted),
+        # reward_extra_info: verl's v1 worker copies it from the last output to the others
+        extra_fields={"opid": step_to_record(step, traj), "reward_extra_info": {}, "turn_scores": [], "tool_rewards": []},
+    )

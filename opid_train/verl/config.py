@@ -1,0 +1,152 @@
+"""Presets to verl configs: a preset is a Hydra config that extends verl's own `ppo_trainer`.
+
+    defaults: [ppo_trainer, _self_]        # verl's config files, found via hydra.searchpath
+    opid: {...}                            # the method: opid's TrainConfig keys (env, algo, opid, ...)
+    opid_rollout: {...}                    # the agent loop: history window, env slots and processes
+    actor_rollout_ref: ... data: ... trainer: ...   # verl's own keys, as in any verl recipe
+
+`compose_preset(path, overrides)` composes it with Hydra (command-line overrides last, verl's
+syntax), checks that the two halves agree, and returns the OmegaConf config and the opid
+`TrainConfig`. One source for each number: what verl runs (learning rate, KL, clip, group size,
+lengths, temperatures) is set in verl's keys only, and the `opid` section refuses those keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opid_train.config import TrainConfig, from_dict
+from opid_train.verl import AGENT_NAME
+
+PRESETS = Path(__file__).parent / "presets"
+DATASET_CLASS = ("pkg://opid_train.verl.dataset", "OpidTaskDataset")
+
+# TrainConfig keys that verl owns in this backend, and where to set them instead.
+VERL_OWNS = {
+    "lr": "actor_rollout_ref.actor.optim.lr",
+    "weight_decay": "actor_rollout_ref.actor.optim.weight_decay",
+    "group_size": "actor_rollout_ref.rollout.n",
+    "tasks_per_update": "data.train_batch_size",
+    "updates": "trainer.total_training_steps",
+    "temperature": "actor_rollout_ref.rollout.temperature",
+    "max_new_tokens": "data.max_response_length",
+    "ppo_epochs": "actor_rollout_ref.actor.ppo_epochs",
+    "minibatch_size": "actor_rollout_ref.actor.ppo_mini_batch_size",
+    "micro_batch_size": "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "max_grad_norm": "actor_rollout_ref.actor.grad_clip",
+    "policy": "actor_rollout_ref.model.path",
+    "init": "actor_rollout_ref.model.path",
+    "grpo.kl_coef": "actor_rollout_ref.actor.kl_loss_coef",
+    "grpo.clip_eps": "actor_rollout_ref.actor.clip_ratio",
+    "grpo.loss_agg": "actor_rollout_ref.actor.loss_agg_mode",
+    "env_workers": "opid_rollout.env_workers",
+}
+
+
+@dataclass
+class OpidRollout:
+    """The `opid_rollout` section: how the agent loop plays the envs."""
+
+    history_k: int | None = None  # prompt window (steps of history); None: the env's agent config
+    env_slots: int = 64  # envs per agent-loop worker (episodes beyond wait for a free one)
+    env_workers: int = 0  # env processes per agent-loop worker; 0: envs step in threads (thread-safe envs only)
+    max_turns: int | None = None  # stop an episode after this many steps (None: the env's own limit)
+    num_train_tasks: int | None = None  # task ids spread over the split for the task file (None: all)
+    eval_split: str | None = "valid_seen"  # tasks of the validation file (None: no validation file)
+    num_eval_tasks: int | None = 128
+
+
+def _dotted(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key in ("grpo", "opid", "sdar", "analyzer", "warmstart", "eval", "tiny"):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def opid_config(section: dict) -> TrainConfig:
+    """The preset's `opid` section as a TrainConfig, refusing keys verl owns here."""
+    owned = sorted(k for k in _dotted(section) if k in VERL_OWNS)
+    if owned:
+        raise ValueError("with --backend verl these are set in verl's keys: "
+                         + ", ".join(f"opid.{k} -> {VERL_OWNS[k]}" for k in owned))
+    return from_dict(TrainConfig, section, "opid.")
+
+
+def rollout_options(section: dict | None) -> OpidRollout:
+    return from_dict(OpidRollout, dict(section or {}), "opid_rollout.")
+
+
+def compose_preset(preset: str | Path, overrides: list[str] | None = None):
+    """(verl config, opid TrainConfig, OpidRollout) of a preset file or a bundled preset's name."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    path = resolve_preset(preset)
+    with initialize_config_dir(config_dir=str(path.parent), version_base=None):
+        cfg = compose(config_name=path.stem, overrides=list(overrides or []))
+    data = OmegaConf.to_container(cfg, resolve=False)
+    train = opid_config(dict(data.get("opid") or {}))
+    rollout = rollout_options(data.get("opid_rollout"))
+    check_agreement(cfg, train, rollout)
+    validate_with_verl(cfg)
+    return cfg, train, rollout
+
+
+def validate_with_verl(cfg) -> None:
+    """verl's own checks (batch sizes against GPUs, micro-batch settings, ...), as its entry point runs them."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    try:
+        validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    except (AssertionError, ValueError) as exc:
+        raise ValueError(f"verl rejects the config: {exc}") from None
+
+
+def resolve_preset(preset: str | Path) -> Path:
+    path = Path(preset)
+    if not path.suffix and not path.exists():
+        path = PRESETS / f"{preset}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise FileNotFoundError(f"no preset {preset!r}: give a YAML file or one of {names}")
+    return path.resolve()
+
+
+# Envs whose instances cannot step in parallel threads of one process: ALFWorld's game parser (TatSu)
+# keeps global state, and two games loading at once corrupt it.
+THREAD_UNSAFE_ENVS = {"OPID/ALFWorld-v0"}
+
+
+def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None) -> None:
+    """What both halves must agree on, checked before any GPU is asked for."""
+    rollout = cfg.actor_rollout_ref.rollout
+    problems = []
+    if options is not None and options.env_workers < 1 and train.env.split(":")[-1] in THREAD_UNSAFE_ENVS:
+        problems.append(f"{train.env} cannot step in threads (its game parser is not thread-safe): "
+                        "set opid_rollout.env_workers >= 1 (env processes)")
+    if rollout.agent.default_agent_loop != AGENT_NAME:
+        problems.append(f"actor_rollout_ref.rollout.agent.default_agent_loop must be {AGENT_NAME!r}")
+    if (cfg.data.custom_cls.path, cfg.data.custom_cls.name) != DATASET_CLASS:
+        problems.append(f"data.custom_cls must be path={DATASET_CLASS[0]}, name={DATASET_CLASS[1]}")
+    if not cfg.trainer.get("use_v1", True):
+        problems.append("trainer.use_v1 must be true (one training row per env step needs verl's v1 trainer)")
+    if cfg.algorithm.adv_estimator != "grpo":
+        problems.append("algorithm.adv_estimator must be 'grpo' (the outcome baseline opid's advantage step replaces)")
+    if int(rollout.n) < 2:
+        problems.append(f"actor_rollout_ref.rollout.n is {rollout.n}: a GRPO group needs at least 2 rollouts")
+    if train.algo not in ("grpo", "opid", "sdar"):
+        problems.append(f"opid.algo {train.algo!r} is not grpo, opid or sdar")
+    if train.algo == "sdar":
+        problems.append("opid.algo sdar: its gated loss inside verl's actor update is not wired yet; "
+                        "use the local backend for SDAR")
+    actor = cfg.actor_rollout_ref.actor
+    if actor.use_kl_loss and actor.kl_loss_type not in ("low_var_kl", "k3"):
+        problems.append(f"actor_rollout_ref.actor.kl_loss_type {actor.kl_loss_type!r}: opid's KL is low_var_kl")
+    if problems:
+        raise ValueError("preset does not fit the verl backend:\n  " + "\n  ".join(problems))

@@ -1,0 +1,136 @@
+"""verl's v1 synchronous trainer with opid's advantage step, and what it needs around it.
+
+`OpidTrainer._compute_advantage` replaces verl's GRPO estimator: it reads the update's step rows
+from verl's TransferQueue, runs `advantage.compute_advantages` (the shared algorithm core) and writes
+the advantages back, as verl's own step does. OPID's teacher term is one extra log-prob pass of the
+actor over the skill-augmented prompts (`ActorScorer`): the rows go into the TransferQueue under
+their own keys, `actor_rollout_wg.compute_log_prob` scores them like old_log_probs, and they are
+cleared again. In the step time it sits after old_log_prob/ref and before update_actor ("adv").
+
+Not run here: this class needs verl's GPU workers; the CPU tests cover the advantage step it calls
+(`tests/verl/test_verl_advantage.py`) and pin the verl signatures it relies on (test_verl_contract).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import transfer_queue as tq
+from tensordict import TensorDict
+from verl.protocol import DataProto
+from verl.trainer.ppo.v1.trainer_base import register_trainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.workers.utils.padding import response_from_nested, response_to_nested
+
+from opid_train.algorithms import PrepareContext, make_algorithm
+from opid_train.rollout import resolve_env_id
+from opid_train.verl.advantage import RECORD_KEY, compute_advantages
+from opid_train.verl.agent_loop import keep_head_and_tail, with_history
+from opid_train.verl.config import opid_config, rollout_options
+
+TRAINER_MODE = "opid_sync"
+
+
+class ActorScorer:
+    """The `ScoringPolicy` the algorithms ask for, on verl: prompts encoded as the agent loop encodes
+    them, responses scored by the actor workers (no gradient, the weights of this update's rollout)."""
+
+    def __init__(self, trainer, template_builder, prompt_length: int):
+        self.trainer, self.builder, self.prompt_length = trainer, template_builder, prompt_length
+        self.tokenizer = trainer.tokenizer
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return keep_head_and_tail(self.builder.build_initial_tokens([{"role": "user", "content": text}]),
+                                  self.prompt_length)
+
+    def score(self, prompt_ids, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        keys = [f"opid-teacher-{self.trainer.global_steps}-{i}" for i in range(len(prompt_ids))]
+        fields = []
+        for p, r, m in zip(prompt_ids, response_ids, response_mask):
+            n = int(m.sum())
+            prompts, responses = torch.tensor(p, dtype=torch.long), r[:n].long()
+            input_ids = torch.cat([prompts, responses])
+            mask = torch.ones(n, dtype=torch.long)  # the fields verl's v1 agent-loop worker stores per row
+            fields.append({"prompts": prompts, "responses": responses, "response_mask": mask, "loss_mask": mask,
+                           "input_ids": input_ids, "position_ids": torch.arange(len(input_ids))})
+        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+        meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields))
+        try:
+            meta.extra_info.update({"calculate_entropy": False, "compute_loss": False,
+                                    "temperature": self.trainer.config.actor_rollout_ref.rollout.temperature})
+            self.trainer.actor_rollout_wg.compute_log_prob(meta)
+            data = tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["log_probs", "response_mask"])
+            logp = response_from_nested(data["log_probs"], data["response_mask"]).to_padded_tensor(0.0)
+        finally:
+            tq.kv_clear(keys=keys, partition_id="train")
+        out = torch.zeros(response_mask.shape, dtype=torch.float32)
+        out[:, : logp.shape[1]] = logp[:, : out.shape[1]].float().cpu()
+        return out * response_mask
+
+
+def left_padded(right_padded: torch.Tensor, lengths: list[int], response_width: int) -> dict[str, torch.Tensor]:
+    """verl's padded layout of prompts (left-padded, with the attention mask over prompt + response)."""
+    width = right_padded.shape[1]
+    prompts = torch.zeros_like(right_padded)
+    attention = torch.zeros((len(lengths), width + response_width), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        prompts[i, width - n:] = right_padded[i, :n]
+        attention[i, width - n:width] = 1
+    return {"prompts": prompts, "attention_mask": attention}
+
+
+@register_trainer(TRAINER_MODE)
+class OpidTrainer(PPOTrainerSync):
+    """verl's synchronous trainer; its advantage step is opid's (GRPO, OPID or SDAR's advantage)."""
+
+    def _setup_opid(self):
+        from omegaconf import OmegaConf
+        from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
+
+        data = OmegaConf.to_container(self.config, resolve=True)
+        self.opid = opid_config(data["opid"])
+        rollout = rollout_options(data.get("opid_rollout"))
+        self.opid_algorithm = make_algorithm(self.opid.algo, self.opid)
+        self.opid_template = with_history(resolve_env_id(self.opid.env), rollout.history_k).template
+        builder = create_continuous_token_builder(self.tokenizer)
+        self.opid_scorer = ActorScorer(self, builder, self.config.actor_rollout_ref.rollout.prompt_length)
+
+    def _compute_advantage(self, batch, metrics: dict):
+        if not hasattr(self, "opid_algorithm"):
+            self._setup_opid()
+        fields = ["prompts", "responses", "response_mask", "old_log_probs", "extra_fields"]
+        raw = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        response_mask = raw["response_mask"]
+        extra = list(raw.pop("extra_fields"))
+        records = np.empty(len(extra), dtype=object)
+        records[:] = [(e or {}).get(RECORD_KEY) for e in extra]
+        lengths = raw["prompts"].offsets().diff().tolist()
+        tensors = raw.to_padded_tensor()
+        data = DataProto(batch=TensorDict({**left_padded(tensors["prompts"], lengths, tensors["responses"].shape[1]),
+                                           **{k: tensors[k] for k in ("responses", "response_mask", "old_log_probs")}},
+                                          batch_size=len(lengths)),
+                         non_tensor_batch={RECORD_KEY: records})
+        ctx = PrepareContext(policy=self.opid_scorer, template=self.opid_template,
+                             run_dir=self.opid.resolved_run_dir(), update=self.global_steps - 1)
+        advantages, opid_metrics, _ = compute_advantages(data, self.opid_algorithm, ctx)
+        metrics.update(opid_metrics)  # the local backend's metric names
+        out = {"advantages": response_to_nested(advantages, response_mask),
+               "returns": response_to_nested(advantages, response_mask)}
+        return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
+                               fields=TensorDict(out, batch_size=len(batch)))
+
+
+def task_runner():
+    """verl's v1 task runner (a Ray actor) that first imports this module in its own process, so the
+    `opid_sync` trainer is registered where verl looks it up."""
+    import ray
+    from verl.trainer.main_ppo import TaskRunnerV1
+
+    class OpidTaskRunner(TaskRunnerV1.__ray_metadata__.modified_class):
+        def run(self, config):
+            import opid_train.verl.trainer  # noqa: F401
+
+            return super().run(config)
+
+    return ray.remote(num_cpus=1)(OpidTaskRunner)
