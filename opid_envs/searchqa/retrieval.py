@@ -121,7 +121,14 @@ class BM25Retriever(CorpusRetriever):
             self._model = bm25s.BM25(k1=k1, b=b, method="lucene")
             self._model.index(ids, show_progress=progress)
             if out is not None:
-                self._model.save(out, show_progress=False)
+                # an index built from token ids has int vocabulary keys: the standard json writes them
+                # as strings (as load reads them back), orjson (bm25s uses it when installed) refuses
+                vocab = self._model.vocab_dict
+                self._model.vocab_dict = {str(key): value for key, value in vocab.items()}
+                try:
+                    self._model.save(out, show_progress=False)
+                finally:
+                    self._model.vocab_dict = vocab
                 self._tokenizer.save_vocab(out)
 
         _build_atomically(path, build) if cache else build(None)
