@@ -231,7 +231,7 @@ class TextEnv(gym.Env[str, str]):
                 admissible_actions=self._info.get("admissible_actions"),
             )
         else:
-            outcome = self._act(action)
+            outcome = self._act(clean_text(action))  # an env that echoes the action stays UTF-8 safe
         terminated = bool(outcome.done)
         truncated = not terminated and self._steps >= self.max_steps
         self._finished = terminated or truncated

@@ -15,7 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
-from opid_envs.core import tagged_blocks
+from opid_envs.core import clean_text, tagged_blocks
 
 MAX_RESPONSE_CHARS = 65_536  # parsing is linear in the length (`tagged_blocks`) and bounded by this
 _ANY_TAG = re.compile(r"</?[A-Za-z_]+>")
@@ -65,7 +65,7 @@ class TagFormat:
         tag, content = blocks[0]
         if _ANY_TAG.search(content):
             return ParsedResponse(None, f"tags nested inside <{tag}>", think)
-        content = " ".join(content.split())
+        content = " ".join(clean_text(content).split())  # a lone surrogate would poison the env and the prompt
         if not content:
             return ParsedResponse(None, f"the <{tag}> block is empty", think)
         return ParsedResponse(f"<{tag}> {content} </{tag}>" if self.keep_tag else content, None, think)
@@ -73,7 +73,7 @@ class TagFormat:
 
 def _single_block(text: str, tag: str) -> str | None:
     found = tagged_blocks(text, (tag,))[0]
-    return found[0][1].strip() if len(found) == 1 else None
+    return clean_text(found[0][1].strip()) if len(found) == 1 else None
 
 
 ACTION_FORMAT = TagFormat(
