@@ -8,7 +8,7 @@ GET  /health    {"status": "ok", "backend": ..., "documents": N}
 Binds 127.0.0.1 unless told otherwise. Every bad request gets a 4xx with a one-line JSON error:
 400 malformed JSON (invalid, nested too deeply, a number too long), fields or Content-Length,
 411 no Content-Length, 413 body or batch too large, 404/405 wrong path or method, and the
-standard library's own 400/414/431/501 for a broken request line or headers. A failing search
+standard library's own 400/414/431 (and 405 for an unknown method) for a broken request line or headers. A failing search
 answers 500 and the server keeps serving. A client that hangs up costs one log line, not a
 traceback. The listen backlog (128) holds the connections of many clients opening at once.
 
@@ -75,6 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code, message=None, explain=None):
         """The standard library's errors (bad request line, headers) as one-line JSON, like ours."""
         self.close_connection = True
+        if code == 501:  # an unknown method is the client's error
+            code, message = 405, f"unsupported method {self.command[:20]!r}; use GET or POST"
         try:
             self._send(code, {"error": " ".join(str(message or self.responses.get(code, ("error",))[0]).split())})
         except OSError:

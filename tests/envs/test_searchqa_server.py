@@ -184,7 +184,7 @@ def post_bytes(body: bytes, length: bytes | None = None) -> bytes:
     ("not HTTP", b"\x00\x01garbage\r\n\r\n", 400),
     ("request line too long", b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
     ("too many headers", b"GET /health HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
-    ("unknown method", b"BREW /retrieve HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    ("unknown method", b"BREW /retrieve HTTP/1.1\r\nHost: x\r\n\r\n", 405),
 ])
 def test_every_malformed_request_gets_a_one_line_answer(server, name, data, status):
     got, payload = raw_exchange(server, data)
