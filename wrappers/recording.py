@@ -1,7 +1,8 @@
 """Trajectory recording: one JSON line per step, read back into the same `StepRecord`s.
 
 Any str is recorded exactly: a lone surrogate (which UTF-8 cannot hold) is written as its JSON
-escape (`\\ud800`), so the file stays valid UTF-8 and reads back to the same string. A line that
+escape (`\\ud800`), so the file stays valid UTF-8 and reads back to the same string (a high and
+a low surrogate side by side read back as the one character they encode, as in UTF-16). A line that
 cannot be written (a full disk) is kept and written with the next step; the step's result always
 reaches the caller.
 """
