@@ -40,6 +40,7 @@ import threading
 import time
 import traceback
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,12 +63,14 @@ class Drill:
     lost: int = 0
     lost_unit: str = ""
     seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def check(self, ok: bool, what: str, lost: int = 0) -> bool:
-        self.cases += 1
-        self.lost += lost
-        if not ok:
-            self.failures.append(what)
+        with self.lock:  # cases of one class may run in threads
+            self.cases += 1
+            self.lost += lost
+            if not ok:
+                self.failures.append(what)
         return ok
 
 
@@ -409,7 +412,7 @@ def drill_resume(d: Drill, work: Path, cache: Path) -> None:
     from safetensors.torch import load_file
 
     d.lost_unit = "lines/ckpts"
-    args = ["--updates", "3", "--lr", "1e-2"]
+    args = ["--updates", "2", "--lr", "1e-2"]
     straight, killed = work / "straight", work / "killed"
     uninterrupted = subprocess.Popen(train_cmd(straight, *args), cwd=ROOT, env=environ(cache),
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -422,7 +425,7 @@ def drill_resume(d: Drill, work: Path, cache: Path) -> None:
     victim.wait()
     resumed = run(train_cmd(killed, *args, "--resume"), cache)
     _, err = uninterrupted.communicate(timeout=300)
-    final = lambda r: r / "checkpoints" / "update_00003" / "model" / "model.safetensors"  # noqa: E731
+    final = lambda r: r / "checkpoints" / "update_00002" / "model" / "model.safetensors"  # noqa: E731
     same = False
     if resumed.returncode == 0 and uninterrupted.returncode == 0 and final(straight).exists() and final(killed).exists():
         a, b = load_file(str(final(straight))), load_file(str(final(killed)))
@@ -442,7 +445,7 @@ def drill_resume(d: Drill, work: Path, cache: Path) -> None:
         shutil.copytree(straight, run_dir)
         prepare(run_dir)
         before_lines, before = lines(run_dir), ckpts(run_dir)
-        proc = run(train_cmd(run_dir, *extra), cache)
+        proc = run(train_cmd(run_dir, *extra), cache, timeout=240)
         lost = max(before_lines - lines(run_dir), 0) + len(set(before) - set(ckpts(run_dir)))
         ok = (proc.returncode == 0) == want_exit_zero and "Traceback" not in proc.stderr
         ok = ok and (not want_message or want_message in (proc.stdout + proc.stderr).lower())
@@ -457,10 +460,15 @@ def drill_resume(d: Drill, work: Path, cache: Path) -> None:
     if not (straight / "checkpoints" / "latest").exists():
         d.check(False, f"the uninterrupted run failed: {err.strip().splitlines()[-1:]}")
         return
-    case("truncated latest checkpoint", truncate_latest, ["--resume", "--updates", "4"], want_message="update_00002")
-    case("latest names a missing folder",
-         lambda r: (r / "checkpoints" / "latest").write_text("update_99999"), ["--resume", "--updates", "4"])
-    case("a new run in a used folder", lambda r: None, ["--updates", "1"], want_exit_zero=False)
+    with ThreadPoolExecutor(3) as pool:  # each is a training process; together they take the time of one
+        for f in [pool.submit(case, "truncated latest checkpoint", truncate_latest, ["--resume", "--updates", "3"],
+                              want_message="update_00001"),
+                  pool.submit(case, "latest names a missing folder",
+                              lambda r: (r / "checkpoints" / "latest").write_text("update_99999"),
+                              ["--resume", "--updates", "3"]),
+                  pool.submit(case, "a new run in a used folder", lambda r: None, ["--updates", "1"],
+                              want_exit_zero=False)]:
+            f.result()
 
 
 # -- 6. killed suite generation ------------------------------------------------------------------------------
@@ -472,16 +480,17 @@ def drill_generation(d: Drill, work: Path, cache: Path, kills: int = 3) -> None:
     temps = lambda: sorted(root.parent.glob(f".{root.name}.tmp-*"))  # noqa: E731
     writer = [sys.executable, "-m", "opid_envs.alfworld.generate", "--level", "medium"]
     for k in range(kills):
+        before = set(temps())
         proc = subprocess.Popen(writer, cwd=ROOT, env=environ(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
-        while not any((t / "json_2.1.1" / "valid_seen").exists() for t in temps()) and proc.poll() is None \
-                and time.monotonic() < deadline:
+        while not any((t / "json_2.1.1" / "valid_seen").exists() for t in set(temps()) - before) \
+                and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         if k == kills - 1 and proc.poll() is None:  # a live writer: a cleaner must leave its folder alone
-            live = [t for t in temps() if (t / "json_2.1.1").exists()]
+            live = [t for t in temps() if t not in before]
             with contextlib.suppress(AttributeError):
                 generate.clean_stale_temp(root)
-            d.check(all(t.exists() for t in live), "a live writer's folder survived a cleaning")
+            d.check(live and all(t.exists() for t in live), "a live writer's folder survives a cleaning")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     left_mb = sum(folder_mb(t) for t in temps())
@@ -495,6 +504,9 @@ def drill_generation(d: Drill, work: Path, cache: Path, kills: int = 3) -> None:
 
 
 # -- 7. bad configurations -------------------------------------------------------------------------------------
+CONFIG_TIMEOUT_S = 120  # a bad option must be refused before any work (an interpreter start); past this it was not
+
+
 def drill_configs(d: Drill, work: Path, cache: Path) -> None:
     d.lost_unit = "folders"
     good = work / "good"
@@ -519,16 +531,17 @@ def drill_configs(d: Drill, work: Path, cache: Path) -> None:
         "--opid.routing nope": ["--algo", "opid", "--opid.routing", "nope"],
         "--eval.splits nosuch": ["--eval.splits", "nosuch"],
     }
-    for name, extra in train_cases.items():
+    def train_case(name, extra):
         run_dir = work / "bad" / name.replace(" ", "_").replace("/", "_").strip("-")
         t0 = time.monotonic()
-        proc = run(train_cmd(run_dir, *extra), cache, timeout=240)
+        proc = run(train_cmd(run_dir, *extra), cache, timeout=CONFIG_TIMEOUT_S)
         took = time.monotonic() - t0
         written = [p.name for p in (run_dir / "initial", run_dir / "final", run_dir / "checkpoints") if p.exists()]
         lines = proc.stderr.strip().splitlines()
         ok = proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) <= 3 and not written
         d.check(ok, f"opid-train {name}: exit {proc.returncode}, {len(lines)} stderr lines, {took:.0f} s, "
                     f"wrote {written or 'nothing'}; {lines[-1][:90] if lines else ''}", lost=len(written))
+
     eval_base = [sys.executable, "-m", "opid_train.cli.eval", "--env", TOY, "--env_kwargs", '{"max_steps": 6}',
                  "--episodes", "1", "--no_progress"]
     eval_cases = {
@@ -536,13 +549,19 @@ def drill_configs(d: Drill, work: Path, cache: Path) -> None:
         "unknown split": ["--checkpoint", str(good / "final"), "--split", "nosuch"],
         "corrupt safetensors": ["--checkpoint", str(corrupt), "--split", "test"],
     }
-    for name, extra in eval_cases.items():
-        proc = run([*eval_base, *extra], cache, timeout=240)
+    def eval_case(name, extra):
+        proc = run([*eval_base, *extra], cache, timeout=CONFIG_TIMEOUT_S)
         lines = proc.stderr.strip().splitlines()
         named = name != "corrupt safetensors" or "corrupt-model" in proc.stderr
         ok = proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) <= 3 and named
         d.check(ok, f"opid-eval {name}: exit {proc.returncode}, {len(lines)} stderr lines; "
                     f"{lines[-1][:90] if lines else ''}")
+
+    with ThreadPoolExecutor(4) as pool:  # a rejected option costs an interpreter start; a late one, CONFIG_TIMEOUT_S
+        futures = [pool.submit(train_case, n, e) for n, e in train_cases.items()]
+        futures += [pool.submit(eval_case, n, e) for n, e in eval_cases.items()]
+        for f in futures:
+            f.result()
 
 
 # -- the table ------------------------------------------------------------------------------------------------------

@@ -243,3 +243,23 @@ def test_retry_after_forms():
     assert retry_after_s({"retry-after": "-5"}) == 0.0
     date = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
     assert 25 <= retry_after_s({"retry-after": date}) <= 31
+
+
+@pytest.mark.slow
+def test_training_goes_on_when_every_reply_is_malformed(server, tmp_path, monkeypatch):
+    """`opid-train --algo opid` against an endpoint that only sends HTML pages: counted failures, a finished run."""
+    from opid_train.cli.train import main
+
+    monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
+    run_dir = tmp_path / "run"
+    main(["--env", "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0", "--env_kwargs", '{"max_steps": 6}',
+          "--algo", "opid", "--updates", "1", "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6",
+          "--run_dir", str(run_dir), "--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
+          "--tiny.intermediate_size", "64", "--tiny.vocab_size", "300", "--progress", "false", "--tensorboard", "false",
+          "--warmstart.episodes", "2", "--warmstart.epochs", "1",
+          "--analyzer.backend", "openai", "--analyzer.model", "html", "--analyzer.api_key_env", "OPID_TEST_KEY",
+          "--analyzer.base_url", f"http://127.0.0.1:{server.server_port}/v1", "--analyzer.max_retries", "1",
+          "--analyzer.backoff_s", "0.01"])
+    metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["opid/failed_trajectories"] == 4 and metrics["opid/analysed_trajectories"] == 0
+    assert (run_dir / "final").exists() and server.calls["html"] == 4 * 2
