@@ -293,6 +293,28 @@ def hostile_responses(count: int, seed: int = 0) -> list[str]:
     return out
 
 
+STEP_DEADLINE_S = 5  # a step still running after this is stopped (a quadratic parser takes minutes per MB)
+
+
+class StepTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def step_deadline(seconds: int):
+    """Interrupt the block after `seconds` (SIGALRM; Python's regex engine checks for signals)."""
+    def interrupt(*_):
+        raise StepTimeout
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def env_kwargs(env_id: str, suite: Path) -> dict:
     return {"data_dir": str(suite)} if "ALFWorld" in env_id else {}
 
@@ -314,13 +336,17 @@ def drill_actions(d: Drill, work: Path, suite: Path) -> None:
             for name, action in cases:
                 t0 = time.perf_counter()
                 try:
-                    obs, reward, terminated, truncated, info = env.step(action)
+                    with step_deadline(STEP_DEADLINE_S):
+                        obs, reward, terminated, truncated, info = env.step(action)
                     took = time.perf_counter() - t0
                     obs.encode("utf-8")
                     reason = layer == "agent" or "ALFWorld" in env_id or info["action_valid"] or "Invalid action:" in obs
                     d.check(took < 1.0 and reason, f"{env_id} {layer}: {name} ({took:.2f} s)")
                     if terminated or truncated:
                         env.reset(seed=0)
+                except StepTimeout:
+                    d.check(False, f"{env_id} {layer}: {name} still running after {STEP_DEADLINE_S} s", lost=1)
+                    env.reset(seed=0)
                 except Exception as exc:  # noqa: BLE001
                     d.check(False, f"{env_id} {layer}: {name} raised {type(exc).__name__}: {exc}"[:160], lost=1)
                     env.reset(seed=0)
