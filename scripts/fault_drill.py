@@ -201,7 +201,7 @@ def drill_analyzer(d: Drill, work: Path, cache: Path) -> None:
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/v1"
     os.environ.setdefault("OPID_DRILL_KEY", "sk-drill")
-    ctx = PromptContext(task="open the door", history=(), observation="You see a key \udfff.",
+    ctx = PromptContext(task="open the door", history=(), observation="You see a key.",
                         admissible_actions=("take key",), step=0)
     step = Step(t=0, observation=ctx.observation, context=ctx, prompt="", response="<action>take key</action>",
                 action="take key", reward=1.0, format_valid=True, action_valid=True)
@@ -237,6 +237,13 @@ def drill_analyzer(d: Drill, work: Path, cache: Path) -> None:
             d.check(False, f"analyzer: {fault} (once) raised {type(exc).__name__}", lost=1)
         with contextlib.suppress(Exception):  # a cached success would hide the next fault
             shutil.rmtree(cache_dir)
+    try:  # an env that echoed a hostile action: a lone surrogate in what the analyzer reads
+        step.observation += " \udfff"
+        result = analyzer("good").analyze(trajectory)
+        d.check(result is not None, "analyzer: lone surrogate in the trajectory", lost=int(result is None))
+    except Exception as exc:  # noqa: BLE001
+        d.check(False, f"analyzer: lone surrogate in the trajectory raised {type(exc).__name__}", lost=1)
+    step.observation = "You see a key."
     try:
         result = analyzer("surrogate").analyze(trajectory)
         texts = [result.episode_summary, result.episode_skill, *result.step_skills.values()] if result else []
