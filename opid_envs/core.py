@@ -16,15 +16,56 @@ from __future__ import annotations
 
 import importlib
 import random
+import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+MAX_ACTION_CHARS = 1_000_000  # the action space's bound: a longer action is invalid without being read
 CONTRACT_INFO_KEYS = ("task", "task_id", "task_type", "split", "admissible_actions", "won")
 STEP_INFO_KEYS = CONTRACT_INFO_KEYS + ("action_valid",)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Text from outside (a model, an endpoint, a user) made safe for files, JSON and tokenizers.
+
+    Python's str can hold lone surrogates (e.g. from JSON's "\\ud800"), which no UTF-8 writer
+    or tokenizer accepts: they become U+FFFD. Everything else is kept. Linear in the length.
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
+@lru_cache(maxsize=None)
+def _tag_pattern(names: tuple[str, ...]) -> re.Pattern:
+    return re.compile(rf"<(/?)({'|'.join(map(re.escape, names))})>", flags=re.I)
+
+
+def tagged_blocks(text: str, names: tuple[str, ...]) -> tuple[list[tuple[str, str]], Counter, Counter]:
+    """The `<name>...</name>` blocks of a text and each tag's opening and closing counts, in one pass.
+
+    A block runs from an opening tag to the first closing tag of the same name; tags in between
+    are its content. Names come back lower-case. One scan over the tags, so the time is linear in
+    the text's length whatever its shape (a backreference regex rescans from every opening tag).
+    """
+    blocks, opens, closes = [], Counter(), Counter()
+    pending: tuple[str, int] | None = None  # the open block: (name, where its content starts)
+    for match in _tag_pattern(tuple(names)).finditer(text):
+        closing, name = match.group(1) == "/", match.group(2).lower()
+        (closes if closing else opens)[name] += 1
+        if pending is None and not closing:
+            pending = (name, match.end())
+        elif pending is not None and closing and name == pending[0]:
+            blocks.append((name, text[pending[1] : match.start()]))
+            pending = None
+    return blocks, opens, closes
 
 
 class MissingDependencyError(ImportError):
@@ -55,7 +96,7 @@ class TextSpace(gym.Space[str]):
 
     _SAMPLE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 []<>/.,:'-"
 
-    def __init__(self, max_length: int = 1_000_000, seed: int | None = None):
+    def __init__(self, max_length: int = MAX_ACTION_CHARS, seed: int | None = None):
         self.max_length = max_length
         super().__init__(shape=None, dtype=None, seed=seed)
 
@@ -107,8 +148,8 @@ class TextEnv(gym.Env[str, str]):
 
     Subclasses set `splits`, implement `num_tasks(split)`, `_start(split, task_id)` and
     `_act(action)`. The base class picks tasks, counts steps, truncates at `max_steps`, turns
-    non-string or empty actions into an invalid step with a clear message (so `_act` always
-    gets a non-empty str), and fills the contract's info
+    non-string, empty or over-long (> MAX_ACTION_CHARS) actions into an invalid step with a clear
+    message (so `_act` always gets a non-empty str of bounded length), and fills the contract's info
     keys. The reward is `Outcome.score` on the step that ends the task and 0 otherwise.
     """
 
@@ -180,16 +221,17 @@ class TextEnv(gym.Env[str, str]):
         if self._finished:
             raise RuntimeError("step() called on a finished episode; call reset() first")
         self._steps += 1
-        if not isinstance(action, str) or not action.strip():
-            why = "the action is empty" if isinstance(action, str) else (
-                f"expected a string, got {type(action).__name__}")
+        if not isinstance(action, str) or len(action) > MAX_ACTION_CHARS or not action.strip():
+            why = (f"expected a string, got {type(action).__name__}" if not isinstance(action, str) else
+                   f"the action is {len(action)} characters long; the limit is {MAX_ACTION_CHARS}"
+                   if len(action) > MAX_ACTION_CHARS else "the action is empty")
             outcome = Outcome(
                 observation=f"Invalid action: {why}. Nothing happens.",
                 valid=False,
                 admissible_actions=self._info.get("admissible_actions"),
             )
         else:
-            outcome = self._act(action)
+            outcome = self._act(clean_text(action))  # an env that echoes the action stays UTF-8 safe
         terminated = bool(outcome.done)
         truncated = not terminated and self._steps >= self.max_steps
         self._finished = terminated or truncated

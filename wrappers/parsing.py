@@ -15,7 +15,10 @@ from typing import Any
 
 import gymnasium as gym
 
-MAX_RESPONSE_CHARS = 65_536
+from opid_envs.core import clean_text, tagged_blocks
+
+MAX_RESPONSE_CHARS = 65_536  # parsing is linear in the length (`tagged_blocks`) and bounded by this
+_ANY_TAG = re.compile(r"</?[A-Za-z_]+>")
 
 
 @dataclass(frozen=True)
@@ -50,31 +53,27 @@ class TagFormat:
         if len(response) > MAX_RESPONSE_CHARS:
             return ParsedResponse(None, f"the response is too long ({len(response)} characters)")
         think = _single_block(response, "think")
-        blocks = []
+        blocks, opens, closes = tagged_blocks(response, self.tags)
         for tag in self.tags:
-            opens = len(re.findall(rf"<{tag}>", response, flags=re.I))
-            closes = len(re.findall(rf"</{tag}>", response, flags=re.I))
-            if opens != closes:
+            if opens[tag.lower()] != closes[tag.lower()]:
                 return ParsedResponse(None, f"unbalanced <{tag}> tags", think)
-            blocks += [(tag, m) for m in re.finditer(rf"<{tag}>(.*?)</{tag}>", response, flags=re.I | re.S)]
         wanted = " or ".join(f"<{t}>...</{t}>" for t in self.tags)
         if not blocks:
             return ParsedResponse(None, f"no {wanted} block found", think)
         if len(blocks) > 1:
             return ParsedResponse(None, f"expected exactly one {wanted} block, found {len(blocks)}", think)
-        tag, match = blocks[0]
-        content = match.group(1)
-        if re.search(r"</?[A-Za-z_]+>", content):
+        tag, content = blocks[0]
+        if _ANY_TAG.search(content):
             return ParsedResponse(None, f"tags nested inside <{tag}>", think)
-        content = " ".join(content.split())
+        content = " ".join(clean_text(content).split())  # a lone surrogate would poison the env and the prompt
         if not content:
             return ParsedResponse(None, f"the <{tag}> block is empty", think)
         return ParsedResponse(f"<{tag}> {content} </{tag}>" if self.keep_tag else content, None, think)
 
 
 def _single_block(text: str, tag: str) -> str | None:
-    found = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.I | re.S)
-    return found[0].strip() if len(found) == 1 else None
+    found = tagged_blocks(text, (tag,))[0]
+    return clean_text(found[0][1].strip()) if len(found) == 1 else None
 
 
 ACTION_FORMAT = TagFormat(

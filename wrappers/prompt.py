@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 
+from opid_envs.core import clean_text
 from wrappers.parsing import ACTION_FORMAT, TagFormat
 from wrappers.skills import inject_skills
 
@@ -97,7 +98,7 @@ class AgentPrompt(gym.Wrapper):
         observation, reward, terminated, truncated, info = self.env.step(response)
         action = info.get("action")
         if action is None:
-            action = response[:200] if isinstance(response, str) else repr(response)[:200]
+            action = clean_text(response[:200]) if isinstance(response, str) else repr(response)[:200]
         self.history.append((self._observation, action))
         return self._render(observation, info), reward, terminated, truncated, info
 

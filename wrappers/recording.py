@@ -1,14 +1,26 @@
-"""Trajectory recording: one JSON line per step, read back into the same `StepRecord`s."""
+"""Trajectory recording: one JSON line per step, read back into the same `StepRecord`s.
+
+Any str is recorded exactly: a lone surrogate (which UTF-8 cannot hold) is written as its JSON
+escape (`\\ud800`), so the file stays valid UTF-8 and reads back to the same string (a high and
+a low surrogate side by side read back as the one character they encode, as in UTF-16). A line that
+cannot be written (a full disk) is kept and written with the next step; the step's result always
+reaches the caller.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+log = logging.getLogger(__name__)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -39,6 +51,12 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def record_line(record: StepRecord) -> str:
+    """One JSON line, human-readable unicode kept; lone surrogates as JSON escapes (an exact round trip)."""
+    line = json.dumps(asdict(record), ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line) + "\n"
+
+
 def read_records(path: str | Path) -> list[StepRecord]:
     """Read a recording; a malformed line raises ValueError naming the file and line."""
     records = []
@@ -63,6 +81,7 @@ class RecordTrajectories(gym.Wrapper):
         self._episode = -1
         self._t = 0
         self._prompt = ""
+        self._unwritten: list[str] = []
 
     def reset(self, **kwargs):
         observation, info = self.env.reset(**kwargs)
@@ -84,8 +103,17 @@ class RecordTrajectories(gym.Wrapper):
             truncated=bool(truncated),
             info=_jsonable(info),
         )
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(asdict(record), ensure_ascii=False) + "\n")
+        self._unwritten.append(record_line(record))
+        self._flush()
         self._t += 1
         self._prompt = observation
         return observation, reward, terminated, truncated, info
+
+    def _flush(self) -> None:
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write("".join(self._unwritten))
+            self._unwritten.clear()
+        except OSError as error:
+            log.warning("could not write to %s (%s); %d step(s) kept to write with the next one",
+                        self.path, error, len(self._unwritten))

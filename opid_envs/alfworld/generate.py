@@ -15,6 +15,9 @@ The official games cannot be downloaded here (and often not elsewhere), so we wr
 Each game is drawn from its own seeded RNG (suite seed, split, index), so a suite is
 byte-identical for the same seed whatever order or subset is written. A suite is written into a
 temporary directory and renamed into place, so a killed run never leaves a half suite behind.
+The writer holds a lock on `<tmp>.lock` (made before the folder) while it writes: the next
+generation or `ensure_suite` removes the temporary folders whose lock is free (their writer was
+killed), never one still being written (`clean_stale_temp`).
 
 The planner's plan (`walkthrough`) costs 0.5-30 s per game here (most in ALFRED's large
 kitchens), hours for the thousands of games a first `gym.make` writes in ~20 s, so lazy
@@ -28,6 +31,7 @@ handcoded expert (`experts.py`) needs no stored plan.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +39,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -359,6 +364,59 @@ def suite_root(level: str, seed: int = 0, cache_dir: str | os.PathLike | None = 
     return base / "alfworld" / (level if seed == 0 else f"{level}-seed{seed}")
 
 
+LEGACY_TEMP_AGE_S = 600  # an unlocked leftover untouched this long is stale
+
+
+def _idle_for(folder: Path, seconds: float) -> bool:
+    """True when nothing under `folder` changed in the last `seconds` (stops at the first recent file)."""
+    recent = time.time() - seconds
+    for parent, _dirs, files in os.walk(folder):
+        for name in (parent, *(os.path.join(parent, f) for f in files)):
+            try:
+                if os.lstat(name).st_mtime > recent:
+                    return False
+            except OSError:
+                continue
+    return True
+
+
+def clean_stale_temp(root: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers of `root` left beside it; returns the folders removed.
+
+    `.<name>.tmp-*` folders whose `.lock` no process holds (a writer holds it from before it makes
+    the folder until the folder is renamed), and lockless ones (from before writers locked) and
+    `.<name>.old-*` ones (a replaced suite on its way out) idle for LEGACY_TEMP_AGE_S.
+    """
+    root = Path(root)
+    removed = []
+    if not root.parent.is_dir():
+        return removed
+    for folder in sorted(root.parent.glob(f".{root.name}.old-*")):
+        if _idle_for(folder, LEGACY_TEMP_AGE_S):  # not one a live writer is moving a suite into
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    for folder in sorted(root.parent.glob(f".{root.name}.tmp-*")):
+        if not folder.is_dir():
+            continue
+        lock_path = folder.with_name(folder.name + ".lock")
+        try:
+            lock = open(lock_path, "r+")
+        except FileNotFoundError:
+            if _idle_for(folder, LEGACY_TEMP_AGE_S):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+            continue
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            shutil.rmtree(folder, ignore_errors=True)
+            lock_path.unlink(missing_ok=True)  # while holding it: a second cleaner finds nothing to do
+            removed.append(folder)
+    return removed
+
+
 def _scenes(tables: SceneTables, split: str, task_type: str, level: Level) -> list[int]:
     scenes = tables.test_scenes if split == "valid_unseen" else tables.train_scenes
     if level.rooms == "easy6":
@@ -382,8 +440,13 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
     sampler = GameSampler(tables, lv)
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    clean_stale_temp(root)
+    # the lock exists (and is held) before the folder, so a cleaner never sees a live folder unlocked
+    lock_fd, lock_path = tempfile.mkstemp(prefix=f".{root.name}.tmp-", suffix=".lock", dir=root.parent)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    tmp = Path(lock_path[: -len(".lock")])
     try:
+        tmp.mkdir()
         shipped = shipped_walkthroughs(lv.name)
         seen_problems: set[str] = set()
         total, planned = sum(sizes[s] for s in SPLITS), 0
@@ -420,7 +483,6 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
         manifest = {"generator": "opid", "version": GENERATOR_VERSION, "level": lv.name, "seed": seed,
                     "sizes": {s: sizes[s] for s in SPLITS}, "walkthroughs": planned == total}
         (tmp / "opid_suite.json").write_text(json.dumps(manifest, indent=1))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any other
         if root.exists():  # a stale or foreign suite: move it aside, then replace it atomically
             old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
             os.replace(root, old / "suite")
@@ -428,6 +490,8 @@ def generate_suite(level: str | Level = "full", out_dir: str | os.PathLike | Non
         os.replace(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.unlink(lock_path)
+        os.close(lock_fd)
     return root
 
 
@@ -441,12 +505,11 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
 
 def ensure_suite(level: str = "full", seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Path:
     """The cached suite of a level, generated on first use (or when the generator changed)."""
-    import fcntl
-
     root = suite_root(level, seed, cache_dir)
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:  # one writer; others wait, then reuse
         fcntl.flock(lock, fcntl.LOCK_EX)
+        clean_stale_temp(root)
         manifest = read_manifest(root)
         if manifest is None or manifest.get("version") != GENERATOR_VERSION or manifest.get("level") != level:
             generate_suite(level, root, seed=seed)
@@ -554,6 +617,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)  # before any engine is created: fast-downward rewrites sys.argv
     sizes = {**LEVELS[args.level].sizes, **{s: getattr(args, s) for s in SPLITS if getattr(args, s) is not None}}
     root = Path(args.out) if args.out else suite_root(args.level, args.seed)
+    for folder in clean_stale_temp(root):
+        print(f"removed {folder}, left by a killed run", file=sys.stderr)
     manifest = read_manifest(root) or {}
     same = {"version": GENERATOR_VERSION, "level": args.level, "seed": args.seed, "sizes": sizes}
     if any(manifest.get(k) != v for k, v in same.items()):

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import string
 
-from opid_envs.core import Outcome, Task, TextEnv
+from opid_envs.core import Outcome, Task, TextEnv, tagged_blocks
 from opid_envs.searchqa.datasets import QADataset, QAItem, load_dataset
 from opid_envs.searchqa.retrieval import MAX_QUERY_CHARS, Hit, Retriever, make_retriever
 from opid_envs.searchqa.scoring import contains_answer, exact_match, f1_score, normalize_answer
 
 FORMAT_HINT = "Write exactly one <search> query </search> or <answer> answer </answer>."
-_BLOCK = re.compile(r"<(search|answer)>(.*?)</\1>", flags=re.I | re.S)
-_TAG = re.compile(r"</?(search|answer)>", flags=re.I)
 _shared_retrievers: dict[tuple[str, str, str], Retriever] = {}
 
 
@@ -36,16 +33,20 @@ def shared_retriever(backend: str, dataset: QADataset) -> Retriever:
 
 
 def parse_action(action: str) -> tuple[str | None, str, str | None]:
-    """(kind, content, error): kind is 'search' or 'answer', or None with the reason the action is invalid."""
-    blocks = _BLOCK.findall(action)
-    tags = _TAG.findall(action)
+    """(kind, content, error): kind is 'search' or 'answer', or None with the reason the action is invalid.
+
+    Linear in the action's length (one scan over the tags), so a hostile action costs no more than
+    reading it.
+    """
+    blocks, opens, closes = tagged_blocks(action, ("search", "answer"))
+    tags = sum(opens.values()) + sum(closes.values())
     if not tags:
         return None, "", "no <search> or <answer> block found"
-    if len(blocks) != 1 or len(tags) != 2:
+    if len(blocks) != 1 or tags != 2:
         if len(blocks) > 1:
             return None, "", f"expected exactly one <search> or <answer> block, found {len(blocks)}"
         return None, "", "unbalanced or nested <search>/<answer> tags"
-    kind, content = blocks[0][0].lower(), " ".join(blocks[0][1].split())
+    kind, content = blocks[0][0], " ".join(blocks[0][1].split())
     if not content:
         return None, "", f"the <{kind}> block is empty"
     return kind, content, None

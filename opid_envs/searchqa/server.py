@@ -5,9 +5,12 @@ POST /retrieve  {"queries": [str, ...] | "query": str, "topk": int, "return_scor
                 (without return_scores each entry is the document itself, as in Search-R1)
 GET  /health    {"status": "ok", "backend": ..., "documents": N}
 
-Binds 127.0.0.1 unless told otherwise. Bad requests get a 4xx with a JSON error: 400 malformed
-JSON or fields, 411 no Content-Length, 413 body or batch too large, 404/405 wrong path or method.
-A failing search answers 500 and the server keeps serving.
+Binds 127.0.0.1 unless told otherwise. Every bad request gets a 4xx with a one-line JSON error:
+400 malformed JSON (invalid, nested too deeply, a number too long), fields or Content-Length,
+411 no Content-Length, 413 body or batch too large, 404/405 wrong path or method, and the
+standard library's own 400/414/431 (and 405 for an unknown method) for a broken request line or headers. A failing search
+answers 500 and the server keeps serving. A client that hangs up costs one log line, not a
+traceback. The listen backlog (128) holds the connections of many clients opening at once.
 
     python -m opid_envs.searchqa.server --dataset synthetic --backend bm25 --port 8000
 """
@@ -16,12 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opid_envs.core import clean_text
 from opid_envs.searchqa.retrieval import MAX_QUERY_CHARS, Retriever
+
+log = logging.getLogger(__name__)
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() accepts "²", which int() refuses
 
 
 @dataclass
@@ -35,6 +45,7 @@ class ServerLimits:
 class _Handler(BaseHTTPRequestHandler):
     server: "RetrievalServer"
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # not 0.9: a garbled request line still gets a status line and headers
 
     def setup(self):
         self.timeout = self.server.limits.socket_timeout_s  # a stalled client cannot hold a thread forever
@@ -61,6 +72,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = self.close_connection or close
         self._send(status, {"error": message})
 
+    def send_error(self, code, message=None, explain=None):
+        """The standard library's errors (bad request line, headers) as one-line JSON, like ours."""
+        self.close_connection = True
+        if code == 501:  # an unknown method is the client's error
+            code, message = 405, f"unsupported method {self.command[:20]!r}; use GET or POST"
+        try:
+            self._send(code, {"error": " ".join(str(message or self.responses.get(code, ("error",))[0]).split())})
+        except OSError:
+            pass  # the client is gone
+
     def do_GET(self):
         if self.path == "/health":
             self._send(200, {"status": "ok", "backend": self.server.retriever.name,
@@ -68,30 +89,40 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path == "/retrieve":
             self._error(405, "use POST for /retrieve")
         else:
-            self._error(404, f"no such path {self.path!r}")
+            self._error(404, f"no such path {self.path[:200]!r}")
 
     def do_POST(self):
         if self.path != "/retrieve":
-            self._error(404, f"no such path {self.path!r}", close=True)
+            self._error(404, f"no such path {self.path[:200]!r}", close=True)
             return
         limits = self.server.limits
         length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
+        if length is None:
             self._error(411, "a Content-Length header is required", close=True)
             return
-        length = int(length)
+        if not _DIGITS.fullmatch(length.strip()):
+            self._error(400, f"Content-Length must be a byte count, got {length[:40]!r}", close=True)
+            return
+        length = int(length) if len(length.strip()) <= 18 else 1 << 62  # int() refuses 4,300+ digits
         if length > limits.max_body_bytes:
             self._drain(length)
             self._error(413, f"request body of {length} bytes exceeds the limit of {limits.max_body_bytes}", close=True)
             return
         try:
             body = self.rfile.read(length)
-            request = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            self._error(400, f"malformed JSON: {exc}")
-            return
-        except OSError:
+        except OSError:  # the client hung up or stalled past the socket timeout
             self.close_connection = True
+            return
+        if len(body) < length:  # the client hung up mid-body: nobody to answer
+            self.close_connection = True
+            return
+        try:
+            request = json.loads(body)
+        except RecursionError:
+            self._error(400, "malformed JSON: nested too deeply")
+            return
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number over Python's digit limit
+            self._error(400, f"malformed JSON: {' '.join(str(exc).split())[:200]}")
             return
         parsed = self._parse(request)
         if isinstance(parsed, tuple) and isinstance(parsed[0], int):
@@ -129,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
         return_scores = request.get("return_scores", False)
         if not isinstance(return_scores, bool):
             return 400, "'return_scores' must be true or false"
-        return [q[:MAX_QUERY_CHARS] for q in queries], topk, return_scores
+        return [clean_text(q[:MAX_QUERY_CHARS]) for q in queries], topk, return_scores
 
     def _drain(self, length: int) -> None:
         """Read (and drop) a too-large body, up to a bound, so the client gets to read the 413."""
@@ -148,6 +179,7 @@ class RetrievalServer(ThreadingHTTPServer):
     """A threaded server around one `Retriever`; `serve_in_background()` for tests and notebooks."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: the default 5 reset connections of 32 clients
 
     def __init__(self, retriever: Retriever, host: str = "127.0.0.1", port: int = 8000,
                  limits: ServerLimits | None = None, verbose: bool = False):
@@ -158,6 +190,15 @@ class RetrievalServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/retrieve"
+
+    def handle_error(self, request, client_address):
+        """One line per failed connection (a client that hung up is routine); the traceback only when verbose."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            log.debug("client %s: %s", client_address, error)
+        else:
+            log.error("request from %s failed: %s: %s", client_address, type(error).__name__, error,
+                      exc_info=self.verbose)
 
     def serve_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="retrieval-server", daemon=True)
@@ -179,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=ServerLimits.max_body_bytes)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         corpus = load_jsonl_corpus(args.corpus) if args.corpus else load_dataset(args.dataset).corpus
     except (OSError, ValueError) as exc:  # missing or malformed file, unknown dataset, missing data package

@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+from opid_envs.core import clean_text
 from opid_train.types import Trajectory
 
 PROMPT_VERSION = "opid-analyzer-v1"  # part of the cache key: change it when the prompt changes
@@ -26,6 +27,10 @@ class Analysis:
     episode_summary: str
     episode_skill: str
     step_skills: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self):  # text from a model or a file: safe for the cache, a tokenizer and skills.jsonl
+        self.episode_summary, self.episode_skill = clean_text(self.episode_summary), clean_text(self.episode_skill)
+        self.step_skills = {t: clean_text(s) for t, s in self.step_skills.items()}
 
     def to_json(self) -> dict:
         return {**asdict(self), "step_skills": {str(k): v for k, v in sorted(self.step_skills.items())}}
@@ -69,14 +74,14 @@ refer to objects and places, not to this episode's step numbers."""
 
 
 def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    text = " ".join(clean_text(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def build_messages(trajectory: Trajectory, max_step_skills: int, gamma: float, max_chars: int) -> list[dict]:
     """Chat messages asking for the analysis of one trajectory (task, outcome, every step)."""
     outcome = "SUCCESS" if trajectory.won else f"FAILURE (score {trajectory.score:.2f})"
-    lines = [f"Task: {trajectory.task}", f"Outcome: {outcome}", f"Steps: {len(trajectory.steps)}", ""]
+    lines = [f"Task: {clean_text(trajectory.task)}", f"Outcome: {outcome}", f"Steps: {len(trajectory.steps)}", ""]
     for step, ret in zip(trajectory.steps, trajectory.returns_to_go(gamma)):
         flags = "" if step.format_valid and step.action_valid else (
             " [invalid format]" if not step.format_valid else " [invalid action]")
@@ -144,13 +149,14 @@ def loads_lenient(text: str) -> dict:
     fenced = _FENCE.search(text)
     candidate = _outer_object(fenced.group(1) if fenced and "{" in fenced.group(1) else text)
     try:
-        return json.loads(candidate, strict=False)
-    except json.JSONDecodeError as json_error:
+        value = json.loads(candidate, strict=False)
+    except (json.JSONDecodeError, RecursionError) as json_error:
+        where = (f"{json_error.msg} at line {json_error.lineno} column {json_error.colno}"
+                 if isinstance(json_error, json.JSONDecodeError) else "nested too deeply")
         try:
             value = _python_literal(candidate)
         except (SyntaxError, ValueError, TypeError, RecursionError, MemoryError):
-            raise AnalysisError(f"invalid JSON ({json_error.msg} at line {json_error.lineno} "
-                                f"column {json_error.colno})") from None
+            raise AnalysisError(f"invalid JSON ({where})") from None
     if not isinstance(value, dict):
         raise AnalysisError("the reply is not a JSON object")
     return value

@@ -3,7 +3,9 @@
 One small JSON file per analysis under `<cache_dir>/<key[:2]>/<key>.json` (JSON, never pickle).
 The key hashes what the analyzer reads (task, outcome, every step's observation, response and
 reward) and the analyzer's identity (backend, model, prompt version, K). Failures are not cached,
-so a resume retries them.
+so a resume retries them. A write goes to a private temporary file that is renamed into place, or
+removed when the write fails: a reader sees a whole analysis or none, and a failed write (a full
+disk) costs only that cache entry, never the run.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from opid_train.analyzers.base import Analysis, Analyzer
@@ -33,7 +36,9 @@ def trajectory_key(trajectory: Trajectory, analyzer_identity: str) -> str:
         "steps": [[s.observation, s.response, round(float(s.reward), 6), s.format_valid, s.action_valid]
                   for s in trajectory.steps],
     }
-    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    # surrogatepass: a lone surrogate in an observation hashes instead of raising
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False)
+                          .encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class CachedAnalyzer(Analyzer):
@@ -63,10 +68,18 @@ class CachedAnalyzer(Analyzer):
 
     def _store(self, key: str, analysis: Analysis) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(analysis.to_json(), ensure_ascii=False), encoding="utf-8")
-        tmp.replace(path)  # atomic: a killed run never leaves half a file
+        data = json.dumps(analysis.to_json(), ensure_ascii=False).encode("utf-8")
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)  # atomic: a reader sees the whole file or none
+        except OSError as error:
+            log.warning("could not cache analysis %s (%s); the run goes on without it", path, error)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def analyze(self, trajectory: Trajectory) -> Analysis | None:
         return self.analyze_many([trajectory])[0]

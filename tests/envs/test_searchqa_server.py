@@ -156,3 +156,75 @@ def test_client_reconnects_after_the_server_drops_an_idle_connection():
         srv.shutdown()
         srv.server_close()
         thread.join(timeout=5)
+
+
+def raw_exchange(server, data: bytes) -> tuple[int, dict]:
+    """Send raw bytes, read the whole answer (the server closes after an error): (status, JSON body)."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def post_bytes(body: bytes, length: bytes | None = None) -> bytes:
+    length = str(len(body)).encode() if length is None else length
+    return b"POST /retrieve HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("name, data, status", [
+    ("30k-deep JSON", post_bytes(b'{"query": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"), 400),
+    ("5,000-digit topk", post_bytes(b'{"query": "x", "topk": ' + b"9" * 5000 + b"}"), 400),
+    ("Content-Length: superscript two", post_bytes(b"{}", "²".encode()), 400),
+    ("negative Content-Length", post_bytes(b"{}", b"-1"), 400),
+    ("5,000-digit Content-Length", post_bytes(b"{}", b"9" * 5000), 413),
+    ("lone surrogate query", post_bytes(b'{"query": "\\ud800 Pouva"}'), 200),
+    ("not HTTP", b"\x00\x01garbage\r\n\r\n", 400),
+    ("request line too long", b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414),
+    ("too many headers", b"GET /health HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+    ("unknown method", b"BREW /retrieve HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+])
+def test_every_malformed_request_gets_a_one_line_answer(server, name, data, status):
+    got, payload = raw_exchange(server, data)
+    assert got == status, name
+    if status != 200:
+        assert "\n" not in payload["error"] and 0 < len(payload["error"]) < 300, payload
+    assert post(server.url, {"query": "Pouva Observatory"})[0] == 200  # and the server goes on
+
+
+def test_clients_that_hang_up_cost_no_traceback(server, capfd, caplog):
+    host, port = server.server_address[:2]
+    for _ in range(20):
+        with socket.create_connection((host, port), timeout=10) as sock:  # hangs up mid-body
+            sock.sendall(post_bytes(b'{"query": "Pouva')[:-3].replace(b"Content-Length: 15", b"Content-Length: 900"))
+        sock = socket.create_connection((host, port), timeout=10)  # asks, then resets before the answer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.sendall(post_bytes(json.dumps({"queries": ["Pouva Observatory"] * 64, "topk": 100}).encode()))
+        sock.close()
+    assert post(server.url, {"query": "Pouva Observatory"})[0] == 200
+    assert "Traceback" not in capfd.readouterr().err and "Traceback" not in caplog.text
+
+
+def test_listen_backlog_holds_32_clients_connecting_at_once():
+    """Before accepting anything, 32 connections must complete their handshake (a backlog of 5 queued 6)."""
+    import select
+
+    srv = RetrievalServer(BM25Retriever(build_synthetic().corpus, cache=False), port=0)  # listening, not serving
+    try:
+        socks = []
+        for _ in range(32):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(srv.server_address[:2])
+            socks.append(s)
+        _, writable, _ = select.select([], socks, [], 1.0)
+        connected = [s for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+        assert len(connected) == 32
+    finally:
+        for s in socks:
+            s.close()
+        srv.server_close()

@@ -60,3 +60,16 @@ def test_valid_response_reaches_the_env(toy_id):
     _, info = env.reset(options={"task_id": 0})
     _, _, _, _, info = env.step("<think>key is here</think><action>take key</action>")
     assert info["format_valid"] and info["action_valid"] and info["action"] == "take key"
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("fmt", [ACTION_FORMAT, SEARCH_FORMAT], ids=lambda f: f.name)
+def test_parsing_is_linear_in_the_response_length(fmt):
+    """Hang guard: at the 64 KB bound a backreference regex took 10-12 s on `<think>` * 9000; now milliseconds."""
+    from wrappers.parsing import MAX_RESPONSE_CHARS
+
+    n = MAX_RESPONSE_CHARS
+    for response in ("<think>" * (n // 7), "</action>" * (n // 18) + "<action>" * (n // 18),
+                     "</search>" * (n // 18) + "<search>" * (n // 18), "<think>x</think>" * (n // 16)):
+        parsed = fmt.parse(response)
+        assert not parsed.valid and "block found" in parsed.error

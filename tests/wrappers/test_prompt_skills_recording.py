@@ -108,3 +108,35 @@ def test_corrupt_recording_gives_a_clear_error(tmp_path):
     path.write_text('{"episode": 0}\nnot json\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: not a step record"):
         read_records(path)
+
+
+@pytest.mark.parametrize("env_id", ["toy", "OPID/SearchQA-v0"])
+def test_lone_surrogates_are_recorded_exactly_and_do_not_poison_later_steps(toy_id, env_id, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
+    env_id = toy_id if env_id == "toy" else env_id
+    path = tmp_path / "rec.jsonl"
+    env = make_agent_env(env_id, record_to=path)
+    shown = [env.reset(seed=0)[0]]  # the prompt each step answers
+    tag = "answer" if "Search" in env_id else "action"
+    responses = [f"<{tag}>go to \ud800</{tag}>", "\udcff no block", f"<think>\udfff</think><{tag}>look</{tag}>",
+                 f"<{tag}>take key</{tag}>"]
+    for response in responses:
+        prompt, *_, terminated, truncated, info = env.step(response)
+        prompt.encode("utf-8")  # what the policy's tokenizer gets next: no surrogate reached it
+        shown.append(env.reset(seed=0)[0] if terminated or truncated else prompt)
+    records = read_records(path)
+    assert [r.response for r in records] == responses  # nothing lost, exactly as sent
+    assert [r.prompt for r in records] == shown[:-1]
+    path.read_bytes().decode("utf-8")  # the file itself is valid UTF-8
+
+
+def test_a_failed_write_keeps_the_steps_for_the_next_one(toy_id, tmp_path):
+    path = tmp_path / "rec.jsonl"
+    env = make_agent_env(toy_id, record_to=path)
+    env.reset(seed=0)
+    path.mkdir()  # the file cannot be opened: each step still returns its result
+    for _ in range(2):
+        assert env.step("<action>look</action>")[4]["format_valid"]
+    path.rmdir()
+    env.step("<action>look</action>")
+    assert [r.t for r in read_records(path)] == [0, 1, 2]
