@@ -15,7 +15,9 @@ so an environment writes only how a task starts and what an action does.
 from __future__ import annotations
 
 import importlib
+import os
 import random
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,27 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(module, extra) from exc
+
+
+def resolve_env_id(env_id: str) -> str:
+    """Gymnasium's "package.module:NS/Name-v0" form: import the module (it registers the id), return the id.
+
+    The module is looked up from the working directory too, as `python -m` would, since console
+    scripts (opid-train, opid-play) do not put it on the import path.
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(f"cannot import {module!r} (for {env_id!r}) from {os.getcwd()} or the "
+                                      f"installed packages: {exc}") from exc
+    if env_id not in gym.registry:
+        raise ValueError(f"no environment {env_id!r} is registered with gymnasium; register it, or pass "
+                         f"'your.module:{env_id}' so the module that registers it is imported")
+    return env_id
 
 
 class TextSpace(gym.Space[str]):
