@@ -15,15 +15,18 @@ so an environment writes only how a task starts and what an action does.
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 import os
 import random
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
 
 CONTRACT_INFO_KEYS = ("task", "task_id", "task_type", "split", "admissible_actions", "won")
 STEP_INFO_KEYS = CONTRACT_INFO_KEYS + ("action_valid",)
@@ -73,7 +76,8 @@ class TextSpace(gym.Space[str]):
     """Any Python `str` up to `max_length` characters, unicode included.
 
     `gymnasium.spaces.Text` only holds characters from a finite charset (alphanumerics by
-    default), so observations with spaces or punctuation would fall outside it.
+    default), so observations with spaces or punctuation would fall outside it. Gymnasium's
+    `AsyncVectorEnv` passes it through shared memory (below): `max_length` x 4 bytes per env.
     """
 
     _SAMPLE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 []<>/.,:'-"
@@ -99,6 +103,59 @@ class TextSpace(gym.Space[str]):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, TextSpace) and other.max_length == self.max_length
+
+
+class SharedStrings(Sequence[str]):
+    """A batch of strings in shared memory: what `AsyncVectorEnv` reads its workers' text
+    observations from. Each env has a slot of `max_length` x 4 bytes (UTF-8 at its widest) and a
+    byte count, so reading or writing costs the text's length, not the slot's. A deep copy (the
+    vector env's default, `copy=True`) is a plain tuple of str, as without shared memory."""
+
+    def __init__(self, space: TextSpace, shared, n: int):
+        lengths, data = shared
+        self.slot = space.max_length * 4
+        self.lengths = np.frombuffer(lengths.get_obj(), dtype=np.int64, count=n)
+        self.data = np.frombuffer(data.get_obj(), dtype=np.uint8, count=n * self.slot)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        index = range(len(self))[index]
+        start = index * self.slot
+        return self.data[start : start + int(self.lengths[index])].tobytes().decode("utf-8")
+
+    def write(self, index: int, text: str) -> None:
+        raw = np.frombuffer(text.encode("utf-8", errors="surrogatepass"), dtype=np.uint8)
+        start = index * self.slot
+        self.data[start : start + len(raw)] = raw
+        self.lengths[index] = len(raw)
+
+    def __deepcopy__(self, memo) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return f"SharedStrings({tuple(self)!r})"
+
+
+@create_shared_memory.register(TextSpace)
+def _create_text_shared_memory(space: TextSpace, n: int = 1, ctx=multiprocessing):
+    return ctx.Array("q", n), ctx.Array("B", n * space.max_length * 4)
+
+
+@read_from_shared_memory.register(TextSpace)
+def _read_text_from_shared_memory(space: TextSpace, shared, n: int = 1) -> SharedStrings:
+    return SharedStrings(space, shared, n)
+
+
+@write_to_shared_memory.register(TextSpace)
+def _write_text_to_shared_memory(space: TextSpace, index: int, value: str, shared) -> None:
+    if not space.contains(value):
+        raise ValueError(f"{space} cannot hold this observation ({type(value).__name__}, "
+                         f"{len(value) if isinstance(value, str) else '-'} characters)")
+    SharedStrings(space, shared, index + 1).write(index, value)
 
 
 @dataclass
