@@ -35,9 +35,9 @@ STEP_INFO_KEYS = CONTRACT_INFO_KEYS + ("action_valid",)
 class MissingDependencyError(ImportError):
     """An optional dependency is missing; the message names the extra that installs it."""
 
-    def __init__(self, module: str, extra: str):
+    def __init__(self, module: str, extra: str, needed_by: str = "this environment"):
         super().__init__(
-            f"this environment needs the optional dependency '{module}', which is not installed: "
+            f"{needed_by} needs the optional dependency '{module}', which is not installed: "
             f"pip install 'opid[{extra}]'"
         )
         self.module, self.extra = module, extra
