@@ -56,8 +56,8 @@ def groups_with_signal(trajectories) -> float:
 class SignalWatch:
     """Counts consecutive updates in which no group carried signal; warns once per quiet stretch."""
 
-    def __init__(self, quiet_updates: int = QUIET_UPDATES):
-        self.quiet_updates, self.quiet = quiet_updates, 0
+    def __init__(self, quiet_updates: int = QUIET_UPDATES, warm_started: bool = False):
+        self.quiet_updates, self.quiet, self.warm_started = quiet_updates, 0, warm_started
 
     def update(self, metrics: dict) -> str | None:
         self.quiet = self.quiet + 1 if metrics["signal_groups"] == 0 else 0
@@ -65,7 +65,10 @@ class SignalWatch:
             return None
         invalid, success = metrics.get("format_invalid_rate", 0.0), metrics["success"]
         tips = []
-        if invalid > 0.5:
+        if invalid > 0.5 and self.warm_started:
+            tips.append("a longer warm start (more --warmstart.epochs or --warmstart.episodes, until the BC loss "
+                        "above is well under 0.5), or a pretrained policy (--policy smollm2-135m)")
+        elif invalid > 0.5:
             tips.append("a warm start on expert demonstrations (--warmstart.episodes 100; the env needs "
                         "expert_action()), or a pretrained policy (--policy smollm2-135m)")
         if success >= 1.0:

@@ -162,7 +162,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
         logger.truncate_after(start)
         train_task_ids = rl_task_ids(cfg, pool.num_tasks(cfg.train_split))
-        watch = SignalWatch()
+        watch = SignalWatch(warm_started=bool(cfg.warmstart.episodes or cfg.init))
         for update in range(start, cfg.updates):
             t0 = time.monotonic()
             trajs = collect(policy, pool, task_draw(cfg, update, train_task_ids), cfg.group_size,

@@ -41,6 +41,8 @@ def test_the_warning_comes_after_quiet_updates_and_says_what_to_try():
     assert "--warmstart.episodes" in warning and "--group_size" in warning
     assert watch.update(quiet) is None  # once per quiet stretch
     assert watch.update({**quiet, "signal_groups": 0.5}) is None and watch.quiet == 0
+    warm = SignalWatch(quiet_updates=1, warm_started=True).update(quiet)
+    assert "a longer warm start (more --warmstart.epochs" in warm and "BC loss" in warm
 
 
 @pytest.mark.slow
