@@ -15,16 +15,21 @@ so an environment writes only how a task starts and what an action does.
 from __future__ import annotations
 
 import importlib
+import multiprocessing
+import os
 import random
 import re
+import sys
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
 
 MAX_ACTION_CHARS = 1_000_000  # the action space's bound: a longer action is invalid without being read
 CONTRACT_INFO_KEYS = ("task", "task_id", "task_type", "split", "admissible_actions", "won")
@@ -71,9 +76,9 @@ def tagged_blocks(text: str, names: tuple[str, ...]) -> tuple[list[tuple[str, st
 class MissingDependencyError(ImportError):
     """An optional dependency is missing; the message names the extra that installs it."""
 
-    def __init__(self, module: str, extra: str):
+    def __init__(self, module: str, extra: str, needed_by: str = "this environment"):
         super().__init__(
-            f"this environment needs the optional dependency '{module}', which is not installed: "
+            f"{needed_by} needs the optional dependency '{module}', which is not installed: "
             f"pip install 'opid[{extra}]'"
         )
         self.module, self.extra = module, extra
@@ -87,11 +92,33 @@ def require(module: str, extra: str):
         raise MissingDependencyError(module, extra) from exc
 
 
+def resolve_env_id(env_id: str) -> str:
+    """Gymnasium's "package.module:NS/Name-v0" form: import the module (it registers the id), return the id.
+
+    The module is looked up from the working directory too, as `python -m` would, since console
+    scripts (opid-train, opid-play) do not put it on the import path.
+    """
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(f"cannot import {module!r} (for {env_id!r}) from {os.getcwd()} or the "
+                                      f"installed packages: {exc}") from exc
+    if env_id not in gym.registry:
+        raise ValueError(f"no environment {env_id!r} is registered with gymnasium; register it, or pass "
+                         f"'your.module:{env_id}' so the module that registers it is imported")
+    return env_id
+
+
 class TextSpace(gym.Space[str]):
     """Any Python `str` up to `max_length` characters, unicode included.
 
     `gymnasium.spaces.Text` only holds characters from a finite charset (alphanumerics by
-    default), so observations with spaces or punctuation would fall outside it.
+    default), so observations with spaces or punctuation would fall outside it. Gymnasium's
+    `AsyncVectorEnv` passes it through shared memory (below): `max_length` x 4 bytes per env.
     """
 
     _SAMPLE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 []<>/.,:'-"
@@ -117,6 +144,59 @@ class TextSpace(gym.Space[str]):
 
     def __eq__(self, other: Any) -> bool:
         return isinstance(other, TextSpace) and other.max_length == self.max_length
+
+
+class SharedStrings(Sequence[str]):
+    """A batch of strings in shared memory: what `AsyncVectorEnv` reads its workers' text
+    observations from. Each env has a slot of `max_length` x 4 bytes (UTF-8 at its widest) and a
+    byte count, so reading or writing costs the text's length, not the slot's. A deep copy (the
+    vector env's default, `copy=True`) is a plain tuple of str, as without shared memory."""
+
+    def __init__(self, space: TextSpace, shared, n: int):
+        lengths, data = shared
+        self.slot = space.max_length * 4
+        self.lengths = np.frombuffer(lengths.get_obj(), dtype=np.int64, count=n)
+        self.data = np.frombuffer(data.get_obj(), dtype=np.uint8, count=n * self.slot)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        index = range(len(self))[index]
+        start = index * self.slot
+        return self.data[start : start + int(self.lengths[index])].tobytes().decode("utf-8")
+
+    def write(self, index: int, text: str) -> None:
+        raw = np.frombuffer(text.encode("utf-8", errors="surrogatepass"), dtype=np.uint8)
+        start = index * self.slot
+        self.data[start : start + len(raw)] = raw
+        self.lengths[index] = len(raw)
+
+    def __deepcopy__(self, memo) -> tuple[str, ...]:
+        return tuple(self)
+
+    def __repr__(self) -> str:
+        return f"SharedStrings({tuple(self)!r})"
+
+
+@create_shared_memory.register(TextSpace)
+def _create_text_shared_memory(space: TextSpace, n: int = 1, ctx=multiprocessing):
+    return ctx.Array("q", n), ctx.Array("B", n * space.max_length * 4)
+
+
+@read_from_shared_memory.register(TextSpace)
+def _read_text_from_shared_memory(space: TextSpace, shared, n: int = 1) -> SharedStrings:
+    return SharedStrings(space, shared, n)
+
+
+@write_to_shared_memory.register(TextSpace)
+def _write_text_to_shared_memory(space: TextSpace, index: int, value: str, shared) -> None:
+    if not space.contains(value):
+        raise ValueError(f"{space} cannot hold this observation ({type(value).__name__}, "
+                         f"{len(value) if isinstance(value, str) else '-'} characters)")
+    SharedStrings(space, shared, index + 1).write(index, value)
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Every copy is reset to the same split and task_id, so the group shares its initial state.
 
 On stepping many text envs at once: text spaces batch as tuples of strings, so Gymnasium's
-vector envs do work with opid envs (AsyncVectorEnv with shared_memory=False), but they reset
+vector envs do work with opid envs (`gym.make_vec(id, n, vectorization_mode="async")`), but they reset
 every sub-env with the same options and auto-reset finished ones, which a GRPO group of
 variable-length episodes does not want, and they measured slower here.
 `scripts/bench_vector.py` (8 envs x 20 random admissible steps, ALFWorld easy, 2-core CPU under

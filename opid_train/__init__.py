@@ -1,0 +1,3 @@
+"""opid's training harness. Importing it registers the opid env ids, as `opid_envs` does."""
+
+import opid_envs  # noqa: F401

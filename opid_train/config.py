@@ -32,7 +32,7 @@ from opid_train.policy.presets import TinyConfig
 
 @dataclass
 class WarmstartConfig:
-    episodes: int = 0  # expert demonstrations to collect (0: no warm start)
+    episodes: int | None = None  # expert demonstrations (0: no warm start; None: 100 for the tiny policy on an env with an expert, else 0)
     split: str = "train"
     epochs: int = 8
     lr: float = 2e-3
@@ -99,8 +99,8 @@ class TrainConfig:
     opid: OPIDConfig = field(default_factory=OPIDConfig)
     sdar: SDARConfig = field(default_factory=SDARConfig)
 
-    tensorboard: bool = True  # when tensorboard is installed
-    wandb: bool = False  # when wandb is installed; project from $WANDB_PROJECT
+    tensorboard: bool | None = None  # None: when tensorboard is installed; true: required (run_dir/tb)
+    wandb: bool = False  # needs wandb (opid[wandb]); project from $WANDB_PROJECT
     progress: bool = True
 
     def resolved_run_dir(self) -> Path:
@@ -192,7 +192,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help="start from a reference run preset: alfworld, webshop or searchqa "
                         "(opid_train/presets/NAME.yaml); flags override it")
     for name, hint in _leaves(TrainConfig):
-        parser.add_argument(f"--{name}", dest=name, default=None, metavar=getattr(hint, "__name__", "VALUE").upper())
+        flag = hint is bool or hint == (bool | None)  # a bare --flag means true
+        parser.add_argument(f"--{name}", dest=name, default=None, metavar=getattr(hint, "__name__", "VALUE").upper(),
+                            **({"nargs": "?", "const": "true"} if flag else {}))
 
 
 def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
@@ -467,8 +469,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.lora_rank > 0:
         require_package("lora_rank", cfg.lora_rank, "peft", "pip install 'opid[lora]'")
     check_device("device", cfg.device)
-    if cfg.wandb:  # asked for explicitly (tensorboard is on by default: used when installed)
-        require_package("wandb", cfg.wandb, "wandb", "pip install 'opid[wandb]'")
+    for logger in ("tensorboard", "wandb"):  # True asks for it; None means "when installed"
+        if getattr(cfg, logger):
+            require_package(logger, getattr(cfg, logger), logger, f"pip install 'opid[{logger}]'")
     if cfg.algo in SKILL_ALGORITHMS:
         analyzer = cfg.analyzer
         if analyzer.backend == "openai":

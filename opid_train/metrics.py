@@ -1,5 +1,6 @@
-"""Metrics: one JSON line per update in metrics.jsonl, mirrored to TensorBoard and W&B when they
-are installed (and enabled), and a PNG of the learning curves when the run ends."""
+"""Metrics: one JSON line per update in metrics.jsonl, mirrored to TensorBoard (`tb/` in the run
+folder; on by default when installed) and W&B (when asked for), and a PNG of the learning curves
+when the run ends. Asking for a logger whose package is missing fails before the run starts."""
 
 from __future__ import annotations
 
@@ -9,15 +10,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+from opid_envs.core import MissingDependencyError
+
+LOGGER_EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # package -> the opid extra that installs it
+
+
+def check_loggers(tensorboard: bool | None, wandb: bool | None) -> None:
+    """Raise, naming the extra, when a logger asked for (True) is not installed; None means 'when installed'."""
+    for package, wanted in (("tensorboard", tensorboard), ("wandb", wandb)):
+        if wanted and not importlib.util.find_spec(package):
+            raise MissingDependencyError(package, LOGGER_EXTRAS[package], needed_by=f"--{package}")
+
+
 CURVES = ("success", "score", "loss", "pg_loss", "kl", "pg_clipfrac", "format_invalid_rate", "mean_steps")
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, config: dict[str, Any], tensorboard: bool = True, wandb: bool = False):
+    def __init__(self, run_dir: Path, config: dict[str, Any], tensorboard: bool | None = None, wandb: bool | None = False):
+        check_loggers(tensorboard, wandb)
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self.tb = self.wb = None
-        if tensorboard and importlib.util.find_spec("tensorboard"):
+        if tensorboard is not False and importlib.util.find_spec("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(self.run_dir / "tb"))

@@ -9,7 +9,6 @@ agent stack, so prompts, history and parsing come from `wrappers`.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing as mp
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -18,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from opid_envs.core import resolve_env_id
 from opid_train.policy.base import Policy
 from opid_train.types import Step, Trajectory
 from wrappers import AgentConfig, AgentPrompt, ParseResponse, PromptContext, agent_config
@@ -35,17 +35,6 @@ def spread_task_ids(n_tasks: int, count: int | None = None) -> list[int]:
     """
     count = n_tasks if not count or count <= 0 else min(count, n_tasks)
     return [i * n_tasks // count for i in range(count)]
-
-
-def resolve_env_id(env_id: str) -> str:
-    """Gymnasium's "package.module:NS/Name-v0" form: import the module (it registers the id), return the id."""
-    if ":" in env_id:
-        module, env_id = env_id.split(":", 1)
-        importlib.import_module(module)
-    if env_id not in gym.registry:
-        raise ValueError(f"no environment {env_id!r} is registered with gymnasium; register it, or pass "
-                         f"'your.module:{env_id}' so the module that registers it is imported")
-    return env_id
 
 
 def make_env(env_id: str, config: AgentConfig, env_kwargs: dict[str, Any]) -> gym.Env:

@@ -3,7 +3,8 @@
     python scripts/bench_vector.py --env OPID/ALFWorld-v0 --env-kwargs '{"level": "easy"}' --n 8 --steps 20
 
 Text spaces batch as tuples of strings, so Gymnasium's vector envs work with opid envs
-(AsyncVectorEnv needs shared_memory=False). Every variant plays the same random admissible
+(AsyncVectorEnv passes observations through shared memory by default, or through pipes with
+shared_memory=False; both are measured). Every variant plays the same random admissible
 actions (chosen from a seeded generator per env), after one untimed warm-up pass (ALFWorld caches
 generated text per process), and the script prints steps/s side by side.
 """
@@ -38,8 +39,7 @@ def run_loop(env_id, kwargs, n, steps, seed):
     return n * steps / (time.perf_counter() - start)
 
 
-def run_vector(env_id, kwargs, n, steps, seed, mode):
-    vector_kwargs = {"shared_memory": False} if mode == "async" else {}
+def run_vector(env_id, kwargs, n, steps, seed, mode, **vector_kwargs):
     venv = gym.make_vec(env_id, num_envs=n, vectorization_mode=mode, vector_kwargs=vector_kwargs, **kwargs)
     _, info = venv.reset(seed=[seed + i for i in range(n)])
     rngs = [random.Random(seed + i) for i in range(n)]
@@ -70,6 +70,7 @@ def main():
         "loop": run_loop(args.env, kwargs, args.n, args.steps, args.seed),
         "sync_vector": run_vector(args.env, kwargs, args.n, args.steps, args.seed, "sync"),
         "async_vector": run_vector(args.env, kwargs, args.n, args.steps, args.seed, "async"),
+        "async_no_shm": run_vector(args.env, kwargs, args.n, args.steps, args.seed, "async", shared_memory=False),
     }
     print(f"{args.env} {kwargs}: {args.n} envs x {args.steps} steps")
     for name, rate in rates.items():

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import gymnasium as gym
 
+import opid_envs  # noqa: F401  (registers the OPID env ids, so `import wrappers` alone is enough)
 from wrappers.parsing import ACTION_FORMAT, FORMATS, SEARCH_FORMAT, ParsedResponse, ParseResponse, TagFormat
 from wrappers.prompt import AgentConfig, AgentPrompt, PromptContext, PromptTemplate
 from wrappers.recording import RecordTrajectories, StepRecord, read_records

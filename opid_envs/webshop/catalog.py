@@ -131,6 +131,16 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 
 TYPE_ATTRIBUTES: dict[str, tuple[str, ...]] = {  # types for which the department's pool reads wrong
+    "lipstick": ("long lasting", "paraben free", "cruelty free", "natural ingredients", "vegan formula",
+                 "high quality", "smudge proof", "moisturizing", "matte finish"),
+    "nail polish": ("long lasting", "quick drying", "chip resistant", "cruelty free", "vegan formula",
+                    "non toxic", "high quality", "glossy finish"),
+    "eyeshadow palette": ("long lasting", "highly pigmented", "cruelty free", "paraben free", "vegan formula",
+                          "easy to blend", "high quality"),
+    "hair dryer": ("fast drying", "ionic technology", "low noise", "lightweight", "travel size", "easy to use",
+                   "diffuser attachment", "cool shot button"),
+    "eau de parfum": ("long lasting", "travel size", "natural ingredients", "cruelty free", "vegan formula",
+                      "high quality", "gift set"),
     "running shoes": ("rubber sole", "lace up", "non slip", "lightweight", "arch support", "memory foam",
                       "breathable mesh", "machine wash"),
     "sandals": ("rubber sole", "non slip", "open toe", "arch support", "memory foam", "ankle strap",
@@ -176,6 +186,11 @@ SIZE_POOLS = {  # sizes that fit a product type better than the generic list
     "fashion": ("x-small", "small", "medium", "large", "x-large", "xx-large"),
     "furniture": ("small", "medium", "large", "3-shelf", "5-shelf", "40 inch", "55 inch"),
     "electronics": ("3 feet", "6 feet", "10 feet", "24 inch", "27 inch", "32 inch"),
+}
+
+TYPE_SIZES = {  # types whose department's sizes read wrong ("Lipstick, 8 Fl Oz")
+    "lipstick": ("0.12 ounce", "0.15 ounce", "0.17 ounce", "2 count", "3 count"),
+    "nail polish": ("0.25 fl oz", "0.45 fl oz", "0.5 fl oz", "2 count", "3 count"),
 }
 
 TITLE_WORDS = {
@@ -262,7 +277,7 @@ def generate_product(index: int, seed: int, taken_asins: set[str]) -> Product:
 
     options: dict[str, tuple[str, ...]] = {}
     for name in option_names:
-        pool = SIZE_POOLS[department] if name == "size" else OPTION_VALUES[name]
+        pool = TYPE_SIZES.get(query, SIZE_POOLS[department]) if name == "size" else OPTION_VALUES[name]
         options[name] = tuple(rng.sample(pool, min(len(pool), rng.randint(2, 5))))
 
     title_attrs = " ".join(a.title() for a in attrs[:rng.randint(1, 2)])

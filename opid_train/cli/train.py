@@ -31,6 +31,7 @@ from opid_train.cli import ArgumentParser, debugging, reported_errors
 from opid_train.config import TrainConfig, add_config_arguments, bad, config_from_args, load_yaml, to_dict, validate
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, load_newest_checkpoint, make_batch
+from opid_train.learning_signal import SignalWatch, groups_with_signal, with_learning_defaults
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
 from opid_train.presets import agent_config_for, resolve_parity
@@ -143,7 +144,9 @@ def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[
 def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> Path:
     """Run (or resume) one training run; returns its run folder. A fresh start (no `resume`) in a
     folder that holds a run raises ConfigError unless `overwrite`."""
-    cfg = validate(resolve_parity(cfg))  # the reference's or our prompts, env text and advantage, recorded in config.yaml
+    # the reference's or our prompts, env text and advantage, and the warm start that lets the tiny
+    # policy learn: resolved here, so config.yaml records them
+    cfg = validate(with_learning_defaults(resolve_parity(cfg), log))
     run_dir = cfg.resolved_run_dir()
     if not resume:
         claim_run_folder(run_dir, overwrite)
@@ -186,6 +189,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
         logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
         logger.truncate_after(start)
         train_task_ids = rl_task_ids(cfg, pool.num_tasks(cfg.train_split))
+        watch = SignalWatch(warm_started=bool(cfg.warmstart.episodes or cfg.init))
         for update in range(start, cfg.updates):
             t0 = time.monotonic()
             trajs = collect(policy, pool, task_draw(cfg, update, train_task_ids), cfg.group_size,
@@ -202,11 +206,16 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
                 success=float(np.mean([t.won for t in trajs])), score=float(np.mean([t.score for t in trajs])),
                 mean_steps=len(batch) / len(trajs), rows=len(batch),
                 mixed_groups=sum(0 < sum(g) < len(g) for g in groups.values()) / len(groups),
+                signal_groups=groups_with_signal(trajs),
+                format_invalid_rate=float(np.mean([not s.format_valid for t in trajs for s in t.steps])),
                 rollout_seconds=t1 - t0, update_seconds=time.monotonic() - t1)
             logger.log(update, metrics)
             log(f"update {update + 1}/{cfg.updates}: success {metrics['success']:.2f} "
-                f"mixed groups {metrics['mixed_groups']:.2f} loss {metrics.get('loss', 0):.4f} "
-                f"rollout {t1 - t0:.1f}s update {metrics['update_seconds']:.1f}s")
+                f"format-invalid {metrics['format_invalid_rate']:.2f} groups with signal {metrics['signal_groups']:.2f} "
+                f"loss {metrics.get('loss', 0):.4f} rollout {t1 - t0:.1f}s update {metrics['update_seconds']:.1f}s")
+            warning = watch.update(metrics)
+            if warning:
+                log(warning)
             if (update + 1) % cfg.checkpoint_every == 0 or update + 1 == cfg.updates:
                 learner.save_checkpoint(run_dir, update + 1)
         if start < cfg.updates or resumed is None:

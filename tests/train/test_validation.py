@@ -206,9 +206,12 @@ def test_main_job_rejects_bad_options_before_the_first_run(tmp_path, capsys, arg
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--env", "OPID/Nope-v0"], "--env 'OPID/Nope-v0': not a registered env"),
-    (["--episodes", "0"], "--episodes 0: expected an integer >= 1"),
-    (["--max-steps", "0"], "--max-steps 0: expected an integer >= 1"),
+    (["OPID/Nope-v0"], "env 'OPID/Nope-v0': no environment 'OPID/Nope-v0' is registered"),
+    (["nope.module:OPID/Nope-v0"], "env 'nope.module:OPID/Nope-v0': cannot import 'nope.module'"),
+    (["alfworld", "--episodes", "0"], "--episodes 0: expected an integer >= 1"),
+    (["alfworld", "--max-steps", "0"], "--max-steps 0: expected an integer >= 1"),
+    (["alfworld", "--agent", "robot"], "--agent: invalid choice: 'robot'"),
+    (["alfworld", "--env-kwargs", "[1]"], "--env-kwargs '[1]': expected a JSON object"),
 ])
 def test_opid_play_rejects_bad_options(capsys, argv, expected):
     err = fails_in_one_line(capsys, play.main, argv)
@@ -223,6 +226,6 @@ def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
 
 
 def test_opid_play_still_plays_an_env_named_with_its_module(capsys):
-    play.main(["--env", TOY, "--episodes", "1", "--max-steps", "3"])
-    row = capsys.readouterr().out.splitlines()[1].split()
-    assert row[0] == TOY and row[1:3] == ["1", "0.00"] and row[3] == "3.0"
+    assert play.main([TOY, "--agent", "random", "--episodes", "1", "--max-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Played 1 episode(s)" in out

@@ -2,7 +2,8 @@
 
 Every browser session owns a `WebShopEnv`; a search box or a button sends exactly the action an
 agent would send (`search[...]`, `click[...]`) to `env.step`, and the page shows both the HTML
-view and the text observation the agent gets. Served on 127.0.0.1 by default:
+view and the text observation the agent gets. A search is a GET URL (`/play/<sid>/search?q=...`),
+so it can be bookmarked or reloaded without spending another step. Served on 127.0.0.1 by default:
 
     python -m opid_envs.webshop.web [--port 8000] [--num-products 1000]
 """
@@ -10,14 +11,16 @@ view and the text observation the agent gets. Served on 127.0.0.1 by default:
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from opid_envs.core import require
 from opid_envs.webshop.env import WebShopEnv
-from opid_envs.webshop.pages import ITEM, RESULTS, SUB_PAGES
+from opid_envs.webshop.pages import ITEM, RESULTS, SEARCH, SUB_PAGES
 
 
 def create_app(env_kwargs: dict[str, Any] | None = None, max_sessions: int = 256):
@@ -62,17 +65,41 @@ def create_app(env_kwargs: dict[str, Any] | None = None, max_sessions: int = 256
                 sessions.popitem(last=False)
         return flask.redirect(flask.url_for("play", sid=sid), code=303)
 
-    @app.get("/play/<sid>")
-    def play(sid: str):
-        state = get_session(sid)
+    @app.errorhandler(404)
+    def not_found(error):
+        return flask.render_template("expired.html", description=error.description), 404
+
+    def render(sid: str, state: dict[str, Any], message: str = ""):
         env: WebShopEnv = state["env"]
         s = env.session
+        if not message and not state["info"].get("action_valid", True):
+            message = state["observation"].split("\n")[0]
         return flask.render_template(
             "play.html", sid=sid, state=state, session=s, info=state["info"], env=env,
             hits=[env.store.products[i] for i in s.page_hits()] if s.page == RESULTS else [],
-            product=s.product if s.page == ITEM or s.page in SUB_PAGES else None,
-            message=state["observation"].split("\n")[0] if not state["info"].get("action_valid", True) else "",
-        )
+            product=s.product if s.page == ITEM or s.page in SUB_PAGES else None, message=message)
+
+    @app.get("/play/<sid>")
+    def play(sid: str):
+        return render(sid, get_session(sid))
+
+    @app.get("/play/<sid>/search")
+    def search(sid: str):
+        """A bookmarkable search: steps search[q] from the search page; showing the same results
+        again (a reload) costs no step."""
+        state = get_session(sid)
+        query = " ".join(flask.request.args.get("q", "").split())
+        s = state["env"].session
+        if not query or state["done"]:
+            return flask.redirect(flask.url_for("play", sid=sid), code=303)
+        if s.page == RESULTS and s.query == query:
+            return render(sid, state)
+        if s.page != SEARCH:
+            return render(sid, state, "Searching starts from the search page: click Back to Search first.")
+        with lock:
+            obs, reward, terminated, truncated, info = state["env"].step(f"search[{query}]")
+            state.update(observation=obs, info=info, reward=reward, done=terminated or truncated)
+        return render(sid, state)
 
     @app.post("/play/<sid>")
     def act(sid: str):
@@ -98,6 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--items-path", help="official items_shuffle*.json (optional)")
     parser.add_argument("--attributes-path", help="official items_ins_v2*.json (optional)")
     args = parser.parse_args(argv)
+    source = args.items_path or f"{args.num_products} generated products"
+    print(f"Building the store from {source}: catalog, search index and shopping goals "
+          "(about 20 s for 1,000 products) ...", flush=True)
+    start = time.monotonic()
     app = create_app({"num_products": args.num_products, "items_path": args.items_path,
                       "attributes_path": args.attributes_path})
+    print(f"Store ready in {time.monotonic() - start:.0f} s: open http://{args.host}:{args.port}/", flush=True)
+    sys.stdout.flush()
     app.run(host=args.host, port=args.port, threaded=True)
