@@ -43,6 +43,18 @@ class EvalConfig:
 
 
 @dataclass
+class RecordConfig:
+    enabled: bool = True  # every trajectory played, to <run_dir>/records.jsonl.gz (`opid-view` reads it)
+    every: int = 1  # record the rollouts of every n-th update (evaluations always)
+    max_trajectories: int = 0  # per update and per evaluation, whole groups (0: all)
+
+    def __post_init__(self):
+        if self.every < 1 or self.max_trajectories < 0:
+            raise ValueError(f"record.every must be >= 1 and record.max_trajectories >= 0, got {self.every} and "
+                             f"{self.max_trajectories}")
+
+
+@dataclass
 class TrainConfig:
     env: str = "OPID/ALFWorld-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +96,7 @@ class TrainConfig:
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     opid: OPIDConfig = field(default_factory=OPIDConfig)
     sdar: SDARConfig = field(default_factory=SDARConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
     tensorboard: bool = True  # when tensorboard is installed
     wandb: bool = False  # when wandb is installed; project from $WANDB_PROJECT

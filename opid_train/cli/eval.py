@@ -21,6 +21,7 @@ import opid_envs  # noqa: F401  (registers the OPID env ids)
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import latest_checkpoint
 from opid_train.policy.presets import hf_policy, load_policy
+from opid_train.records import RunRecorder
 from opid_train.rollout import make_pool
 
 
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", help="JSON output (default: <checkpoint>/eval_<env>.json when it is a folder)")
     parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--records", help="where every episode played is recorded (default: beside the JSON "
+                        "output, as <out>.records.jsonl.gz; `opid-view` reads it)")
+    parser.add_argument("--no_record", action="store_true", help="do not record the episodes")
+    parser.add_argument("--record_max", type=int, default=0, help="record at most this many episodes per split (0: all)")
     args = parser.parse_args(argv)
     try:
         env_kwargs = json.loads(args.env_kwargs)
@@ -69,6 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     folder = model_folder(args.checkpoint)
     policy = (load_policy(str(folder), device=args.device, temperature=args.temperature) if isinstance(folder, str)
               else hf_policy(folder, device=args.device, temperature=args.temperature))
+    out = Path(args.out) if args.out else (Path(folder) / f"eval_{args.env.split(':')[-1].replace('/', '_')}.json"
+                                           if isinstance(folder, Path) else None)
+    records = None if args.no_record else args.records or (out and out.with_suffix(".records.jsonl.gz"))
+    recorder = None
+    if records:  # a new evaluation replaces the records of an earlier one in the same place
+        Path(records).unlink(missing_ok=True)
+        recorder = RunRecorder(records, method="eval", max_trajectories=args.record_max)
     modes = ["greedy", "sampled"] if args.mode == "both" else [args.mode]
     pool = make_pool(args.env, max(args.envs, args.samples), env_kwargs, args.env_workers)
     report = {"checkpoint": str(folder), "env": args.env, "env_kwargs": env_kwargs, "seed": args.seed, "results": {}}
@@ -79,16 +91,18 @@ def main(argv: list[str] | None = None) -> None:
                 trajs = evaluate(policy, pool, split, episodes=args.episodes, greedy=mode == "greedy",
                                  samples=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
                                  progress=not args.no_progress)
+                if recorder:
+                    recorder.evaluation(trajs, f"{Path(str(folder)).name} {mode}")
                 results[split] = summarize(trajs)
             report["results"][mode] = results
             print(format_table(results, f"{args.env} - {mode} - {folder}"))
     finally:
         pool.close()
-    out = Path(args.out) if args.out else (Path(folder) / f"eval_{args.env.split(':')[-1].replace('/', '_')}.json"
-                                           if isinstance(folder, Path) else None)
     if out:
         out.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
+    if recorder:
+        print(f"episodes recorded in {recorder.path} (opid-view {recorder.path})")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, checkpoint_update, latest_checkpoint, make_batch
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
+from opid_train.records import RECORDS_FILE, RunRecorder
 from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
 from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
 
@@ -118,6 +119,13 @@ def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[
     return [(cfg.train_split, task_ids[int(i)]) for i in picks]
 
 
+def recorded(trajs: list, recorder: RunRecorder | None, label: str) -> list:
+    """`trajs`, after recording them as one evaluation when recording is on."""
+    if recorder:
+        recorder.evaluation(trajs, label)
+    return trajs
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
     """Run (or resume) one training run; returns its run folder."""
     run_dir = cfg.resolved_run_dir()
@@ -159,6 +167,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         logger = MetricsLogger(run_dir, to_dict(cfg), cfg.tensorboard, cfg.wandb)
         logger.truncate_after(start)
         train_task_ids = rl_task_ids(cfg, pool.num_tasks(cfg.train_split))
+        recorder = None
+        if cfg.record.enabled:
+            recorder = RunRecorder(run_dir / RECORDS_FILE, method=cfg.algo, tokenizer=getattr(policy, "tokenizer", None),
+                                   every=cfg.record.every, max_trajectories=cfg.record.max_trajectories)
+            recorder.writer.forget_updates_from(start)
         for update in range(start, cfg.updates):
             t0 = time.monotonic()
             trajs = collect(policy, pool, task_draw(cfg, update, train_task_ids), cfg.group_size,
@@ -176,6 +189,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
                 mean_steps=len(batch) / len(trajs), rows=len(batch),
                 mixed_groups=sum(0 < sum(g) < len(g) for g in groups.values()) / len(groups),
                 rollout_seconds=t1 - t0, update_seconds=time.monotonic() - t1)
+            if recorder:
+                t2 = time.monotonic()
+                metrics.update(record_bytes=recorder.training_update(update, batch, ctx.details),
+                               record_seconds=time.monotonic() - t2)
             logger.log(update, metrics)
             log(f"update {update + 1}/{cfg.updates}: success {metrics['success']:.2f} "
                 f"mixed groups {metrics['mixed_groups']:.2f} loss {metrics.get('loss', 0):.4f} "
@@ -188,10 +205,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print) -> Path:
         if png:
             log(f"learning curves: {png}")
         if cfg.eval.splits:
-            results = {split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, greedy=cfg.eval.greedy,
-                                                 samples=cfg.eval.samples, temperature=cfg.eval.temperature, seed=cfg.seed,
-                                                 max_new_tokens=cfg.max_new_tokens, progress=cfg.progress))
-                       for split in cfg.eval.splits}
+            label = f"final {'greedy' if cfg.eval.greedy else 'sampled'}"
+            results = {split: summarize(recorded(evaluate(
+                policy, pool, split, episodes=cfg.eval.episodes, greedy=cfg.eval.greedy, samples=cfg.eval.samples,
+                temperature=cfg.eval.temperature, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                progress=cfg.progress), recorder, label)) for split in cfg.eval.splits}
             (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             log(format_table(results, f"evaluation of {run_dir / 'final'}"))
     finally:
