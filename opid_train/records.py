@@ -21,7 +21,6 @@ the raw teacher term per token, before the weights and any normalisation).
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import zlib
@@ -147,20 +146,25 @@ def records_path(path: str | Path) -> Path:
     return path / RECORDS_FILE if path.is_dir() else path
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every trajectory record of a records file (or run folder), in the order written; none when
-    there is no file. The member a kill cut short is left out; a line that is not JSON raises ValueError."""
+def read_record_lines(path: str | Path) -> list[str]:
+    """The JSON lines (one trajectory each) of a records file's complete members, unparsed: opid-view
+    reads a line's summary without parsing its steps. None when there is no file."""
     path = records_path(path)
     if not path.exists():
         return []
+    return [line for member in _members(path.read_bytes()) for line in member.decode("utf-8").splitlines()
+            if line.strip()]
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every trajectory record of a records file (or run folder), in the order written; none when
+    there is no file. The member a kill cut short is left out; a line that is not JSON raises ValueError."""
     out = []
-    for member in _members(path.read_bytes()):
-        for lineno, line in enumerate(io.StringIO(member.decode("utf-8")), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}: line {lineno} of a member is not JSON ({exc})") from None
+    for lineno, line in enumerate(read_record_lines(path), 1):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{records_path(path)}: record {lineno} is not JSON ({exc})") from None
     return out
 
 

@@ -56,7 +56,7 @@ def test_the_data_the_page_reads_and_the_export(runs, tmp_path):
     assert run.meta["config"]["algo"] == "opid" and [m["update"] for m in run.meta["metrics"]] == [0, 1]
     assert run.meta["run_info"]["versions"]["torch"] and run.meta["evaluations"][0]["name"] == "after RL (eval.json)"
     index = run.index()
-    assert len(index) == len(run.records) == 11 and [s["i"] for s in index] == list(range(11))
+    assert len(index) == len(run) == 11 and [s["i"] for s in index] == list(range(11))
     assert {(s["phase"], s["update"], s["label"]) for s in index} == {("train", 0, None), ("train", 1, None),
                                                                       ("eval", None, "final greedy")}
     assert all(s["analysed"] for s in index if s["phase"] == "train")

@@ -49,7 +49,7 @@ class Site:
         out["data/runs.js"] = lambda: data_script("runs", [r.meta for r in self.runs])
         for k, run in enumerate(self.runs):
             out[f"data/run{k}-index.js"] = lambda r=run, k=k: data_script(f"run{k}-index", r.index())
-            for c in range((len(run.records) + run.meta["chunk_size"] - 1) // run.meta["chunk_size"]):
+            for c in range((len(run) + run.meta["chunk_size"] - 1) // run.meta["chunk_size"]):
                 out[f"data/run{k}-chunk{c}.js"] = lambda r=run, k=k, c=c: data_script(f"run{k}-chunk{c}", r.chunk(c))
         return out
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         site = load_site(args.runs)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"opid-view: {exc}") from None
-    counts = ", ".join(f"{r.name}: {len(r.records)} trajectories" for r in site.runs)
+    counts = ", ".join(f"{r.name}: {len(r)} trajectories" for r in site.runs)
     print(f"loaded {counts} in {time.monotonic() - t0:.1f} s", flush=True)
     if args.export:
         n = site.export(Path(args.export))

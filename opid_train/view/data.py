@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from opid_train.metrics import read_metrics
-from opid_train.records import RECORDS_FILE, read_records
+from opid_train.records import RECORDS_FILE, read_record_lines
 
 CHUNK = 64  # trajectories per chunk the page loads when it opens one of them
 
@@ -59,21 +59,46 @@ def evaluations(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def line_summary(line: str) -> dict[str, Any]:
+    """A record line's fields without parsing its steps: `trajectory_record` writes them before
+    "steps" (and the analysis after), and a quote inside a JSON string is always escaped, so the
+    first ',"steps":[' ends them. Anything else is parsed whole."""
+    cut = line.find(',"steps":[')
+    if cut < 0:
+        record = json.loads(line)
+        return {**{k: v for k, v in record.items() if k != "steps"}, "steps": len(record.get("steps", [])),
+                "analysed": record.get("analysis") is not None}
+    head = json.loads(line[:cut] + "}")
+    return {**head, "steps": line.count('{"t":', cut), "analysed": line.rfind(',"analysis":{') > cut}
+
+
 @dataclass
 class RunData:
+    """A run's page data; records stay unparsed lines until a chunk of them is asked for."""
+
     name: str
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    extra: list[dict[str, Any]] = field(default_factory=list)  # per line: fields the page adds (method, source)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def record(self, i: int) -> dict[str, Any]:
+        return {**json.loads(self.lines[i]), **self.extra[i]}
 
     def index(self) -> list[dict[str, Any]]:
-        """One summary per trajectory (what the browser filters on), `i` its place in `records`."""
-        return [{"i": i, **{k: r.get(k) for k in SUMMARY_KEYS}, "steps": len(r.get("steps", [])),
-                 "analysed": r.get("analysis") is not None, "source": r.get("_source")}
-                for i, r in enumerate(self.records)]
+        """One summary per trajectory (what the browser filters on), `i` its place in the run."""
+        out = []
+        for i, (line, extra) in enumerate(zip(self.lines, self.extra)):
+            head = {**line_summary(line), **extra}
+            out.append({"i": i, **{k: head.get(k) for k in SUMMARY_KEYS}, "steps": head["steps"],
+                        "analysed": head["analysed"], "source": head["_source"]})
+        return out
 
     def chunk(self, k: int) -> list[dict[str, Any]]:
-        return self.records[k * CHUNK:(k + 1) * CHUNK]
+        return [self.record(i) for i in range(k * CHUNK, min(len(self.lines), (k + 1) * CHUNK))]
 
 
 def load_run(path: str | Path, name: str | None = None) -> RunData:
@@ -85,24 +110,23 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
     config = {}
     if path.is_dir() and (path / "config.yaml").exists():
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    method = config.get("algo")
-    records = []
+    lines, extra = [], []
     for file in record_files(path):
         source = str(file.relative_to(folder)) if file.is_relative_to(folder) else str(file)
-        for r in read_records(file):
-            if r.get("method") in (None, "eval") and method:
-                r["method"] = method
-            r["_source"] = source
-            records.append(r)
+        for line in read_record_lines(file):
+            lines.append(line)
+            # opid-eval records its episodes as method "eval": the run's own method is more telling
+            extra.append({"_source": source, **({"method": config["algo"]} if config.get("algo") and
+                                                 ('"method":"eval"' in line[:line.find(',"steps":[')]) else {})})
     meta = {
         "name": name or path.name, "path": str(path.resolve()), "config": config,
         "run_info": _json(path / "run_info.json") if path.is_dir() else None,
         "warmstart": _json(path / "warmstart.json") if path.is_dir() else None,
         "metrics": read_metrics(path / "metrics.jsonl") if path.is_dir() else [],
         "evaluations": evaluations(path) if path.is_dir() else [],
-        "trajectories": len(records), "chunk_size": CHUNK,
+        "trajectories": len(lines), "chunk_size": CHUNK,
     }
-    return RunData(meta["name"], path, meta, records)
+    return RunData(meta["name"], path, meta, lines, extra)
 
 
 def run_names(paths: list[Path]) -> list[str]:
