@@ -97,8 +97,14 @@ def test_recording_can_be_thinned_or_turned_off_and_opid_eval_records_beside_its
               "--group_size", "2", "--max_new_tokens", "4", *TINY]
     main([*common, "--run_dir", str(tmp_path / "off"), "--record.enabled", "false"])
     assert not (tmp_path / "off" / RECORDS_FILE).exists()
-    main([*common, "--run_dir", str(tmp_path / "thin"), "--record.every", "2", "--record.max_trajectories", "1"])
-    assert [(r["update"], r["group_id"]) for r in read_records(tmp_path / "thin")] == [(0, 0), (0, 0), (2, 4), (2, 4)]
+    main([*common, "--run_dir", str(tmp_path / "thin"), "--record.every", "2", "--record.max_trajectories", "1",
+          "--algo", "sdar"])
+    thin = read_records(tmp_path / "thin")
+    assert [(r["update"], r["group_id"]) for r in thin] == [(0, 0), (0, 0), (2, 4), (2, 4)]
+    # SDAR: the analysis, and per step its teacher's log-ratio to the sampling policy, token by token
+    assert all(r["analysis"] and r["method"] == "sdar" for r in thin)
+    assert all(set(s["teacher"]) == {"teacher"} and len(s["teacher"]["teacher"]) == len(s["tokens"])
+               for r in thin for s in r["steps"])
 
     out = tmp_path / "eval.json"
     for _ in range(2):  # a second evaluation to the same place replaces the first one's records
