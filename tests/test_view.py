@@ -161,7 +161,7 @@ class Browser:
         self.wait(f"document.getElementById('main') && document.getElementById('main').dataset.ready === {json.dumps(view)}")
 
     def center(self, selector: str) -> tuple[float, float]:
-        box = self.js(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); el.scrollIntoView({{block: 'center'}});"
+        box = self.js(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); el.scrollIntoView({{block: 'nearest'}});"
                       f" const r = el.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; }})()")
         return box[0], box[1]
 

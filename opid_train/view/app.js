@@ -200,14 +200,15 @@ async function renderEval() {
     const box = card.querySelector(".tasks");
     if (!evals.length) { box.textContent = "No recorded evaluation episodes."; continue; }
     box.classList.remove("muted");
-    const labels = [...new Set(evals.map(s => s.label))];
+    // the warm start (a run's initial/ policy) before the trained one
+    const labels = [...new Set(evals.map(s => s.label))].sort((a, b) => (b.startsWith("initial") ? 1 : 0) - (a.startsWith("initial") ? 1 : 0));
     const tasks = new Map();
     for (const s of evals) {
       const key = s.split + "\u0000" + s.task_id;
       if (!tasks.has(key)) tasks.set(key, {split: s.split, task_id: s.task_id, task_type: s.task_type, task: s.task, eps: {}});
       (tasks.get(key).eps[s.label] = tasks.get(key).eps[s.label] || []).push(s);
     }
-    const rows = [...tasks.values()].slice(0, 400);
+    const rows = [...tasks.values()].sort(byTask).slice(0, 400);
     box.innerHTML = `<table><tr><th>split</th><th>task</th><th>type</th>${labels.map(l => `<th>${esc(l)}</th>`).join("")}</tr>` +
       rows.map(t => `<tr><td>${esc(t.split)}</td><td title="${esc(t.task)}">${esc(t.task_id)}</td><td>${esc(t.task_type)}</td>` +
         labels.map(l => `<td class="eps">${(t.eps[l] || []).map(s => `<a href="${link("traj", {run: k, i: s.i})}" class="${s.won ? "won" : "lost"}" title="${s.won ? "won" : "lost"}, ${s.steps} steps">${s.won ? "✓" : "✗"}</a>`).join("")}</td>`).join("") +
@@ -354,6 +355,10 @@ async function renderTrajectory() {
 
 // ---- two runs on the same tasks ------------------------------------------------------------------------
 
+// evaluations first, then updates in order; tasks by split and id
+const byTask = (x, y) => (x.phase === "eval" ? 0 : 1) - (y.phase === "eval" ? 0 : 1) || (x.update ?? 0) - (y.update ?? 0) ||
+  String(x.label ?? "").localeCompare(String(y.label ?? "")) || String(x.split).localeCompare(String(y.split)) ||
+  (+x.task_id - +y.task_id) || String(x.task_id).localeCompare(String(y.task_id));
 const pairKey = s => [s.phase, s.phase === "train" ? s.update : s.label, s.split, s.task_id].join("\u0000");
 
 async function renderCompare() {
@@ -365,7 +370,7 @@ async function renderCompare() {
   const rows = [...ga.keys()].filter(k => gb.has(k)).map(k => {
     const A = ga.get(k), B = gb.get(k), ra = A.filter(s => s.won).length / A.length, rb = B.filter(s => s.won).length / B.length;
     return {k, A, B, ra, rb, d: rb - ra};
-  }).sort((x, y) => Math.abs(y.d) - Math.abs(x.d) || (x.k < y.k ? -1 : 1));
+  }).sort((x, y) => Math.abs(y.d) - Math.abs(x.d) || byTask(x.A[0], y.A[0]));
   const differ = rows.filter(r => r.d !== 0).length;
   const sel = (name, v) => `<select name="${name}">${RUNS.map((r, k) => `<option value="${k}" ${k === v ? "selected" : ""}>${esc(r.name)}</option>`).join("")}</select>`;
   const eps = (list, run) => list.map(s => `<a class="${s.won ? "won" : "lost"}" href="${link("traj", {run, i: s.i})}">${s.won ? "✓" : "✗"}</a>`).join("");
