@@ -69,6 +69,11 @@ def test_the_data_the_page_reads_and_the_export(runs, tmp_path):
     assert "<script src=\"app.js\">" in (tmp_path / "site" / "index.html").read_text()
     assert not re.search(r"https?://", (tmp_path / "site" / "app.js").read_text())  # nothing from the network
 
+    from opid_train.view.app import main
+
+    main([str(runs[0]), "--export", str(tmp_path / "cli")])  # the console script's way
+    assert sorted(p.name for p in (tmp_path / "cli" / "data").iterdir()) == ["run0-chunk0.js", "run0-index.js", "runs.js"]
+
 
 @pytest.mark.slow
 def test_the_server_listens_on_localhost_and_serves_only_its_files(runs):
