@@ -81,6 +81,7 @@ def add_teacher_details(records: list[dict[str, Any]], batch: Batch, details: di
         step["critical"] = analysis is not None and batch.trajectories[traj_index].steps[t].t in analysis.step_skills
         n = int(batch.response_mask[row].sum())
         step["tokens"] = token_text(batch.response_ids[row, :n].tolist())
+        # OPID: one term per routed skill ("episode", "step"); SDAR: one for its whole teacher prompt ("teacher")
         step["teacher"] = {c: [round(v, 4) for v in term[row, :n].tolist()] for c, term in terms.items()
                            if c in routed[row] or c == "teacher"}
 
