@@ -51,6 +51,13 @@ class EvalConfig:
 
 
 @dataclass
+class RecordConfig:
+    enabled: bool = True  # every trajectory played, to <run_dir>/records.jsonl.gz (`opid-view` reads it)
+    every: int = 1  # record the rollouts of every n-th update (evaluations always)
+    max_trajectories: int = 0  # per update and per evaluation, whole groups (0: all)
+
+
+@dataclass
 class TrainConfig:
     env: str = "OPID/ALFWorld-v0"
     env_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +105,7 @@ class TrainConfig:
     analyzer: AnalyzerConfig = field(default_factory=AnalyzerConfig)
     opid: OPIDConfig = field(default_factory=OPIDConfig)
     sdar: SDARConfig = field(default_factory=SDARConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
 
     tensorboard: bool | None = None  # None: when tensorboard is installed; true: required (run_dir/tb)
     wandb: bool = False  # needs wandb (opid[wandb]); project from $WANDB_PROJECT
@@ -289,7 +297,8 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "tiny.max_positions": (65, True, math.inf),  # prompts get the context less 64 tokens for the response
     "warmstart.episodes": (0, True, math.inf), "warmstart.epochs": (1, True, math.inf), "warmstart.lr": (0, False, math.inf),
     "warmstart.batch_size": (1, True, math.inf), "warmstart.max_minutes": (0, False, math.inf),
-    "warmstart.skill_share": (0, True, 1),
+    "warmstart.skill_share": (0, True, 1), "record.every": (1, True, math.inf),
+    "record.max_trajectories": (0, True, math.inf),
     "eval.episodes": (0, True, math.inf), "eval.samples": (1, True, math.inf), "eval.temperature": (0, False, math.inf),
     "grpo.clip_eps": (0, False, math.inf), "grpo.kl_coef": (0, True, math.inf),
     "grpo.invalid_format_penalty": (0, True, math.inf), "grpo.invalid_action_penalty": (0, True, math.inf),
@@ -504,12 +513,15 @@ class EvalJobConfig:
     threads: int | None = None
     out: str | None = None
     parity: str = "auto"
+    records: str | None = None  # where the episodes are recorded (None: beside `out`)
+    record: bool = True
+    record_max: int = 0  # episodes recorded per split at most (0: all)
 
 
 EVAL_RANGES: dict[str, tuple[float, bool, float]] = {
     "episodes": (0, True, math.inf), "samples": (1, True, math.inf), "temperature": (0, False, math.inf),
     "max_new_tokens": (1, True, math.inf), "envs": (1, True, math.inf), "env_workers": (0, True, math.inf),
-    "seed": (0, True, math.inf), "threads": (1, True, math.inf),
+    "seed": (0, True, math.inf), "threads": (1, True, math.inf), "record_max": (0, True, math.inf),
 }
 EVAL_MODES = ("greedy", "sampled", "both")
 

@@ -227,6 +227,7 @@ def collect(
             states[k] = res
             if res.done:
                 trajs[k].score, trajs[k].won = res.reward, bool(res.info.get("won", False))
+                trajs[k].final_observation = res.context.observation
         bar.update(len(active))
         active = [k for k in active if not states[k].done]
         turn += 1

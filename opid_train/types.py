@@ -41,6 +41,7 @@ class Trajectory:
     steps: list[Step] = field(default_factory=list)
     score: float = 0.0  # the outcome score in [0, 1] (the final step's reward)
     won: bool = False
+    final_observation: str | None = None  # what the env said after the last action
 
     def returns_to_go(self, gamma: float = 0.95) -> list[float]:
         """Discounted return from each step on (the analyzer's evidence of progress)."""

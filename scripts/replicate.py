@@ -48,7 +48,7 @@ from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig, load_yaml, to_dict, with_overrides  # noqa: E402
 from opid_train.evaluate import paired_comparison  # noqa: E402
-from opid_train.metrics import read_metrics  # noqa: E402
+from opid_train.metrics import describe_run, plot_comparison, read_metrics  # noqa: E402
 from opid_train.presets import resolve_parity  # noqa: E402
 
 METHODS = {  # name -> (algo, TrainConfig overrides as dotted keys); the name gives the run folder (run_tag)
@@ -253,30 +253,13 @@ def plot(results: dict, runs: dict, out: Path, splits: list[str]) -> list[str]:
     import matplotlib.pyplot as plt
 
     names, key = [], "score" if partial_scores(results, splits) else "success"
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for method, seeds in runs.items():
-        curves = []
-        for run_dir in seeds.values():
-            curve = [row[key] for row in read_metrics(Path(run_dir) / "metrics.jsonl")]
-            if curve:  # the warm start has no updates
-                curves.append(curve)
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        xs = list(range(1, n + 1))
-        mean = [statistics.mean(c[i] for c in curves) for i in range(n)]
-        ax.plot(xs, mean, label=method)
-        if len(curves) > 1:
-            ax.fill_between(xs, [min(c[i] for c in curves) for i in range(n)],
-                            [max(c[i] for c in curves) for i in range(n)], alpha=0.15)
-    ax.set_xlabel("update")
-    ax.set_ylabel(f"training rollout {key}")
-    ax.set_title("Learning curves (mean over seeds, band = min..max)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
-    names.append("curves.png")
+    curves = {method: [c for c in ([row[key] for row in read_metrics(Path(d) / "metrics.jsonl") if key in row]
+                                   for d in seeds.values()) if c]  # the warm start has no updates
+              for method, seeds in runs.items()}
+    env = next((e for seeds in runs.values() for d in seeds.values() if (e := describe_run(Path(d))["env"])), "")
+    if plot_comparison(curves, out / "curves.png", f"training rollout {key}",
+                       f"{env + ': ' if env else ''}learning curves of {out.resolve().name}", reference="GRPO"):
+        names.append("curves.png")
 
     fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False)
     methods = list(results)  # the warm start, then the methods in the order they were run

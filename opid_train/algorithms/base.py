@@ -12,7 +12,7 @@ Construction: the registry in `opid_train.algorithms` maps a name to "module:Cla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,6 +38,9 @@ class PrepareContext:
     template: PromptTemplate  # re-renders a step's prompt, e.g. with skills injected
     run_dir: Path  # caches and dumps (analyses, skills used per step)
     update: int  # index of this update (for schedules)
+    # what the algorithm worked out per trajectory and row (analyses, routed skills, teacher terms),
+    # left here for the run's records (`opid_train.records.add_teacher_details`)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class Algorithm:

@@ -257,6 +257,7 @@ class OPID(Algorithm):
                     metrics[f"opid/dlogp_{c}_raw_mean"] = masked_mean(raw, active[c]).item() if active[c].any() else 0.0
                     dlogp[c] = shape_teacher_term(raw, active[c], self.cfg.normalize_teacher, self.cfg.clip_teacher)
             metrics.update(analysis_metrics(batch, analyses, routed, "opid"))
+            ctx.details.update(analyses=analyses, routed=routed, teacher_terms=raw_terms)
             dump_skills(Path(ctx.run_dir) / "skills.jsonl", ctx.update, batch, analyses, routed, raw_terms,
                         getattr(ctx.policy, "tokenizer", None))
         # 5. A_OPID = A_ep + w_ep * dlogp_ep + w_step * dlogp_step

@@ -97,6 +97,8 @@ class SDAR(Algorithm):
         batch.extras["teacher_rows"] = torch.tensor([bool(s) for s in routed], dtype=batch.response_mask.dtype)
         metrics.update(analysis_metrics(batch, analyses, routed, "sdar"))
         active = batch.extras["teacher_rows"][:, None] * batch.response_mask
+        ctx.details.update(analyses=analyses, routed=routed,
+                           teacher_terms={"teacher": (batch.extras["teacher_logp"] - batch.old_logp) * active})
         metrics["sdar/teacher_active_token_ratio"] = (active.sum() / batch.response_mask.sum().clamp(min=1)).item()
         dump_skills(Path(ctx.run_dir) / "skills.jsonl", ctx.update, batch, analyses, routed)
         return metrics

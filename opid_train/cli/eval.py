@@ -23,6 +23,7 @@ from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.policy.presets import hf_policy, load_policy
 from opid_train.config import TrainConfig
 from opid_train.presets import PARITY_MODES, agent_config_for, resolve_parity
+from opid_train.records import RunRecorder
 from opid_train.rollout import make_pool
 
 
@@ -38,7 +39,7 @@ def job_from_args(args) -> EvalJobConfig:
         split=[s.strip() for s in args.split.split(",") if s.strip()], episodes=args.episodes, mode=args.mode,
         samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens, envs=args.envs,
         env_workers=args.env_workers, seed=args.seed, device=args.device, threads=args.threads, out=args.out,
-        parity=args.parity)
+        parity=args.parity, records=args.records, record=not args.no_record, record_max=args.record_max)
 
 
 def run(job: EvalJobConfig, progress: bool = True) -> dict:
@@ -47,6 +48,13 @@ def run(job: EvalJobConfig, progress: bool = True) -> dict:
         torch.set_num_threads(job.threads)
     policy = (load_policy(folder, device=job.device, temperature=job.temperature) if isinstance(folder, str)
               else hf_policy(folder, device=job.device, temperature=job.temperature))
+    out = Path(job.out) if job.out else (Path(folder) / f"eval_{job.env.split(':')[-1].replace('/', '_')}.json"
+                                         if isinstance(folder, Path) else None)
+    records = (job.records or (out and out.with_suffix(".records.jsonl.gz"))) if job.record else None
+    recorder = None
+    if records:  # a new evaluation replaces the records of an earlier one in the same place
+        Path(records).unlink(missing_ok=True)
+        recorder = RunRecorder(records, method="eval", max_trajectories=job.record_max)
     modes = ["greedy", "sampled"] if job.mode == "both" else [job.mode]
     setting = resolve_parity(TrainConfig(env=job.env, env_kwargs=job.env_kwargs, policy=str(folder), parity=job.parity))
     env_kwargs = setting.env_kwargs  # the parity mode's env settings, under what the user set
@@ -60,16 +68,18 @@ def run(job: EvalJobConfig, progress: bool = True) -> dict:
                 trajs = evaluate(policy, pool, split, episodes=job.episodes, greedy=mode == "greedy",
                                  samples=job.samples, seed=job.seed, max_new_tokens=job.max_new_tokens,
                                  progress=progress)
+                if recorder:
+                    recorder.evaluation(trajs, f"{Path(str(folder)).name} {mode}")
                 results[split] = summarize(trajs)
             report["results"][mode] = results
             print(format_table(results, f"{job.env} - {mode} - {folder}"))
     finally:
         pool.close()
-    out = Path(job.out) if job.out else (Path(folder) / f"eval_{job.env.split(':')[-1].replace('/', '_')}.json"
-                                         if isinstance(folder, Path) else None)
     if out:
         out.write_text(json.dumps(report, indent=2))
         print(f"wrote {out}")
+    if recorder:
+        print(f"episodes recorded in {recorder.path} (opid-view {recorder.path})")
     return report
 
 
@@ -94,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parity", choices=PARITY_MODES, default="auto",
                         help="prompts and env settings: the OPID reference's or ours (auto: ours for a tiny-policy "
                              "checkpoint, the reference's for any other model)")
+    parser.add_argument("--records", help="where every episode played is recorded (default: beside the JSON "
+                        "output, as <out>.records.jsonl.gz; `opid-view` reads it)")
+    parser.add_argument("--no_record", action="store_true", help="do not record the episodes")
+    parser.add_argument("--record_max", type=int, default=0, help="record at most this many episodes per split (0: all)")
     args = parser.parse_args(argv)
     with reported_errors(parser.prog, debugging(args)):
         run(job_from_args(args), progress=not args.no_progress)

@@ -35,6 +35,7 @@ from opid_train.learning_signal import SignalWatch, groups_with_signal, with_lea
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
 from opid_train.presets import agent_config_for, resolve_parity
+from opid_train.records import RECORDS_FILE, RunRecorder
 from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
 from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
 
@@ -60,7 +61,7 @@ def versions() -> dict[str, str]:
 
 # What a run writes into its folder (a fresh start with --overwrite removes these, and only these).
 RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", "warmstart.json", "eval.json", "curves.png",
-             "skills.jsonl", "main_eval.json", "tb", "checkpoints", "initial", "final")
+             "skills.jsonl", "main_eval.json", RECORDS_FILE, "tb", "checkpoints", "initial", "final")
 
 
 def claim_run_folder(run_dir: Path, overwrite: bool) -> None:
@@ -141,6 +142,13 @@ def task_draw(cfg: TrainConfig, update: int, task_ids: list[int]) -> list[tuple[
     return [(cfg.train_split, task_ids[int(i)]) for i in picks]
 
 
+def recorded(trajs: list, recorder: RunRecorder | None, label: str) -> list:
+    """`trajs`, after recording them as one evaluation when recording is on."""
+    if recorder:
+        recorder.evaluation(trajs, label)
+    return trajs
+
+
 def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = False) -> Path:
     """Run (or resume) one training run; returns its run folder. A fresh start (no `resume`) in a
     folder that holds a run raises ConfigError unless `overwrite`."""
@@ -190,6 +198,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
         logger.truncate_after(start)
         train_task_ids = rl_task_ids(cfg, pool.num_tasks(cfg.train_split))
         watch = SignalWatch(warm_started=bool(cfg.warmstart.episodes or cfg.init))
+        recorder = None
+        if cfg.record.enabled:
+            recorder = RunRecorder(run_dir / RECORDS_FILE, method=cfg.algo, tokenizer=getattr(policy, "tokenizer", None),
+                                   every=cfg.record.every, max_trajectories=cfg.record.max_trajectories)
+            recorder.writer.forget_updates_from(start)
         for update in range(start, cfg.updates):
             t0 = time.monotonic()
             trajs = collect(policy, pool, task_draw(cfg, update, train_task_ids), cfg.group_size,
@@ -209,6 +222,10 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
                 signal_groups=groups_with_signal(trajs),
                 format_invalid_rate=float(np.mean([not s.format_valid for t in trajs for s in t.steps])),
                 rollout_seconds=t1 - t0, update_seconds=time.monotonic() - t1)
+            if recorder:
+                t2 = time.monotonic()
+                metrics.update(record_bytes=recorder.training_update(update, batch, ctx.details),
+                               record_seconds=time.monotonic() - t2)
             logger.log(update, metrics)
             log(f"update {update + 1}/{cfg.updates}: success {metrics['success']:.2f} "
                 f"format-invalid {metrics['format_invalid_rate']:.2f} groups with signal {metrics['signal_groups']:.2f} "
@@ -224,10 +241,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
         if png:
             log(f"learning curves: {png}")
         if cfg.eval.splits:
-            results = {split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, greedy=cfg.eval.greedy,
-                                                 samples=cfg.eval.samples, temperature=cfg.eval.temperature, seed=cfg.seed,
-                                                 max_new_tokens=cfg.max_new_tokens, progress=cfg.progress))
-                       for split in cfg.eval.splits}
+            label = f"final {'greedy' if cfg.eval.greedy else 'sampled'}"
+            results = {split: summarize(recorded(evaluate(
+                policy, pool, split, episodes=cfg.eval.episodes, greedy=cfg.eval.greedy, samples=cfg.eval.samples,
+                temperature=cfg.eval.temperature, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
+                progress=cfg.progress), recorder, label)) for split in cfg.eval.splits}
             (run_dir / "eval.json").write_text(json.dumps(results, indent=2))
             log(format_table(results, f"evaluation of {run_dir / 'final'}"))
     finally:

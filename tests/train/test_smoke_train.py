@@ -109,7 +109,7 @@ def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], first[k]) for k in a)  # the second update did change the weights
-    timing = {"rollout_seconds", "update_seconds"}
+    timing = {"rollout_seconds", "update_seconds", "record_seconds"}
     clean = lambda r: {k: v for k, v in r.items() if k not in timing}  # noqa: E731
     assert [clean(r) for r in metrics(killed)] == [clean(r) for r in metrics(straight)]
 

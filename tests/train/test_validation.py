@@ -77,6 +77,7 @@ def fails_in_one_line(capsys, entry, argv) -> str:
     (["--prompt", "alfworld-fancy"], ["--prompt 'alfworld-fancy'", "alfworld-reference"]),
     (["--grpo.outcome_advantage", "rloo"], ["--grpo.outcome_advantage 'rloo'", "verl_agent"]),
     (["--history_k", "-1"], ["--history_k -1", "integer >= 0"]),
+    (["--record.every", "0"], ["--record.every 0", "integer >= 1"]),
 ])
 def test_opid_train_rejects_a_bad_option_before_any_work(tmp_path, capsys, argv, expected):
     run_dir = tmp_path / "run"
