@@ -337,15 +337,18 @@ def env_class(env_id: str, option: str = "env"):
     import gymnasium as gym
 
     import opid_envs  # noqa: F401  (registers the OPID env ids)
+    from opid_envs.core import resolve_env_id
 
     if not isinstance(env_id, str) or not env_id:
         raise bad(option, env_id, "expected a registered env id")
     module, _, name = env_id.rpartition(":")
     if module:
         try:
-            importlib.import_module(module)
+            resolve_env_id(env_id)  # imports the module as `python -m` would, the working directory first
         except ImportError as exc:
-            raise bad(option, env_id, f"cannot import {module!r} ({one_line(exc)})") from None
+            raise bad(option, env_id, f"cannot import {module!r} ({one_line(exc.__cause__ or exc)})") from None
+        except ValueError:
+            pass  # the module imported but registered nothing under that id: said below
     spec = gym.registry.get(name)
     if spec is None:
         known = sorted(k for k in gym.registry if k.startswith(("OPID/", "OPIDTest/")))
