@@ -23,7 +23,7 @@ ARGS = ["--env", TOY, "--env_kwargs", '{"max_steps": 6}', "--tiny.hidden_size", 
         "--tiny.num_heads", "2", "--tiny.intermediate_size", "64", "--tiny.vocab_size", "600", "--threads", "1",
         "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6", "--warmstart.episodes", "2",
         "--warmstart.epochs", "1", "--updates", "3", "--lr", "1e-2", "--progress", "false", "--tensorboard", "false"]
-TIMING = {"rollout_seconds", "update_seconds"}
+TIMING = {"rollout_seconds", "update_seconds", "record_seconds"}
 
 
 
