@@ -440,6 +440,9 @@ def drill_server(d: Drill, work: Path, cache: Path, clients: int, requests: int)
 
 
 # -- 5. resume -----------------------------------------------------------------------------------------------
+KEEP = 2  # checkpoints the trainer keeps (Learner.save_checkpoint's default)
+
+
 def drill_resume(d: Drill, work: Path, cache: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -479,7 +482,11 @@ def drill_resume(d: Drill, work: Path, cache: Path) -> None:
         prepare(run_dir)
         before_lines, before = lines(run_dir), ckpts(run_dir)
         proc = run(train_cmd(run_dir, *extra), cache, timeout=240)
-        lost = max(before_lines - lines(run_dir), 0) + len(set(before) - set(ckpts(run_dir)))
+        after = ckpts(run_dir)
+        # a checkpoint gone while fewer than KEEP newer ones stand is lost; one rotated out behind
+        # KEEP newer ones is the run's normal bookkeeping
+        rotated = {name for name in set(before) - set(after) if sum(other > name for other in after) >= KEEP}
+        lost = max(before_lines - lines(run_dir), 0) + len(set(before) - set(after) - rotated)
         ok = (proc.returncode == 0) == want_exit_zero and "Traceback" not in proc.stderr
         ok = ok and (not want_message or want_message in (proc.stdout + proc.stderr).lower())
         last = (proc.stderr.strip().splitlines() or [""])[-1][:100]
