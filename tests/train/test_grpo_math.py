@@ -81,6 +81,35 @@ def test_grpo_prepare_broadcasts_advantage_and_penalises_invalid_format():
 
 
 
+def test_grpo_prepare_divides_by_the_group_std_only_when_configured():
+    """One step per trajectory, so step-row and trajectory statistics agree. Group 0 scores (1, 0, 0, 0):
+    mean 0.25, std sqrt(3)/4 = 0.433 (population) or 0.5 (unbiased); group 1 scores (0.2, 0.6): mean 0.4,
+    std 0.2 (population) or 0.283 (unbiased). Either std is a normalization; ignoring the flag is not."""
+    scores = [1.0, 0.0, 0.0, 0.0, 0.2, 0.6]
+    groups = [0, 0, 0, 0, 1, 1]
+    trajs = [_traj(g, k, s, [True]) for k, (g, s) in enumerate(zip(groups, scores))]
+    cfg = TrainConfig()
+    cfg.grpo.invalid_format_penalty, cfg.grpo.invalid_action_penalty = 0.0, 0.0
+    ctx = PrepareContext(policy=None, template=PromptTemplate(), run_dir=None, update=0)
+    advantages = {}
+    for normalize in (False, True):
+        cfg.grpo.normalize_std = normalize
+        batch = make_batch(trajs)
+        GRPO(cfg).prepare(batch, ctx)
+        advantages[normalize] = batch.advantages[:, 0]
+    centred = torch.tensor([0.75, -0.25, -0.25, -0.25, -0.2, 0.2])
+    torch.testing.assert_close(advantages[False], centred)
+    scale = centred / advantages[True]  # the std each row was divided by
+    for rows, stds in (([0, 1, 2, 3], (math.sqrt(3) / 4, 0.5)), ([4, 5], (0.2, math.sqrt(0.08)))):
+        assert any(torch.allclose(scale[rows], torch.full((len(rows),), s), rtol=1e-4) for s in stds), scale[rows]
+    # scaling every score leaves the normalized advantage unchanged and scales the centred one
+    for k, t in enumerate(trajs):
+        t.score = scores[k] / 2
+    batch = make_batch(trajs)
+    GRPO(cfg).prepare(batch, ctx)
+    torch.testing.assert_close(batch.advantages[:, 0], advantages[True], rtol=1e-4, atol=1e-5)
+
+
 def test_grpo_penalises_impossible_actions_only_when_asked():
     trajs = [_traj(0, 0, 1.0, [True, True]), _traj(0, 1, 0.0, [True])]
     trajs[0].steps[1].action_valid = False  # well-formed, but the env could not carry it out

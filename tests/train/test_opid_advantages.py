@@ -142,8 +142,9 @@ def test_schedule_turns_the_teacher_off(setup):
         algo = OPID(train_config(start_update=1, stop_update=4))
         algo.teacher.analyzer = FixedAnalyzer(analyses)
         algo.prepare(batch, ctx)
-        a_ep = torch.tensor([0.5, 0.5, -0.5, -0.5])[:, None] * batch.response_mask
-        assert torch.equal(batch.advantages, a_ep) != on
+        # on: the route-mode teacher terms at w = 1e-3 (episode skill on row 0, step skill on row 1)
+        terms = [1e-3 * (WITH_EPISODE - PLAIN), 1e-3 * (WITH_STEP - PLAIN), 0, 0] if on else [0, 0, 0, 0]
+        torch.testing.assert_close(batch.advantages, expected([0.5, 0.5, -0.5, -0.5], terms, batch.response_mask))
 
 
 def test_skills_dump_has_one_line_per_step(setup):
