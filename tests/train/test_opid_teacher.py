@@ -79,7 +79,12 @@ def test_sdar_teacher_is_the_routed_prompt(policy_and_batch):
     loss, metrics = algo.extra_loss(batch, logp)
     loss.backward()  # a real gradient reaches the weights
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
-    assert 0 < metrics["sdar/gate_mean"] < 1
+    # by the formula, every row has a teacher here: g = sigmoid(5 (T - logp)), L = 0.01 * token_mean(g (T - logp))
+    mask, gap = batch.response_mask, (batch.extras["teacher_logp"] - logp).detach()
+    gate = torch.sigmoid(5.0 * gap)
+    assert metrics["sdar/gate_mean"] == pytest.approx(((gate * mask).sum() / mask.sum()).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(0.01 * ((gate * gap * mask).sum() / mask.sum()).item(), rel=1e-5)
+    assert metrics["sdar/gate_active_ratio"] == pytest.approx((((gap > 0) * mask).sum() / mask.sum()).item())
 
 
 class RowCounter:
