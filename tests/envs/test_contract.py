@@ -5,7 +5,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import opid_envs
-from opid_envs.core import MissingDependencyError, TextSpace, check_contract_info, require
+from opid_envs.core import MissingDependencyError, Outcome, Task, TextEnv, TextSpace, check_contract_info, require
 
 
 def test_toy_env_passes_gymnasium_checker(toy_id):
@@ -28,6 +28,13 @@ def test_same_task_id_gives_same_initial_state(toy_id):
 def test_seed_picks_task_reproducibly(toy_id):
     ids = [gym.make(toy_id).reset(seed=7)[1]["task_id"] for _ in range(3)]
     assert len(set(ids)) == 1
+
+
+def test_different_seeds_draw_different_tasks(toy_id):
+    env = gym.make(toy_id)
+    drawn = [env.reset(seed=seed)[1]["task_id"] for seed in range(40)]
+    assert set(drawn) == set(range(5))  # 40 seeds over 5 train tasks reach every one of them
+    assert [gym.make(toy_id).reset(seed=seed)[1]["task_id"] for seed in range(40)] == drawn  # whatever ran before
 
 
 def test_split_option_and_bad_options(toy_id):
@@ -63,6 +70,32 @@ def test_reward_only_on_final_step_and_won(toy_id):
         rewards.append(reward)
     assert rewards == [0.0, 0.0, 0.0, 0.0, 1.0]
     assert terminated and not truncated and info["won"] is True
+
+
+class ScoresEveryStep(TextEnv):
+    """A TextEnv whose actions all report a score: only the step that ends the task may pay it."""
+
+    def num_tasks(self, split):
+        return 1
+
+    def _start(self, split, task_id):
+        return Task(observation="start", instruction="finish", task_type="t", admissible_actions=["work", "finish"])
+
+    def _act(self, action):
+        done = action == "finish"
+        return Outcome(f"did {action}", done=done, score=0.4 if done else 0.7, won=done,
+                       admissible_actions=["work", "finish"])
+
+
+def test_reward_is_the_score_of_the_terminating_step_only():
+    env = ScoresEveryStep(max_steps=3)
+    env.reset(seed=0)
+    steps = [env.step(a) for a in ("work", "work", "finish")]
+    assert [(r, term, trunc) for _, r, term, trunc, _ in steps] == [(0.0, False, False), (0.0, False, False),
+                                                                    (0.4, True, False)]
+    env.reset(seed=0)
+    steps = [env.step("work") for _ in range(3)]  # truncated, not terminated: no reward either
+    assert [(r, term, trunc) for _, r, term, trunc, _ in steps] == [(0.0, False, False)] * 2 + [(0.0, False, True)]
 
 
 def test_truncated_at_step_limit(toy_id):
