@@ -38,6 +38,25 @@ def test_bad_responses_are_invalid_with_a_reason(response, reason):
     assert any(r in parsed.error for r in reason.split("|"))
 
 
+@pytest.mark.parametrize("response", [
+    "<action>go right</action><action>go right</action>",  # the same action twice
+    "<think>x</think><action>take key</action>\n<think>y</think><action>go left</action>",
+    "<action>take key</action> and then <ACTION>open door</ACTION>",
+    "<action>a</action><action>b</action><action>c</action>",
+])
+def test_doubled_action_blocks_are_rejected(response):
+    parsed = ACTION_FORMAT.parse(response)
+    assert parsed.action is None and "expected exactly one <action>...</action> block, found" in parsed.error
+
+
+def test_doubled_action_blocks_do_not_reach_the_env(toy_id):
+    env = make_agent_env(toy_id)
+    _, info = env.reset(options={"task_id": 0})  # the key lies in cell 0
+    _, _, _, _, info = env.step("<action>take key</action><action>take key</action>")
+    assert info["format_valid"] is False and info["action"] is None and info["action_valid"] is False
+    assert "take key" in info["admissible_actions"]  # the key was not taken
+
+
 def test_search_format_keeps_its_tag_and_needs_exactly_one_block():
     assert SEARCH_FORMAT.parse("<think>t</think><search> capital of France </search>").action == (
         "<search> capital of France </search>")
