@@ -148,3 +148,21 @@ def test_traj_mean_weights_every_trajectory_equally():
     assert torch.equal(token_weights(batch, "token-mean"), batch.response_mask)
     with pytest.raises(ValueError, match="loss_agg"):
         token_weights(batch, "seq-sum")
+
+
+def test_defaults_are_the_reference_hyperparameters():
+    """The papers' settings (shared/reference-notes.md): a silent change of a default changes every run."""
+    from opid_train.algorithms.config import AnalyzerConfig, GRPOConfig, OPIDConfig, SDARConfig
+
+    grpo = GRPOConfig()
+    assert (grpo.normalize_std, grpo.clip_eps, grpo.kl_coef, grpo.invalid_format_penalty, grpo.loss_agg) == (
+        True, 0.2, 0.01, 0.1, "token-mean")
+    assert grpo.invalid_action_penalty == 0.0  # ours, off unless asked for
+    opid = OPIDConfig()
+    assert (opid.w_ep, opid.w_step, opid.routing, opid.normalize_teacher, opid.clip_teacher) == (
+        1e-3, 1e-3, "route", False, None)
+    assert (opid.start_update, opid.stop_update, opid.rescore_old) == (0, None, False)
+    analyzer = AnalyzerConfig()
+    assert (analyzer.max_step_skills, analyzer.gamma, analyzer.parse_retries, analyzer.max_retries) == (5, 0.95, 2, 5)
+    sdar = SDARConfig()
+    assert (sdar.coef, sdar.beta, sdar.gate) == (0.01, 5.0, "sigmoid")
