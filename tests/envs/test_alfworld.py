@@ -300,6 +300,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # fresh Python processes
 def test_memoized_engine_matches_the_plain_engine(suite):
     """Same games and actions through unpatched textworld (another process): same text."""
     env = ALFWorldEnv(data_dir=suite, split="valid_unseen", max_steps=100)

@@ -57,6 +57,16 @@ def test_low_var_kl_k3():
     assert masked_mean(expected, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(float(expected[:2].mean()))
 
 
+def test_low_var_kl_is_capped_at_10_with_a_finite_gradient():
+    """verl's clamps: k3 at most 10; the log-ratio clamped to [-20, 20] first, so exp never overflows."""
+    logp = torch.tensor([-5.0, -100.0, -1.0], requires_grad=True)
+    ref = torch.tensor([0.0, 0.0, -1.0])
+    kl = low_var_kl(logp, ref)  # d = 5 (k3 142.4), 100 (exp overflows unclamped), 0
+    assert kl.tolist() == [10.0, 10.0, 0.0]
+    kl.sum().backward()
+    assert torch.isfinite(logp.grad).all() and logp.grad.tolist() == [0.0, 0.0, 0.0]
+
+
 def _traj(group, tid, score, valid_flags):
     ctx = PromptContext(task="t", history=(), observation="o", admissible_actions=None, step=0)
     steps = [Step(t=i, observation="o", context=ctx, prompt="p", response="r", action="a" if ok else None,
