@@ -73,6 +73,31 @@ def test_update_uses_the_configured_clip_range(tmp_path, clip_eps, pg_loss, clip
     torch.testing.assert_close(moved[:, 0], want_first, atol=1e-7, rtol=0)
 
 
+@pytest.mark.parametrize("loss_agg", ["token-mean", pytest.param("traj-mean", marks=pytest.mark.xfail(
+    strict=True, reason="masked_mean divides by max(weights, 1): a micro-batch whose traj-mean weights sum below 1 "
+                        "(rows of a multi-step trajectory) is under-weighted, so accumulation changes the step"))])
+def test_gradient_accumulation_does_not_change_the_step(tmp_path, loss_agg):
+    """One micro-batch of all rows or one row at a time: the same loss and gradient (found by mutation
+    testing: masked_mean's clamp(min=1) vs clamp(min=2) survived)."""
+    def two_steps(row, score):  # rows 2k and 2k + 1 of the table
+        traj = one_step_trajectory(2 * row, score)
+        second = copy.deepcopy(traj.steps[0])
+        second.t, second.prompt_ids = 1, [2 * row + 1]
+        traj.steps.append(second)
+        return traj
+
+    metrics = []
+    for micro in (8, 1):
+        cfg = learner_config(0.2)
+        cfg.grpo.loss_agg, cfg.micro_batch_size = loss_agg, micro
+        policy = DirectLogProbs([[0.75, 0.55], [0.6, 0.5], [0.25, 0.45], [0.4, 0.5]])
+        batch = make_batch([two_steps(0, 1.0), two_steps(1, 0.0)])
+        metrics.append(Learner(policy, GRPO(cfg), cfg).update(
+            batch, PrepareContext(policy=policy, template=PromptTemplate(), run_dir=tmp_path, update=0)))
+    assert metrics[1]["pg_loss"] == pytest.approx(metrics[0]["pg_loss"], rel=1e-5)
+    assert metrics[1]["grad_norm"] == pytest.approx(metrics[0]["grad_norm"], rel=1e-5)
+
+
 def test_resumed_learner_restores_the_optimizer_and_takes_the_same_step(tmp_path, monkeypatch):
     """Checkpoint after update 0, resume in a new learner: update 1 gives the uninterrupted run's
     weights; the same resume without the optimizer state (Adam's moments) does not."""
