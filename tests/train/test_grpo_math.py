@@ -25,6 +25,14 @@ def test_group_advantages_mean_std_and_mean_only():
     assert torch.allclose(group_advantages(scores, groups, normalize_std=False), expected_mean_only)
 
 
+def test_group_advantages_normalize_by_default_and_take_integer_scores():
+    scores, groups = torch.tensor([1, 0, 0, 0]), torch.tensor([0, 0, 0, 0])  # e.g. won flags as ints
+    default = group_advantages(scores, groups)
+    assert default.dtype == torch.float32
+    torch.testing.assert_close(default, group_advantages(scores.float(), groups, normalize_std=True))
+    torch.testing.assert_close(group_advantages(scores, groups, normalize_std=False), torch.tensor([0.75, -0.25, -0.25, -0.25]))
+
+
 def test_ppo_clip_loss_hand_computed():
     old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
     new = torch.log(torch.tensor([[0.75, 0.25, 0.55]]))  # ratios 1.5, 0.5, 1.1
@@ -88,6 +96,8 @@ def test_grpo_prepare_broadcasts_advantage_and_penalises_invalid_format():
     expected = torch.tensor([[0.5, 0.0], [0.4, 0.4], [-0.5, 0.0], [0.0, 0.0]])
     assert torch.allclose(batch.advantages, expected, atol=1e-6)
     assert metrics["format_invalid_rate"] == pytest.approx(0.25)
+    # A_ep per row (before the penalty): 0.5, 0.5, -0.5, 0
+    assert metrics["adv_ep_mean"] == pytest.approx(0.125) and metrics["adv_ep_abs_mean"] == pytest.approx(0.375)
 
 
 
