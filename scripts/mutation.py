@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -77,9 +78,17 @@ def prepare(group: str, work: Path) -> None:
 
 
 def mutmut(work: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`python -m mutmut ARGS` in the group's copy; on timeout its whole process group (workers too) is stopped."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH="")
-    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def results(work: Path) -> dict[str, str]:
@@ -111,22 +120,26 @@ def main(argv: list[str] | None = None) -> None:
         work = args.work_dir / group
         prepare(group, work)
         t0 = time.monotonic()
-        run = mutmut(work, "run", "--max-children", str(args.max_children), timeout=args.timeout_minutes * 60)
-        if run.returncode != 0:
-            print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
-            raise SystemExit(f"mutmut failed on group {group} (exit {run.returncode}); its copy is in {work}")
-        statuses = results(work)
-        killed = sum(s in KILLED for s in statuses.values())
-        survivors = sorted(k for k, s in statuses.items() if s not in KILLED)
-        ratio = killed / max(len(statuses), 1)
-        print(f"{group}: {killed}/{len(statuses)} mutants killed ({100 * ratio:.1f} %), "
+        try:
+            run = mutmut(work, "run", "--max-children", str(args.max_children), timeout=args.timeout_minutes * 60)
+        except subprocess.TimeoutExpired:
+            print(f"{group}: stopped after {args.timeout_minutes:g} minutes; the counts below are partial")
+        else:
+            if run.returncode != 0:
+                print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+                raise SystemExit(f"mutmut failed on group {group} (exit {run.returncode}); its copy is in {work}")
+        tried = {k: s for k, s in results(work).items() if s != "not checked"}
+        killed = sum(s in KILLED for s in tried.values())
+        survivors = sorted(k for k, s in tried.items() if s not in KILLED)
+        ratio = killed / max(len(tried), 1)
+        print(f"{group}: {killed}/{len(tried)} mutants killed ({100 * ratio:.1f} %), "
               f"{len(survivors)} not, in {time.monotonic() - t0:.0f} s", flush=True)
         for name in survivors:
-            print(f"    {statuses[name]}: {name}")
+            print(f"    {tried[name]}: {name}")
             if args.show_survivors:
                 print("        " + mutmut(work, "show", name).stdout.replace("\n", "\n        "))
-        report[group] = {"killed": killed, "mutants": len(statuses), "ratio": ratio,
-                         "survivors": {name: statuses[name] for name in survivors}}
+        report[group] = {"killed": killed, "mutants": len(tried), "ratio": ratio,
+                         "survivors": {name: tried[name] for name in survivors}}
     if args.report:
         args.report.write_text(json.dumps(report, indent=2))
 
