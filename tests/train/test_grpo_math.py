@@ -31,6 +31,8 @@ def test_group_advantages_normalize_by_default_and_take_integer_scores():
     assert default.dtype == torch.float32
     torch.testing.assert_close(default, group_advantages(scores.float(), groups, normalize_std=True))
     torch.testing.assert_close(group_advantages(scores, groups, normalize_std=False), torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    # a group of one has no one to be compared with: advantage 0, not 0 / 0
+    assert group_advantages(torch.tensor([0.7]), torch.tensor([3]), normalize_std=True).tolist() == [0.0]
 
 
 def test_ppo_clip_loss_hand_computed():
