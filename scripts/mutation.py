@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested in parallel")
     parser.add_argument("--timeout-minutes", type=float, default=60, help="per group")
     parser.add_argument("--show-survivors", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="keep the group's last run, refresh its tests and retry only its survivors (after new tests)")
     parser.add_argument("--report", type=Path, help="write the per-group counts and survivors as JSON here")
     args = parser.parse_args(argv)
     groups = [g for name in args.groups or list(GROUPS) for g in ALIASES.get(name, [name])]
@@ -118,10 +120,19 @@ def main(argv: list[str] | None = None) -> None:
     report = {}
     for group in groups:
         work = args.work_dir / group
-        prepare(group, work)
         t0 = time.monotonic()
+        names: list[str] = []
+        if args.rerun_survivors and (work / "mutants").is_dir():
+            names = [k for k, s in results(work).items() if s not in KILLED]
+            for tests in (work / "tests", work / "mutants" / "tests"):
+                shutil.rmtree(tests)
+                shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            print(f"{group}: retrying {len(names)} survivors with the current tests", flush=True)
+        else:
+            prepare(group, work)
         try:
-            run = mutmut(work, "run", "--max-children", str(args.max_children), timeout=args.timeout_minutes * 60)
+            run = mutmut(work, "run", "--max-children", str(args.max_children), *names,
+                         timeout=args.timeout_minutes * 60)
         except subprocess.TimeoutExpired:
             print(f"{group}: stopped after {args.timeout_minutes:g} minutes; the counts below are partial")
         else:
