@@ -146,6 +146,10 @@ def test_buying_ends_with_the_hand_computed_score_as_reward(clicks, score):
     assert terminated and not truncated and reward == pytest.approx(score)
     assert info["won"] == (score == 1.0) and f"Your score (min 0.0, max 1.0) [SEP] {score:.2f}" in obs
     assert info["admissible_actions"] == [] and info["purchased_asin"] == "B0810V49DR"
+    options = round(4 * score) - 2  # the goal options matched
+    assert info["score_terms"] == {"r_type": 1.0, "attributes_matched": 1, "attributes_total": 1,
+                                   "options_matched": options, "options_total": 2, "r_price": 1, "title_score": 1.0,
+                                   "score": pytest.approx(score)}
 
 
 def test_truncation_at_default_15_steps_gives_zero():
