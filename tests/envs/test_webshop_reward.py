@@ -131,6 +131,24 @@ def test_type_reward_query_category_and_title_nouns():
     assert type_reward(product(title="Hand Cream", **other), goal(title="Red Large"), nouns)[0] == 0.5
 
 
+def test_each_type_rule_alone_gives_full_credit():
+    """With a title score of 0.1 (1 of 10 goal nouns: no credit from the title), each rule on its own."""
+    nouns = fallback_nouns
+    g10 = goal(title="Acme Lipstick Tube Gloss Balm Stick Case Brush Pencil Liner")  # query "lipstick"
+    title = "Lipstick Remover Wipes"
+    same_query = product(title=title, query="lipstick", path="Health & Household › Wipes")
+    two_segments = product(title=title, query="mascara", path="Beauty & Personal Care › Makeup › Eyes")
+    one_segment = product(title=title, query="mascara", path="Beauty & Personal Care › Skin Care › Wipes")
+    assert type_reward(same_query, g10, nouns) == (1.0, 0.1)
+    assert type_reward(two_segments, g10, nouns) == (1.0, 0.1)
+    assert type_reward(one_segment, g10, nouns) == (0.5, 0.1)
+
+
+def test_auto_noun_finder_is_spacy_when_installed():
+    want = "spacy" if spacy_available() else "fallback"
+    assert noun_finder_name(get_noun_finder("auto")) == want and noun_finder_name(get_noun_finder()) == want
+
+
 def test_fallback_noun_finder_keeps_content_words():
     assert fallback_nouns("Lumira Velvet Matte Lipstick - Long Lasting, 3.4 fl oz Red") == {"lumira", "lipstick", "lasting"}
     assert fallback_nouns("the and 12 pack") == frozenset()
