@@ -95,22 +95,23 @@ def test_summary_of_several_episodes_and_types_by_hand():
 
     summary = summarize([traj(1, "pick", True, 1.0, [(True, True), (True, True)]),
                          traj(2, "pick", False, 0.25, [(False, False)]),
-                         traj(1, "look", True, 1.0, [(True, False)])])
-    # 3 episodes, 2 won, scores 1 + 0.25 + 1, 4 steps: 1 malformed, 2 that did nothing
+                         traj(1, "look", True, 1.0, [(False, False)])])
+    # 3 episodes, 2 won, scores 1 + 0.25 + 1, 4 steps: 2 malformed (so they did nothing)
     assert summary["all"] == {"episodes": 3, "success": pytest.approx(2 / 3), "score": pytest.approx(0.75),
-                              "mean_steps": pytest.approx(4 / 3), "format_invalid_rate": 0.25,
+                              "mean_steps": pytest.approx(4 / 3), "format_invalid_rate": 0.5,
                               "action_invalid_rate": 0.5}
     assert summary["by_type"]["pick"] == {"episodes": 2, "success": 0.5, "score": 0.625, "mean_steps": 1.5,
                                           "format_invalid_rate": pytest.approx(1 / 3),
                                           "action_invalid_rate": pytest.approx(1 / 3)}
     assert summary["by_type"]["look"] == {"episodes": 1, "success": 1.0, "score": 1.0, "mean_steps": 1.0,
-                                          "format_invalid_rate": 0.0, "action_invalid_rate": 1.0}
+                                          "format_invalid_rate": 1.0, "action_invalid_rate": 1.0}
     assert summary["won"] == {"1": [True, True], "2": [False]}
 
 
 def test_one_episode_pair():
     assert paired_test([False], [True]) == {"episodes": 1, "before": 0.0, "after": 1.0, "gained": 1, "lost": 0,
                                             "p_one_sided": 0.5}
+    assert paired_test([True], [False])["before"] == 1.0 and paired_test([True], [False])["after"] == 0.0
 
 
 def test_task_level_test_edge_cases_by_hand():
