@@ -123,3 +123,35 @@ def test_missing_dependency_names_the_extra():
 def test_opid_ids_registered_with_string_entry_points():
     for env_id in opid_envs.OPID_ENV_IDS:
         assert isinstance(gym.spec(env_id).entry_point, str)
+
+
+def test_step_bookkeeping_of_valid_and_invalid_actions(toy_id):
+    import warnings
+
+    env = gym.make(toy_id).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the options the contract names are read, not warned about
+        obs, info = env.reset(options={"split": "test", "task_id": 1})
+    assert info["won"] is False and info["split"] == "test" and "A key lies here" in obs  # test task 1: key at 0
+    assert "A key lies here" not in env.reset(options={"split": "train", "task_id": 1})[0]  # train task 1: key at 3
+    env.reset(options={"split": "test", "task_id": 1})
+    _, _, _, _, info = env.step("go right")
+    assert info["action_valid"] is True and info["won"] is False and info["admissible_actions"] == ["go left", "go right"]
+    before = info["admissible_actions"]
+    for action, why in ((42, "expected a string, got int"), ("  ", "the action is empty")):
+        obs, _, _, _, info = env.step(action)
+        assert obs == f"Invalid action: {why}. Nothing happens."
+        assert info["action_valid"] is False and info["admissible_actions"] == before
+    with pytest.warns(UserWarning, match=r"^KeyDoorEnv ignores unknown reset options \['level'\]; it reads 'split' and 'task_id'$"):
+        env.reset(options={"level": 1})
+
+
+def test_finished_episode_and_empty_split_errors():
+    env = ScoresEveryStep(max_steps=1)
+    env.reset(seed=0)
+    env.step("finish")
+    with pytest.raises(RuntimeError, match=r"^step\(\) called on a finished episode; call reset\(\) first$"):
+        env.step("work")
+    env.num_tasks = lambda split: 0
+    with pytest.raises(ValueError, match="^split 'train' has no tasks$"):
+        env.reset()
