@@ -155,3 +155,14 @@ def test_finished_episode_and_empty_split_errors():
     env.num_tasks = lambda split: 0
     with pytest.raises(ValueError, match="^split 'train' has no tasks$"):
         env.reset()
+
+
+def test_constructor_checks_and_step_before_reset():
+    with pytest.raises(ValueError, match=r"^render_mode must be one of \['ansi', 'human'\], got 'rgb_array'$"):
+        ScoresEveryStep(render_mode="rgb_array")
+    assert ScoresEveryStep(render_mode="ansi").render_mode == "ansi"
+    with pytest.raises(ValueError, match="^max_steps must be >= 1, got 0$"):
+        ScoresEveryStep(max_steps=0)
+    with pytest.raises(RuntimeError, match="call reset"):
+        ScoresEveryStep().step("work")
+    assert TextSpace(seed=3).sample() == TextSpace(seed=3).sample()  # the seed reaches the space's generator
