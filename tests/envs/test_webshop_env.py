@@ -279,7 +279,6 @@ print(digest.hexdigest())
 """
 
 
-@pytest.mark.slow  # fresh Python processes
 def test_determinism_across_processes_and_hash_seeds():
     import os
     import subprocess
