@@ -219,3 +219,14 @@ def test_component_means_and_tokens_dumped_as_text(setup):
     assert metrics["opid/adv_skill_step_mean"] == pytest.approx(1.6 / 9)
     line = json.loads((ctx.run_dir / "skills.jsonl").read_text().splitlines()[0])
     assert line["tokens"] == ["tok1"] * 3  # the response ids are all 1
+
+
+def test_analysis_counts_when_every_trajectory_is_analysed(setup):
+    batch, analyses, scorer, ctx = setup
+    analyses = {0: analyses[0], 1: Analysis("lost", "look for the door", {})}
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer(analyses)
+    metrics = algo.prepare(batch, ctx)
+    assert metrics["opid/analysed_trajectories"] == 2 and metrics["opid/failed_trajectories"] == 0
+    assert metrics["opid/critical_step_ratio"] == 0.25  # 1 critical step among 4 analysed rows
+    assert metrics["opid/skills_applied_episode"] == 3 and metrics["opid/skills_applied_step"] == 1
