@@ -106,3 +106,14 @@ def test_score_prompts_scores_each_distinct_pair_once(policy_and_batch, chunk_ro
     assert sum(counter.rows) == 3 and max(counter.rows) <= (chunk_rows or 3)
     want = policy.score([batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows], batch.response_mask[rows])
     torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-4)
+
+
+def test_score_prompts_keeps_different_responses_to_one_prompt(policy_and_batch):
+    policy, batch, _, _ = policy_and_batch
+    counter = RowCounter(policy)
+    rows = torch.tensor([0, 1])
+    assert not torch.equal(batch.response_ids[0] * batch.response_mask[0], batch.response_ids[1] * batch.response_mask[1])
+    got = score_prompts(counter, [batch.prompt_ids[0]] * 2, batch.response_ids[rows], batch.response_mask[rows])
+    assert counter.rows == [2]  # the same prompt, two responses: two pairs
+    want = policy.score([batch.prompt_ids[0]] * 2, batch.response_ids[rows], batch.response_mask[rows])
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-4)
