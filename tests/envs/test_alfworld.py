@@ -123,6 +123,16 @@ def test_planner_walkthrough_wins(easy_suite, tmp_path):
     assert terminated and info["won"] and reward == 1.0
 
 
+def test_reward_is_zero_until_the_winning_step(easy_suite):
+    """Valid, non-final steps of a real game pay 0; the step that wins pays 1 and ends the episode."""
+    env = ALFWorldEnv(data_dir=easy_suite, split="train")
+    obs, info = env.reset(options={"task_id": 0})
+    steps = [env.step(action) for action in env.walkthrough()]
+    assert len(steps) >= 3 and all(info["action_valid"] for *_, info in steps)
+    assert [(reward, terminated, info["won"]) for _, reward, terminated, _, info in steps] == (
+        [(0.0, False, False)] * (len(steps) - 1) + [(1.0, True, True)])
+
+
 def test_shipped_walkthroughs_are_the_planners_and_added_resumably(tmp_path):
     root = generate.generate_suite("easy", tmp_path / "easy", sizes={"train": 2, "valid_seen": 0, "valid_unseen": 1},
                                    progress=False)
@@ -290,6 +300,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # fresh Python processes
 def test_memoized_engine_matches_the_plain_engine(suite):
     """Same games and actions through unpatched textworld (another process): same text."""
     env = ALFWorldEnv(data_dir=suite, split="valid_unseen", max_steps=100)

@@ -5,7 +5,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import opid_envs
-from opid_envs.core import MissingDependencyError, TextSpace, check_contract_info, require
+from opid_envs.core import MissingDependencyError, Outcome, Task, TextEnv, TextSpace, check_contract_info, require
 
 
 def test_toy_env_passes_gymnasium_checker(toy_id):
@@ -28,6 +28,13 @@ def test_same_task_id_gives_same_initial_state(toy_id):
 def test_seed_picks_task_reproducibly(toy_id):
     ids = [gym.make(toy_id).reset(seed=7)[1]["task_id"] for _ in range(3)]
     assert len(set(ids)) == 1
+
+
+def test_different_seeds_draw_different_tasks(toy_id):
+    env = gym.make(toy_id)
+    drawn = [env.reset(seed=seed)[1]["task_id"] for seed in range(40)]
+    assert set(drawn) == set(range(5))  # 40 seeds over 5 train tasks reach every one of them
+    assert [gym.make(toy_id).reset(seed=seed)[1]["task_id"] for seed in range(40)] == drawn  # whatever ran before
 
 
 def test_split_option_and_bad_options(toy_id):
@@ -65,6 +72,32 @@ def test_reward_only_on_final_step_and_won(toy_id):
     assert terminated and not truncated and info["won"] is True
 
 
+class ScoresEveryStep(TextEnv):
+    """A TextEnv whose actions all report a score: only the step that ends the task may pay it."""
+
+    def num_tasks(self, split):
+        return 1
+
+    def _start(self, split, task_id):
+        return Task(observation="start", instruction="finish", task_type="t", admissible_actions=["work", "finish"])
+
+    def _act(self, action):
+        done = action == "finish"
+        return Outcome(f"did {action}", done=done, score=0.4 if done else 0.7, won=done,
+                       admissible_actions=["work", "finish"])
+
+
+def test_reward_is_the_score_of_the_terminating_step_only():
+    env = ScoresEveryStep(max_steps=3)
+    env.reset(seed=0)
+    steps = [env.step(a) for a in ("work", "work", "finish")]
+    assert [(r, term, trunc) for _, r, term, trunc, _ in steps] == [(0.0, False, False), (0.0, False, False),
+                                                                    (0.4, True, False)]
+    env.reset(seed=0)
+    steps = [env.step("work") for _ in range(3)]  # truncated, not terminated: no reward either
+    assert [(r, term, trunc) for _, r, term, trunc, _ in steps] == [(0.0, False, False)] * 2 + [(0.0, False, True)]
+
+
 def test_truncated_at_step_limit(toy_id):
     env = gym.make(toy_id, max_steps=3)
     env.reset(seed=0)
@@ -90,3 +123,46 @@ def test_missing_dependency_names_the_extra():
 def test_opid_ids_registered_with_string_entry_points():
     for env_id in opid_envs.OPID_ENV_IDS:
         assert isinstance(gym.spec(env_id).entry_point, str)
+
+
+def test_step_bookkeeping_of_valid_and_invalid_actions(toy_id):
+    import warnings
+
+    env = gym.make(toy_id).unwrapped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the options the contract names are read, not warned about
+        obs, info = env.reset(options={"split": "test", "task_id": 1})
+    assert info["won"] is False and info["split"] == "test" and "A key lies here" in obs  # test task 1: key at 0
+    assert "A key lies here" not in env.reset(options={"split": "train", "task_id": 1})[0]  # train task 1: key at 3
+    env.reset(options={"split": "test", "task_id": 1})
+    _, _, _, _, info = env.step("go right")
+    assert info["action_valid"] is True and info["won"] is False and info["admissible_actions"] == ["go left", "go right"]
+    before = info["admissible_actions"]
+    for action, why in ((42, "expected a string, got int"), ("  ", "the action is empty")):
+        obs, _, _, _, info = env.step(action)
+        assert obs == f"Invalid action: {why}. Nothing happens."
+        assert info["action_valid"] is False and info["admissible_actions"] == before
+    with pytest.warns(UserWarning, match=r"^KeyDoorEnv ignores unknown reset options \['level'\]; it reads 'split' and 'task_id'$"):
+        env.reset(options={"level": 1})
+
+
+def test_finished_episode_and_empty_split_errors():
+    env = ScoresEveryStep(max_steps=1)
+    env.reset(seed=0)
+    env.step("finish")
+    with pytest.raises(RuntimeError, match=r"^step\(\) called on a finished episode; call reset\(\) first$"):
+        env.step("work")
+    env.num_tasks = lambda split: 0
+    with pytest.raises(ValueError, match="^split 'train' has no tasks$"):
+        env.reset()
+
+
+def test_constructor_checks_and_step_before_reset():
+    with pytest.raises(ValueError, match=r"^render_mode must be one of \['ansi', 'human'\], got 'rgb_array'$"):
+        ScoresEveryStep(render_mode="rgb_array")
+    assert ScoresEveryStep(render_mode="ansi").render_mode == "ansi"
+    with pytest.raises(ValueError, match="^max_steps must be >= 1, got 0$"):
+        ScoresEveryStep(max_steps=0)
+    with pytest.raises(RuntimeError, match="call reset"):
+        ScoresEveryStep().step("work")
+    assert TextSpace(seed=3).sample() == TextSpace(seed=3).sample()  # the seed reaches the space's generator

@@ -5,12 +5,14 @@ import pytest
 pytest.importorskip("rapidfuzz")
 
 from rapidfuzz import fuzz  # noqa: E402
+from rapidfuzz.utils import default_process  # noqa: E402
 
 from opid_envs.webshop.catalog import Product  # noqa: E402
 from opid_envs.webshop.goals import Goal  # noqa: E402
 from opid_envs.webshop.reward import (  # noqa: E402
     attribute_matches, fallback_nouns, fuzzy_match, get_noun_finder, goal_option_strings, normalize_color,
-    option_matches, score_purchase, spacy_available, title_noun_overlap, type_reward, webshop_normalize_color,
+    noun_finder_name, option_matches, score_purchase, spacy_available, spacy_nouns, title_noun_overlap, type_reward,
+    webshop_normalize_color,
 )
 
 LIPSTICK_PATH = "Beauty & Personal Care › Makeup › Lips › Lipstick"
@@ -119,6 +121,29 @@ def test_price_term():
     assert over.value == pytest.approx(2 / 3)  # (1 attr + 1 option + 0 price) / (1 + 1 + 1)
 
 
+def test_price_paid_overrides_the_list_price():
+    # an option-dependent price: the price paid, not the product's list price, meets the bound or not
+    assert score_purchase(product(price=20.0), goal(price_upper=30.0), ["red"], fallback_nouns, price=40.0).r_price == 0
+    assert score_purchase(product(price=40.0), goal(price_upper=30.0), ["red"], fallback_nouns, price=20.0).r_price == 1
+
+
+def test_fuzzy_threshold_is_strict():
+    wanted = "abcdefghijklmnopqrstuvw"  # 23 letters; its 17-letter prefix scores 2 * 17 / 40 = 85 exactly
+    assert fuzz.token_set_ratio(wanted, wanted[:17], processor=default_process) == 85
+    assert not fuzzy_match(wanted, wanted[:17]) and fuzzy_match(wanted, wanted[:18])
+
+
+def test_score_terms_as_reported():
+    score = score_purchase(product(), goal(), ["pink"], fallback_nouns)  # wrong color
+    assert score.as_dict() == {"r_type": 1.0, "attributes_matched": 1, "attributes_total": 1, "options_matched": 0,
+                               "options_total": 1, "r_price": 1, "title_score": 1.0, "score": pytest.approx(2 / 3)}
+
+
+def test_noun_finder_names():
+    assert noun_finder_name(get_noun_finder("fallback")) == "fallback"
+    assert noun_finder_name(spacy_nouns) == "spacy"
+
+
 def test_partial_score_is_the_webshop_fraction():
     g = goal(attributes=("long lasting", "gluten free"), options=(("color", "red"), ("size", "large")))
     score = score_purchase(product(), g, ["red", "small"], fallback_nouns)
@@ -151,6 +176,24 @@ def test_type_reward_query_category_and_title_nouns():
     # A goal title without nouns counts as 0.2 (not a match on its own) -> 0.5.
     assert title_noun_overlap("anything", "Red Large", nouns) == 0.2
     assert type_reward(product(title="Hand Cream", **other), goal(title="Red Large"), nouns)[0] == 0.5
+
+
+def test_each_type_rule_alone_gives_full_credit():
+    """With a title score of 0.1 (1 of 10 goal nouns: no credit from the title), each rule on its own."""
+    nouns = fallback_nouns
+    g10 = goal(title="Acme Lipstick Tube Gloss Balm Stick Case Brush Pencil Liner")  # query "lipstick"
+    title = "Lipstick Remover Wipes"
+    same_query = product(title=title, query="lipstick", path="Health & Household › Wipes")
+    two_segments = product(title=title, query="mascara", path="Beauty & Personal Care › Makeup › Eyes")
+    one_segment = product(title=title, query="mascara", path="Beauty & Personal Care › Skin Care › Wipes")
+    assert type_reward(same_query, g10, nouns) == (1.0, 0.1)
+    assert type_reward(two_segments, g10, nouns) == (1.0, 0.1)
+    assert type_reward(one_segment, g10, nouns) == (0.5, 0.1)
+
+
+def test_auto_noun_finder_is_spacy_when_installed():
+    want = "spacy" if spacy_available() else "fallback"
+    assert noun_finder_name(get_noun_finder("auto")) == want and noun_finder_name(get_noun_finder()) == want
 
 
 def test_fallback_noun_finder_keeps_content_words():

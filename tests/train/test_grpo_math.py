@@ -25,6 +25,16 @@ def test_group_advantages_mean_std_and_mean_only():
     assert torch.allclose(group_advantages(scores, groups, normalize_std=False), expected_mean_only)
 
 
+def test_group_advantages_normalize_by_default_and_take_integer_scores():
+    scores, groups = torch.tensor([1, 0, 0, 0]), torch.tensor([0, 0, 0, 0])  # e.g. won flags as ints
+    default = group_advantages(scores, groups)
+    assert default.dtype == torch.float32
+    torch.testing.assert_close(default, group_advantages(scores.float(), groups, normalize_std=True))
+    torch.testing.assert_close(group_advantages(scores, groups, normalize_std=False), torch.tensor([0.75, -0.25, -0.25, -0.25]))
+    # a group of one has no one to be compared with: advantage 0, not 0 / 0
+    assert group_advantages(torch.tensor([0.7]), torch.tensor([3]), normalize_std=True).tolist() == [0.0]
+
+
 def test_ppo_clip_loss_hand_computed():
     old = torch.log(torch.tensor([[0.5, 0.5, 0.5]]))
     new = torch.log(torch.tensor([[0.75, 0.25, 0.55]]))  # ratios 1.5, 0.5, 1.1
@@ -55,6 +65,17 @@ def test_low_var_kl_k3():
     assert torch.allclose(low_var_kl(logp, ref), expected, atol=1e-6)
     assert low_var_kl(logp, logp).abs().max().item() == 0.0
     assert masked_mean(expected, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(float(expected[:2].mean()))
+    assert masked_mean(expected, torch.tensor([1.0, 0.0, 0.0])).item() == pytest.approx(float(expected[0]))  # one token
+
+
+def test_low_var_kl_is_capped_at_10_with_a_finite_gradient():
+    """verl's clamps: k3 at most 10; the log-ratio clamped to [-20, 20] first, so exp never overflows."""
+    logp = torch.tensor([-5.0, -100.0, -1.0], requires_grad=True)
+    ref = torch.tensor([0.0, 0.0, -1.0])
+    kl = low_var_kl(logp, ref)  # d = 5 (k3 142.4), 100 (exp overflows unclamped), 0
+    assert kl.tolist() == [10.0, 10.0, 0.0]
+    kl.sum().backward()
+    assert torch.isfinite(logp.grad).all() and logp.grad.tolist() == [0.0, 0.0, 0.0]
 
 
 def _traj(group, tid, score, valid_flags):
@@ -72,13 +93,45 @@ def test_grpo_prepare_broadcasts_advantage_and_penalises_invalid_format():
     assert batch.response_ids.shape == (4, 2) and batch.response_mask.sum().item() == 5
     cfg = TrainConfig()
     cfg.grpo.normalize_std, cfg.grpo.invalid_format_penalty = False, 0.1
+    cfg.grpo.outcome_advantage, cfg.grpo.reward, cfg.grpo.reward_scale = "per_trajectory_population_std", "score", 1.0
     ctx = PrepareContext(policy=None, template=PromptTemplate(), run_dir=None, update=0)
     metrics = GRPO(cfg).prepare(batch, ctx)
     # group 0: A = +0.5 / -0.5; group 1 (one member): 0. Row 1 (invalid) gets -0.1 more.
     expected = torch.tensor([[0.5, 0.0], [0.4, 0.4], [-0.5, 0.0], [0.0, 0.0]])
     assert torch.allclose(batch.advantages, expected, atol=1e-6)
     assert metrics["format_invalid_rate"] == pytest.approx(0.25)
+    # A_ep per row, the penalty included (as the reference's row scores carry it): 0.5, 0.4, -0.5, 0
+    assert metrics["adv_ep_mean"] == pytest.approx(0.1) and metrics["adv_ep_abs_mean"] == pytest.approx(0.35)
 
+
+
+def test_grpo_prepare_divides_by_the_group_std_only_when_configured():
+    """One step per trajectory, so step-row and trajectory statistics agree. Group 0 scores (1, 0, 0, 0):
+    mean 0.25, std sqrt(3)/4 = 0.433 (population) or 0.5 (unbiased); group 1 scores (0.2, 0.6): mean 0.4,
+    std 0.2 (population) or 0.283 (unbiased). Either std is a normalization; ignoring the flag is not."""
+    scores = [1.0, 0.0, 0.0, 0.0, 0.2, 0.6]
+    groups = [0, 0, 0, 0, 1, 1]
+    trajs = [_traj(g, k, s, [True]) for k, (g, s) in enumerate(zip(groups, scores))]
+    cfg = TrainConfig()
+    cfg.grpo.invalid_format_penalty, cfg.grpo.invalid_action_penalty = 0.0, 0.0
+    ctx = PrepareContext(policy=None, template=PromptTemplate(), run_dir=None, update=0)
+    advantages = {}
+    for normalize in (False, True):
+        cfg.grpo.normalize_std = normalize
+        batch = make_batch(trajs)
+        GRPO(cfg).prepare(batch, ctx)
+        advantages[normalize] = batch.advantages[:, 0]
+    centred = torch.tensor([0.75, -0.25, -0.25, -0.25, -0.2, 0.2])
+    torch.testing.assert_close(advantages[False], centred)
+    scale = centred / advantages[True]  # the std each row was divided by
+    for rows, stds in (([0, 1, 2, 3], (math.sqrt(3) / 4, 0.5)), ([4, 5], (0.2, math.sqrt(0.08)))):
+        assert any(torch.allclose(scale[rows], torch.full((len(rows),), s), rtol=1e-4) for s in stds), scale[rows]
+    # scaling every score leaves the normalized advantage unchanged and scales the centred one
+    for k, t in enumerate(trajs):
+        t.score = scores[k] / 2
+    batch = make_batch(trajs)
+    GRPO(cfg).prepare(batch, ctx)
+    torch.testing.assert_close(batch.advantages[:, 0], advantages[True], rtol=1e-4, atol=1e-5)
 
 
 def test_grpo_penalises_impossible_actions_only_when_asked():
@@ -190,3 +243,26 @@ def test_unknown_outcome_advantage_or_reward_is_a_clear_error():
         _run(_issue_case(), outcome_advantage="per_group")
     with pytest.raises(ValueError, match="grpo.reward"):
         _run(_issue_case(), reward="won")
+
+
+def test_defaults_are_the_reference_hyperparameters():
+    """The papers' settings (shared/reference-notes.md): a silent change of a default changes every run."""
+    from opid_train.algorithms.config import AnalyzerConfig, GRPOConfig, OPIDConfig, SDARConfig
+
+    from opid_train.presets import grpo_with_parity
+
+    grpo = GRPOConfig()
+    assert (grpo.clip_eps, grpo.kl_coef, grpo.loss_agg) == (0.2, 0.01, "token-mean")
+    # the statistics come from the parity mode: the reference's for a pretrained policy on ALFWorld's OPID
+    grpo = grpo_with_parity(grpo, "reference", "OPID/ALFWorld-v0", "opid")
+    assert (grpo.outcome_advantage, grpo.normalize_std, grpo.reward, grpo.reward_scale, grpo.invalid_format_penalty) == (
+        "verl_agent", True, "success", 10.0, 0.1)
+    assert grpo.invalid_action_penalty == 0.0  # ours, off unless asked for
+    opid = OPIDConfig()
+    assert (opid.w_ep, opid.w_step, opid.routing, opid.normalize_teacher, opid.clip_teacher) == (
+        1e-3, 1e-3, "route", False, None)
+    assert (opid.start_update, opid.stop_update, opid.rescore_old) == (0, None, False)
+    analyzer = AnalyzerConfig()
+    assert (analyzer.max_step_skills, analyzer.gamma, analyzer.parse_retries, analyzer.max_retries) == (5, 0.95, 2, 5)
+    sdar = SDARConfig()
+    assert (sdar.coef, sdar.beta, sdar.gate) == (0.01, 5.0, "sigmoid")

@@ -145,8 +145,9 @@ def test_schedule_turns_the_teacher_off(setup):
         algo = OPID(train_config(start_update=1, stop_update=4))
         algo.teacher.analyzer = FixedAnalyzer(analyses)
         algo.prepare(batch, ctx)
-        a_ep = torch.tensor([0.5, 0.5, -0.5, -0.5])[:, None] * batch.response_mask
-        assert torch.equal(batch.advantages, a_ep) != on
+        # on: the route-mode teacher terms at w = 1e-3 (episode skill on row 0, step skill on row 1)
+        terms = [1e-3 * (WITH_EPISODE - PLAIN), 1e-3 * (WITH_STEP - PLAIN), 0, 0] if on else [0, 0, 0, 0]
+        torch.testing.assert_close(batch.advantages, expected([0.5, 0.5, -0.5, -0.5], terms, batch.response_mask))
 
 
 def test_skills_dump_has_one_line_per_step(setup):
@@ -184,3 +185,56 @@ def test_teacher_term_normalization_and_clipping():
 def test_unknown_routing_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="routing mode"):
         OPID(train_config(routing="both"))
+
+
+def test_configured_teacher_shaping_reaches_the_advantage(setup):
+    # clip 0.6: the step term 0.8 is clipped, the episode term 0.5 is not
+    batch, _, _ = run(setup, routing="route", clip_teacher=0.6)
+    torch.testing.assert_close(batch.advantages, expected([0.5, 0.5, -0.5, -0.5], [1e-3 * 0.5, 1e-3 * 0.6, 0, 0],
+                                                          batch.response_mask))
+    # z-normalization over each component's active tokens: every episode (and step) token has the same
+    # raw term, so each becomes 0 and only A_ep is left
+    batch, metrics, _ = run(setup, routing="route", normalize_teacher=True)
+    torch.testing.assert_close(batch.advantages, expected([0.5, 0.5, -0.5, -0.5], [0, 0, 0, 0], batch.response_mask))
+    assert metrics["opid/dlogp_episode_raw_mean"] == pytest.approx(0.5)  # reported before shaping
+    assert metrics["opid/dlogp_step_raw_mean"] == pytest.approx(0.8)
+
+
+def test_score_chunks_and_rescored_old_log_probs_are_used(setup):
+    batch, analyses, scorer, ctx = setup
+    batch.old_logp = -2.0 * batch.response_mask  # sampling log-probs that differ from a re-scoring (PLAIN)
+    batch.prompt_ids = [scorer.encode_prompt(batch.step(row).prompt) for row in range(len(batch))]  # plain prompts
+    for rescore_old, chunk_rows, calls, old in ((True, 1, 4, PLAIN), (False, 16, 1, -2.0)):
+        algo = OPID(train_config(routing="route", rescore_old=rescore_old, score_chunk_rows=chunk_rows))
+        algo.teacher.analyzer = FixedAnalyzer(analyses)
+        scorer.calls = 0
+        metrics = algo.prepare(batch, ctx)
+        # rows 0 and 1 have a teacher (episode, step); with rescore_old their plain prompts are scored too
+        assert scorer.calls == calls
+        assert metrics["opid/dlogp_episode_raw_mean"] == pytest.approx(WITH_EPISODE - old)
+        assert metrics["opid/dlogp_step_raw_mean"] == pytest.approx(WITH_STEP - old)
+
+
+def test_component_means_and_tokens_dumped_as_text(setup):
+    batch, analyses, scorer, ctx = setup
+    scorer.tokenizer = SimpleNamespace(convert_ids_to_tokens=lambda ids: [f"tok{i}" for i in ids])
+    algo = OPID(train_config(routing="route", w_ep=1.0, w_step=1.0))
+    algo.teacher.analyzer = FixedAnalyzer(analyses)
+    metrics = algo.prepare(batch, ctx)
+    # A_ep +0.5 on 5 tokens, -0.5 on 4: mean 0.5 / 9; the skill terms 0.5 * 3 and 0.8 * 2 tokens over 9
+    assert metrics["opid/adv_ep_mean"] == pytest.approx(0.5 / 9)
+    assert metrics["opid/adv_skill_episode_mean"] == pytest.approx(1.5 / 9)
+    assert metrics["opid/adv_skill_step_mean"] == pytest.approx(1.6 / 9)
+    line = json.loads((ctx.run_dir / "skills.jsonl").read_text().splitlines()[0])
+    assert line["tokens"] == ["tok1"] * 3  # the response ids are all 1
+
+
+def test_analysis_counts_when_every_trajectory_is_analysed(setup):
+    batch, analyses, scorer, ctx = setup
+    analyses = {0: analyses[0], 1: Analysis("lost", "look for the door", {})}
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer(analyses)
+    metrics = algo.prepare(batch, ctx)
+    assert metrics["opid/analysed_trajectories"] == 2 and metrics["opid/failed_trajectories"] == 0
+    assert metrics["opid/critical_step_ratio"] == 0.25  # 1 critical step among 4 analysed rows
+    assert metrics["opid/skills_applied_episode"] == 3 and metrics["opid/skills_applied_step"] == 1

@@ -81,7 +81,12 @@ def test_sdar_teacher_is_the_routed_prompt(policy_and_batch):
     loss, metrics = algo.extra_loss(batch, logp)
     loss.backward()  # a real gradient reaches the weights
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
-    assert 0 < metrics["sdar/gate_mean"] < 1
+    # by the formula, every row has a teacher here: g = sigmoid(5 (T - logp)), L = 0.01 * token_mean(g (T - logp))
+    mask, gap = batch.response_mask, (batch.extras["teacher_logp"] - logp).detach()
+    gate = torch.sigmoid(5.0 * gap)
+    assert metrics["sdar/gate_mean"] == pytest.approx(((gate * mask).sum() / mask.sum()).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(0.01 * ((gate * gap * mask).sum() / mask.sum()).item(), rel=1e-5)
+    assert metrics["sdar/gate_active_ratio"] == pytest.approx((((gap > 0) * mask).sum() / mask.sum()).item())
 
 
 class RowCounter:
@@ -102,4 +107,15 @@ def test_score_prompts_scores_each_distinct_pair_once(policy_and_batch, chunk_ro
                         batch.response_mask[rows], chunk_rows)
     assert sum(counter.rows) == 3 and max(counter.rows) <= (chunk_rows or 3)
     want = policy.score([batch.prompt_ids[i] for i in rows.tolist()], batch.response_ids[rows], batch.response_mask[rows])
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-4)
+
+
+def test_score_prompts_keeps_different_responses_to_one_prompt(policy_and_batch):
+    policy, batch, _, _ = policy_and_batch
+    counter = RowCounter(policy)
+    rows = torch.tensor([0, 1])
+    assert not torch.equal(batch.response_ids[0] * batch.response_mask[0], batch.response_ids[1] * batch.response_mask[1])
+    got = score_prompts(counter, [batch.prompt_ids[0]] * 2, batch.response_ids[rows], batch.response_mask[rows])
+    assert counter.rows == [2]  # the same prompt, two responses: two pairs
+    want = policy.score([batch.prompt_ids[0]] * 2, batch.response_ids[rows], batch.response_mask[rows])
     torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-4)

@@ -16,15 +16,22 @@ def test_train_end_to_end(toy_id, tmp_path, monkeypatch, algo):
           "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6", "--run_dir", str(run_dir),
           "--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
           "--tiny.intermediate_size", "64", "--tiny.vocab_size", "300", "--progress", "false",
-          "--tensorboard", "false"])
+          "--tensorboard", "false", *(["--sdar.beta", "0"] if algo == "sdar" else [])])
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics[f"{algo}/analysed_trajectories"] == 4 and metrics[f"{algo}/failed_trajectories"] == 0
     assert metrics[f"{algo}/teacher_active_token_ratio"] == 1.0  # the offline analyzer always gives skills
-    if algo == "opid":
-        assert metrics["opid/adv_ep_share"] + metrics["opid/adv_skill_episode_share"] + metrics["opid/adv_skill_step_share"] == pytest.approx(1)
-    else:
-        assert 0 < metrics["sdar/gate_mean"] < 1
     dumped = [json.loads(x) for x in (run_dir / "skills.jsonl").read_text().splitlines()]
+    if algo == "opid":  # each skill term's abs-mean is w (1e-3) times the dumped |logp_skill - logp_old| per token
+        tokens = sum(len(d["tokens"]) for d in dumped)
+        abs_means = {c: 1e-3 * sum(abs(x) for d in dumped for x in d["teacher_logp_diff"].get(c, [])) / tokens
+                     for c in ("episode", "step")}
+        for c, want in abs_means.items():
+            assert metrics[f"opid/adv_skill_{c}_abs_mean"] == pytest.approx(want, rel=1e-3, abs=1e-8)
+        total = metrics["opid/adv_ep_abs_mean"] + sum(abs_means.values())
+        assert metrics["opid/adv_skill_step_share"] == pytest.approx(abs_means["step"] / total, rel=1e-3, abs=1e-8)
+    else:  # beta 0: the gate is sigmoid(0) = 1/2 on every token, so the loss is 0.01 * gap_mean / 2
+        assert metrics["sdar/gate_mean"] == pytest.approx(0.5)
+        assert metrics["sdar/loss"] == pytest.approx(0.01 * 0.5 * metrics["sdar/gap_mean"], rel=1e-5, abs=1e-12)
     assert len(dumped) == metrics["rows"] and all(d["episode_skill"] or d["step_skill"] for d in dumped)
     if algo == "opid":  # the real tokenizer's tokens, one teacher term each, per routed skill
         assert all(isinstance(t, str) for d in dumped for t in d["tokens"])

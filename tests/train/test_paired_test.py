@@ -81,3 +81,53 @@ def test_summary_counts_steps_that_did_nothing():
     assert table.splitlines()[0].split()[-1] == "invalid" and table.splitlines()[1].split()[-1] == "50.0%"
     del summary["all"]["action_invalid_rate"]  # a summary written before the column existed
     assert format_table({"test": summary}).splitlines()[1].split()[-1] == "-"
+
+
+def test_summary_of_several_episodes_and_types_by_hand():
+    from opid_train.evaluate import summarize
+    from opid_train.types import Step, Trajectory
+
+    def traj(task_id, task_type, won, score, steps):  # steps: (format_valid, action_valid) per step
+        return Trajectory(env_id="toy", split="test", task="t", task_id=task_id, task_type=task_type, group_id=0,
+                          traj_id=task_id, score=score, won=won,
+                          steps=[Step(t=i, observation="", context=None, prompt="", response="", action="go",
+                                      reward=0.0, format_valid=f, action_valid=a) for i, (f, a) in enumerate(steps)])
+
+    summary = summarize([traj(1, "pick", True, 1.0, [(True, True), (True, True)]),
+                         traj(2, "pick", False, 0.25, [(False, False)]),
+                         traj(1, "look", True, 1.0, [(False, False)])])
+    # 3 episodes, 2 won, scores 1 + 0.25 + 1, 4 steps: 2 malformed (so they did nothing)
+    assert summary["all"] == {"episodes": 3, "success": pytest.approx(2 / 3), "score": pytest.approx(0.75),
+                              "mean_steps": pytest.approx(4 / 3), "format_invalid_rate": 0.5,
+                              "action_invalid_rate": 0.5}
+    assert summary["by_type"]["pick"] == {"episodes": 2, "success": 0.5, "score": 0.625, "mean_steps": 1.5,
+                                          "format_invalid_rate": pytest.approx(1 / 3),
+                                          "action_invalid_rate": pytest.approx(1 / 3)}
+    assert summary["by_type"]["look"] == {"episodes": 1, "success": 1.0, "score": 1.0, "mean_steps": 1.0,
+                                          "format_invalid_rate": 1.0, "action_invalid_rate": 1.0}
+    assert summary["won"] == {"1": [True, True], "2": [False]}
+
+
+def test_one_episode_pair():
+    assert paired_test([False], [True]) == {"episodes": 1, "before": 0.0, "after": 1.0, "gained": 1, "lost": 0,
+                                            "p_one_sided": 0.5}
+    assert paired_test([True], [False])["before"] == 1.0 and paired_test([True], [False])["after"] == 0.0
+
+
+def test_task_level_test_edge_cases_by_hand():
+    from opid_train.evaluate import task_level_test
+
+    up, down = ([False], [True]), ([True], [False])
+    # a task without episodes on one side carries no evidence and is not counted
+    assert task_level_test([([], [True]), up])["tasks"] == 1
+    # gains and losses that cancel: no gain, p = 1 without sampling
+    cancel = task_level_test([up, down])
+    assert (cancel["improved"], cancel["worsened"], cancel["mean_change"], cancel["p_one_sided"]) == (1, 1, 0.0, 1.0)
+    # two gains of 0.25 (sum 0.5): only the all-positive sign pattern of 4 reaches it, p = 1/4
+    quarter = ([False] * 4, [True] + [False] * 3)
+    small = task_level_test([quarter, quarter])
+    assert small["p_one_sided"] == pytest.approx(1 / 4, abs=0.01) and small["mean_change"] == 0.25
+    # p is (hits + 1) / (rounds + 1): without rounds there is no evidence, p = 1
+    assert task_level_test([up, up], rounds=0)["p_one_sided"] == 1.0
+    assert task_level_test([up, up, up], rounds=50)["p_one_sided"] == task_level_test([up, up, up], rounds=50)["p_one_sided"]
+    assert task_level_test([])["mean_change"] == 0.0 and task_level_test([])["p_one_sided"] == 1.0

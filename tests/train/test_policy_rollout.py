@@ -85,6 +85,7 @@ def test_collect_groups_share_tasks_and_one_generate_call_per_turn(policy):
     assert [[s.response for s in t.steps] for t in again] == [[s.response for s in t.steps] for t in trajs]
 
 
+@pytest.mark.slow  # worker processes, each importing the stack
 def test_process_pool_gives_the_same_trajectories(policy):
     tasks = [("train", 0), ("train", 2)]
     local = collect(policy, EnvPool(EXPERT_ID, 4, {"max_steps": 3}), tasks, 2, seed=9, max_new_tokens=6, progress=False)

@@ -60,7 +60,13 @@ def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwarg
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = metrics(run_dir)
     assert [r["update"] for r in rows] == [0, 1]
-    assert all(r["rows"] > 0 and "pg_loss" in r and "kl" in r for r in rows)
+    for r in rows:  # 2 tasks x 2 rollouts: 4 episodes, one row per step
+        assert r["rows"] == round(4 * r["mean_steps"]) and 4 <= r["rows"] <= 4 * env_kwargs["max_steps"]
+        assert 4 * r["success"] == round(4 * r["success"]) and 2 * r["mixed_groups"] == round(2 * r["mixed_groups"])
+    # Update 0 runs one minibatch on the policy that sampled the rollouts and served as the KL reference,
+    # so its ratios are 1 (nothing clipped) and its KL is 0, up to float noise; a shifted log-prob or a
+    # reference that is not the initial policy breaks that.
+    assert rows[0]["pg_clipfrac"] == 0.0 and rows[0]["ppo_approx_kl"] < 1e-8 and abs(rows[0]["kl"]) < 1e-6
     warm = json.loads((run_dir / "warmstart.json").read_text())
     assert warm["demo_won"] >= 1 and warm["bc_demos"] > 0
     assert (run_dir / "checkpoints" / "update_00002" / "model" / "model.safetensors").exists()
@@ -69,6 +75,7 @@ def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwarg
     assert info["seed"] == 0 and info["versions"]["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_evaluation_samples_more_episodes_per_task_than_a_rollout_group(tmp_path):
     run_dir = tmp_path / "run"  # 1 task x 2 rollouts per update, then 4 sampled episodes per evaluation task
     proc = subprocess.run(command(run_dir, "--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "1",
@@ -80,6 +87,7 @@ def test_evaluation_samples_more_episodes_per_task_than_a_rollout_group(tmp_path
     assert result["all"]["episodes"] == 8 and sorted(len(v) for v in result["won"].values()) == [4, 4]
 
 
+@pytest.mark.slow
 def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
     args = ["--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "2", "--lr", "1e-2"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"

@@ -140,3 +140,18 @@ def test_a_failed_write_keeps_the_steps_for_the_next_one(toy_id, tmp_path):
     path.rmdir()
     env.step("<action>look</action>")
     assert [r.t for r in read_records(path)] == [0, 1, 2]
+
+
+def test_inject_skills_positions_by_hand():
+    # the task line first in the prompt and last in it (no newline after): the block follows it
+    assert inject_skills("Task: x", "Task: x", "Act.", episode_skill="s") == f"Task: x\n{EPISODE_SKILL_HEADER}\ns"
+    # repeated task line (e.g. in the history): after its first occurrence
+    assert inject_skills("Task: x\nsaw Task: x\nAct.", "Task: x", "Act.", episode_skill=" s ") == (
+        f"Task: x\n{EPISODE_SKILL_HEADER}\ns\nsaw Task: x\nAct.")
+    # repeated instruction: before its last occurrence, even at the very start
+    assert inject_skills("Act. then Act.", "Task", "Act.", step_skill="k") == f"Act. then {STEP_SKILL_HEADER}\nk\nAct."
+    assert inject_skills("Act.", "Task", "Act.", step_skill="k") == f"{STEP_SKILL_HEADER}\nk\nAct."
+    with pytest.raises(ValueError, match="^the task line is not in the prompt$"):
+        inject_skills("Act.", "Task: x", "Act.", episode_skill="s")
+    with pytest.raises(ValueError, match="^the final instruction is not in the prompt$"):
+        inject_skills("Task: x", "Task: x", "Act.", step_skill="k")
