@@ -66,7 +66,9 @@ def step_row_advantages(row_scores: torch.Tensor, group_ids: torch.Tensor, norma
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+    """Mean of `x` under token weights `mask` (0/1, or traj-mean's fractions, which may sum below 1 in
+    a micro-batch: only an all-zero mask is guarded)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1e-8)
 
 
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,

@@ -73,9 +73,7 @@ def test_update_uses_the_configured_clip_range(tmp_path, clip_eps, pg_loss, clip
     torch.testing.assert_close(moved[:, 0], want_first, atol=1e-7, rtol=0)
 
 
-@pytest.mark.parametrize("loss_agg", ["token-mean", pytest.param("traj-mean", marks=pytest.mark.xfail(
-    strict=True, reason="masked_mean divides by max(weights, 1): a micro-batch whose traj-mean weights sum below 1 "
-                        "(rows of a multi-step trajectory) is under-weighted, so accumulation changes the step"))])
+@pytest.mark.parametrize("loss_agg", ["token-mean", "traj-mean"])
 def test_gradient_accumulation_does_not_change_the_step(tmp_path, loss_agg):
     """One micro-batch of all rows or one row at a time: the same loss and gradient (found by mutation
     testing: masked_mean's clamp(min=1) vs clamp(min=2) survived)."""
