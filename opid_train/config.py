@@ -309,7 +309,7 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "analyzer.parse_retries": (0, True, math.inf), "analyzer.max_chars_per_step": (1, True, math.inf),
     "opid.clip_teacher": (0, False, math.inf), "opid.start_update": (0, True, math.inf),
     "opid.stop_update": (0, True, math.inf), "opid.score_chunk_rows": (1, True, math.inf),
-    "sdar.beta": (0, False, math.inf), "sdar.score_chunk_rows": (1, True, math.inf),
+    "sdar.beta": (0, True, math.inf), "sdar.score_chunk_rows": (1, True, math.inf),
 }
 SKILL_ALGORITHMS = ("opid", "sdar")  # the algorithms that ask an analyzer for hindsight skills
 

@@ -123,21 +123,21 @@ def test_query_without_known_words_gives_no_results():
 
 
 @pytest.mark.parametrize("clicks, score", [
-    # test goal 2: "slim fit denim jeans with color: purple, and size: x-large, and price lower than 60.00
-    # dollars", built from B0810V49DR (same query, so r_type 1; price 25.79 <= 60, so r_price 1).
+    # test goal 10: "living room office chair with color: brown, and style: classic, and price lower than
+    # 280.00 dollars", built from B0LFRZ3SXF (same query, so r_type 1; price $194.83-257.63 <= 280, so r_price 1).
     # score = (n_attr + n_opt + r_price) / (|attributes| 1 + |options| 2 + 1)
     ([], (1 + 0 + 1) / 4),                      # no option chosen
-    (["purple"], (1 + 1 + 1) / 4),
-    (["pink", "small"], (1 + 0 + 1) / 4),       # wrong options count nothing
-    (["purple", "x-large"], (1 + 2 + 1) / 4),   # everything: a success
+    (["brown"], (1 + 1 + 1) / 4),
+    (["beige", "pro"], (1 + 0 + 1) / 4),        # wrong options count nothing
+    (["brown", "classic"], (1 + 2 + 1) / 4),    # everything: a success
 ])
 def test_buying_ends_with_the_hand_computed_score_as_reward(clicks, score):
     env = make().unwrapped
-    env.reset(options={"split": "test", "task_id": 2})
+    env.reset(options={"split": "test", "task_id": 10})
     assert (env.goal.asin, env.goal.attributes, env.goal.options, env.goal.price_upper) == (
-        "B0810V49DR", ("slim fit",), (("color", "purple"), ("size", "x-large")), 60.0)
-    env.step("search[slim fit denim jeans]")
-    *_, info = env.step("click[b0810v49dr]")
+        "B0LFRZ3SXF", ("living room",), (("color", "brown"), ("style", "classic")), 280.0)
+    env.step("search[living room office chair]")
+    *_, info = env.step("click[b0lfrz3sxf]")
     assert info["action_valid"] and info["page"] == "item"
     for option in clicks:
         *_, info = env.step(f"click[{option}]")
@@ -145,7 +145,7 @@ def test_buying_ends_with_the_hand_computed_score_as_reward(clicks, score):
     obs, reward, terminated, truncated, info = env.step("click[buy now]")
     assert terminated and not truncated and reward == pytest.approx(score)
     assert info["won"] == (score == 1.0) and f"Your score (min 0.0, max 1.0) [SEP] {score:.2f}" in obs
-    assert info["admissible_actions"] == [] and info["purchased_asin"] == "B0810V49DR"
+    assert info["admissible_actions"] == [] and info["purchased_asin"] == "B0LFRZ3SXF"
     options = round(4 * score) - 2  # the goal options matched
     assert info["score_terms"] == {"r_type": 1.0, "attributes_matched": 1, "attributes_total": 1,
                                    "options_matched": options, "options_total": 2, "r_price": 1, "title_score": 1.0,
