@@ -70,6 +70,9 @@ def score_in_chunks(policy, batch: Batch, size: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
+KEEP_CHECKPOINTS = 2  # checkpoints a run keeps: the newest and the one before it, to fall back to
+
+
 class Learner:
     def __init__(self, policy: HFPolicy, algorithm: Algorithm, config, reference: HFPolicy | None = None):
         self.policy, self.algorithm, self.cfg = policy, algorithm, config
@@ -139,7 +142,7 @@ class Learner:
         return index[torch.argsort(lengths, descending=True, stable=True)]
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def save_checkpoint(self, run_dir: Path, update: int, keep: int = 2) -> Path:
+    def save_checkpoint(self, run_dir: Path, update: int, keep: int = KEEP_CHECKPOINTS) -> Path:
         """Write checkpoints/update_XXXXX atomically (temp folder + rename), point `latest` at it,
         then drop the checkpoints before it beyond `keep`. Later ones (left by a run that resumed
         from an earlier checkpoint) are not touched: this run replaces them when it gets there."""

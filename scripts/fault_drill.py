@@ -440,12 +440,11 @@ def drill_server(d: Drill, work: Path, cache: Path, clients: int, requests: int)
 
 
 # -- 5. resume -----------------------------------------------------------------------------------------------
-KEEP = 2  # checkpoints the trainer keeps (Learner.save_checkpoint's default)
-
-
 def drill_resume(d: Drill, work: Path, cache: Path) -> None:
     import torch
     from safetensors.torch import load_file
+
+    from opid_train.learner import KEEP_CHECKPOINTS
 
     d.lost_unit = "lines/ckpts"
     args = ["--updates", "2", "--lr", "1e-2"]
@@ -483,9 +482,10 @@ def drill_resume(d: Drill, work: Path, cache: Path) -> None:
         before_lines, before = lines(run_dir), ckpts(run_dir)
         proc = run(train_cmd(run_dir, *extra), cache, timeout=240)
         after = ckpts(run_dir)
-        # a checkpoint gone while fewer than KEEP newer ones stand is lost; one rotated out behind
-        # KEEP newer ones is the run's normal bookkeeping
-        rotated = {name for name in set(before) - set(after) if sum(other > name for other in after) >= KEEP}
+        # a checkpoint gone while fewer than KEEP_CHECKPOINTS newer ones stand is lost; one rotated out
+        # behind that many newer ones is the run's normal bookkeeping
+        rotated = {name for name in set(before) - set(after)
+                   if sum(other > name for other in after) >= KEEP_CHECKPOINTS}
         lost = max(before_lines - lines(run_dir), 0) + len(set(before) - set(after) - rotated)
         ok = (proc.returncode == 0) == want_exit_zero and "Traceback" not in proc.stderr
         ok = ok and (not want_message or want_message in (proc.stdout + proc.stderr).lower())
