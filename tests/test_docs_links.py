@@ -1,4 +1,4 @@
-"""Every relative link and image in README.md and docs/ points to a file that exists and, when it
+"""Every relative link and image in the project's Markdown (README.md, docs/, the envs' READMEs) points to a file that exists and, when it
 names an anchor, to a heading of that file (GitHub's anchor rules), so moving a section to docs/
 cannot leave a reader at a dead link."""
 
@@ -11,7 +11,9 @@ from urllib.parse import unquote
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")),
+         *sorted(page for folder in ("data", "opid_envs", "opid_train", "wrappers", "scripts")
+                 for page in (ROOT / folder).rglob("README.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
 
