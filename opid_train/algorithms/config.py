@@ -26,8 +26,9 @@ class GRPOConfig:
     clip_eps: float = 0.2
     kl_coef: float = 0.01  # low-variance KL to the reference policy; 0 turns it off
     invalid_format_penalty: float | None = None  # for format-invalid steps (0.1; the reference's search: 0.01)
-    # Subtracted from the advantage of a well-formed step the env could not carry out (an action that
-    # is not admissible): a per-step signal against the loops of impossible actions a small policy falls into.
+    # Subtracted from the advantage of a step the env could not carry out (an action that is not
+    # admissible, or a malformed response, which also pays invalid_format_penalty): a per-step signal
+    # against the loops of impossible actions a small policy falls into.
     invalid_action_penalty: float = 0.0
     # How token losses are averaged: "token-mean" (every token counts the same, verl's default) or
     # "traj-mean" (every trajectory counts the same, whatever its length: long failed episodes

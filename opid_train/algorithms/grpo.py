@@ -132,9 +132,12 @@ class GRPO(Algorithm):
 
     def prepare(self, batch: Batch, ctx: PrepareContext) -> dict[str, Any]:
         format_invalid = ~batch.format_valid
-        action_invalid = torch.tensor([not batch.step(r).action_valid for r in range(len(batch))]) & batch.format_valid
+        not_carried_out = torch.tensor([not batch.step(r).action_valid for r in range(len(batch))]) | format_invalid
+        action_invalid = not_carried_out & batch.format_valid  # well-formed, but the env could not carry it out
+        # A malformed response is not carried out either, so it pays both penalties: were it cheaper than
+        # an impossible action, RL would learn to write malformed text instead (seen in calibration).
         penalties = (self.cfg.invalid_format_penalty * format_invalid.float()
-                     + self.cfg.invalid_action_penalty * action_invalid.float())
+                     + self.cfg.invalid_action_penalty * not_carried_out.float())
         a_row = episode_advantages(batch, self.cfg, penalties)
         batch.advantages = a_row[:, None] * batch.response_mask
         return {"adv_ep_mean": a_row.mean().item(), "adv_ep_abs_mean": a_row.abs().mean().item(),

@@ -147,10 +147,14 @@ def test_grpo_penalises_impossible_actions_only_when_asked():
         assert batch.advantages[1, 0].item() == pytest.approx(expected_row1)
         assert batch.advantages[0, 0].item() == pytest.approx(0.5)
         assert metrics["action_invalid_rate"] == pytest.approx(1 / 3)
-    # a format-invalid step is not also charged as an impossible action
-    batch = make_batch([_traj(0, 0, 1.0, [True, False]), _traj(0, 1, 0.0, [True])])
-    GRPO(cfg).prepare(batch, ctx)
-    assert batch.advantages[1, 0].item() == pytest.approx(0.5 - 0.1)
+    # a malformed step is not carried out either: it pays both penalties, so it never costs less than a
+    # well-formed impossible action (at 0.3 against 0.1 it would cost less, and RL would learn to write it)
+    malformed = [_traj(0, 0, 1.0, [True, False]), _traj(0, 1, 0.0, [True])]
+    malformed[0].steps[1].action_valid = True  # however the env flagged it
+    batch = make_batch(malformed)
+    metrics = GRPO(cfg).prepare(batch, ctx)
+    assert batch.advantages[1, 0].item() == pytest.approx(0.5 - 0.1 - 0.3)
+    assert metrics["action_invalid_rate"] == 0.0 and metrics["format_invalid_rate"] == pytest.approx(1 / 3)
 
 
 def test_registry_is_lazy_and_constructs_with_train_config():
