@@ -3,7 +3,8 @@
 verl's trainer holds the update's step rows as a `DataProto`: right-padded `responses` and
 `response_mask`, left-padded `prompts` (with `attention_mask`), the actor's `old_log_probs` (or the
 sampler's `rollout_log_probs`), and per row the record the agent loop wrote (`records.py`). Rows
-come in any order, and rows verl adds to divide the batch over GPUs carry no record. This module
+come in any order; the rows verl adds to divide the batch over GPUs are copies of the first row
+tagged `is_padding` (response mask 0), and `step_records` drops their copied record. This module
 
     1. rebuilds the trajectories from the records and makes the local learner's `Batch` of them
        (`opid_train.learner.make_batch`, the very same function),
@@ -25,6 +26,12 @@ from opid_train.types import Batch
 from opid_train.verl.records import trajectories_from_records
 
 RECORD_KEY = "opid"  # non-tensor column of the records (the agent loop's extra_fields["opid"])
+
+
+def step_records(extra_fields, tags) -> list[dict[str, Any] | None]:
+    """Each row's opid record; None for verl's padding rows, whose extra_fields are the first row's copy."""
+    return [None if tag.get("is_padding", False) else (extra or {}).get(RECORD_KEY)
+            for extra, tag in zip(extra_fields, tags, strict=True)]
 
 
 def sampling_logprobs(data) -> torch.Tensor:

@@ -142,9 +142,6 @@ def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None)
         problems.append(f"actor_rollout_ref.rollout.n is {rollout.n}: a GRPO group needs at least 2 rollouts")
     if train.algo not in ("grpo", "opid", "sdar"):
         problems.append(f"opid.algo {train.algo!r} is not grpo, opid or sdar")
-    if train.algo == "sdar":
-        problems.append("opid.algo sdar: its gated loss inside verl's actor update is not wired yet; "
-                        "use the local backend for SDAR")
     actor = cfg.actor_rollout_ref.actor
     if actor.use_kl_loss and actor.kl_loss_type not in ("low_var_kl", "k3"):
         problems.append(f"actor_rollout_ref.actor.kl_loss_type {actor.kl_loss_type!r}: opid's KL is low_var_kl")

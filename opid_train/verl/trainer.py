@@ -6,6 +6,8 @@ the advantages back, as verl's own step does. OPID's teacher term is one extra l
 actor over the skill-augmented prompts (`ActorScorer`): the rows go into the TransferQueue under
 their own keys, `actor_rollout_wg.compute_log_prob` scores them like old_log_probs, and they are
 cleared again. In the step time it sits after old_log_prob/ref and before update_actor ("adv").
+SDAR's teacher log-probs go next to the advantages (`loss.sdar_fields`) and the actor workers get
+`loss.SdarPPOLoss` as their loss function (verl's PPO loss + the gated term) once at start.
 
 Not run here: this class needs verl's GPU workers; the CPU tests cover the advantage step it calls
 (`tests/verl/test_verl_advantage.py`) and pin the verl signatures it relies on (test_verl_contract).
@@ -24,9 +26,10 @@ from verl.workers.utils.padding import response_from_nested, response_to_nested
 
 from opid_train.algorithms import PrepareContext, make_algorithm
 from opid_train.rollout import resolve_env_id
-from opid_train.verl.advantage import RECORD_KEY, compute_advantages
+from opid_train.verl.advantage import RECORD_KEY, compute_advantages, step_records
 from opid_train.verl.agent_loop import keep_head_and_tail, with_history
 from opid_train.verl.config import opid_config, rollout_options
+from opid_train.verl.loss import SdarPPOLoss, sdar_fields
 
 TRAINER_MODE = "opid_sync"
 
@@ -96,15 +99,22 @@ class OpidTrainer(PPOTrainerSync):
         builder = create_continuous_token_builder(self.tokenizer)
         self.opid_scorer = ActorScorer(self, builder, self.config.actor_rollout_ref.rollout.prompt_length)
 
+    def on_init_end(self):
+        super().on_init_end()
+        self._setup_opid()
+        if self.opid.algo == "sdar":
+            from verl.utils.config import omega_conf_to_dataclass
+
+            actor = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+            self.actor_rollout_wg.set_loss_fn(SdarPPOLoss(actor, self.opid.sdar))
+
     def _compute_advantage(self, batch, metrics: dict):
-        if not hasattr(self, "opid_algorithm"):
-            self._setup_opid()
         fields = ["prompts", "responses", "response_mask", "old_log_probs", "extra_fields"]
         raw = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         response_mask = raw["response_mask"]
         extra = list(raw.pop("extra_fields"))
         records = np.empty(len(extra), dtype=object)
-        records[:] = [(e or {}).get(RECORD_KEY) for e in extra]
+        records[:] = step_records(extra, batch.tags)
         lengths = raw["prompts"].offsets().diff().tolist()
         tensors = raw.to_padded_tensor()
         data = DataProto(batch=TensorDict({**left_padded(tensors["prompts"], lengths, tensors["responses"].shape[1]),
@@ -113,10 +123,12 @@ class OpidTrainer(PPOTrainerSync):
                          non_tensor_batch={RECORD_KEY: records})
         ctx = PrepareContext(policy=self.opid_scorer, template=self.opid_template,
                              run_dir=self.opid.resolved_run_dir(), update=self.global_steps - 1)
-        advantages, opid_metrics, _ = compute_advantages(data, self.opid_algorithm, ctx)
+        advantages, opid_metrics, extras = compute_advantages(data, self.opid_algorithm, ctx)
         metrics.update(opid_metrics)  # the local backend's metric names
-        out = {"advantages": response_to_nested(advantages, response_mask),
-               "returns": response_to_nested(advantages, response_mask)}
+        out = {"advantages": advantages, "returns": advantages}
+        if self.opid.algo == "sdar":
+            out.update(sdar_fields(extras, tensors["response_mask"]))
+        out = {key: response_to_nested(value, response_mask) for key, value in out.items()}
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                fields=TensorDict(out, batch_size=len(batch)))
 

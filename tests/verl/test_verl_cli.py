@@ -80,3 +80,8 @@ def test_an_unknown_backend_is_one_line(capsys):
         opid_train(["--backend", "gpu", "--updates", "1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "opid-train: error: --backend 'gpu': expected one of local, verl"
+
+
+def test_sdar_composes_with_its_reference_coefficients():
+    _, train, _ = compose_preset("alfworld", ["trainer.n_gpus_per_node=1", "opid.algo=sdar"])
+    assert train.algo == "sdar" and (train.sdar.coef, train.sdar.beta, train.sdar.gate) == (0.01, 5.0, "sigmoid")

@@ -117,3 +117,19 @@ def test_data_and_loss_seams():
                                                                    "response_mask", "loss_agg_mode"],
             "compute_policy_loss_vanilla", "(the parity test)")
     require("custom_cls" in inspect.getsource(get_dataset_class), "data.custom_cls", "dataset.py")
+
+
+def test_actor_loss_seams_sdar_uses():
+    from verl.trainer.ppo import core_algos
+    from verl.trainer.ppo.padding_utils import construct_minimal_padding_template
+    from verl.workers import engine_workers
+    from verl.workers.utils import losses
+
+    worker = engine_workers.ActorRolloutRefWorker
+    require(hasattr(worker, "set_loss_fn") and params(worker.set_loss_fn) == ["self", "loss_fn"],
+            "ActorRolloutRefWorker.set_loss_fn(loss_fn)", "trainer.py")
+    require(params(losses.ppo_loss) == ["config", "model_output", "data", "dp_group"],
+            "verl.workers.utils.losses.ppo_loss(config, model_output, data, dp_group)", "loss.py")
+    require(params(core_algos.agg_loss)[:3] == ["loss_mat", "loss_mask", "loss_agg_mode"], "agg_loss", "loss.py")
+    require("is_padding" in inspect.getsource(construct_minimal_padding_template),
+            "how padding rows are tagged (is_padding)", "advantage.py (step_records)")
