@@ -16,12 +16,13 @@ tagged `is_padding` (response mask 0), and `step_records` drops their copied rec
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from opid_train.algorithms import Algorithm, PrepareContext
 from opid_train.learner import make_batch
+from opid_train.learning_signal import rollout_metrics
 from opid_train.types import Batch
 from opid_train.verl.records import trajectories_from_records
 
@@ -76,15 +77,21 @@ def scatter(values: torch.Tensor, data_rows: list[int], n_rows: int, width: int 
     return out
 
 
+class Advantages(NamedTuple):
+    advantages: torch.Tensor  # [R, T] on verl's rows
+    metrics: dict[str, Any]  # the algorithm's and the rollout's, under the local backend's names
+    extras: dict[str, torch.Tensor]  # the algorithm's per-row extras on verl's rows (SDAR's teacher log-probs)
+    batch: Batch  # the local learner's Batch of the recorded rows (for the run's records)
+
+
 @torch.no_grad()
-def compute_advantages(data, algorithm: Algorithm, ctx: PrepareContext
-                       ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
-    """(advantages [R, T] for verl's rows, the algorithm's metrics, its per-row extras on verl's rows)."""
+def compute_advantages(data, algorithm: Algorithm, ctx: PrepareContext) -> Advantages:
     batch, data_rows, _ = opid_batch(data)
     metrics = dict(algorithm.prepare(batch, ctx))
     if batch.advantages is None:
         raise RuntimeError(f"{type(algorithm).__name__}.prepare did not set the advantages")
+    metrics.update(rollout_metrics(batch.trajectories))
     n_rows, width = data.batch["response_mask"].shape
     advantages = scatter(batch.advantages, data_rows, n_rows, width) * data.batch["response_mask"].float()
     extras = {key: scatter(value, data_rows, n_rows, width) for key, value in batch.extras.items()}
-    return advantages, metrics, extras
+    return Advantages(advantages, metrics, extras, batch)

@@ -101,6 +101,7 @@ class OpidEnvAgentLoop(AgentLoopBase):
                 state = result
         traj["score"] = float(state.reward) if state.done else 0.0
         traj["won"] = bool(state.info.get("won", False)) if state.done else False
+        traj["final_observation"] = state.context.observation if state.done else None  # the records' last text
         return [step_output(step, traj, out.num_preempted, gen_s, env_s) for step, out, gen_s, env_s in steps]
 
 

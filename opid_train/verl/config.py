@@ -143,6 +143,9 @@ def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None)
     if train.algo not in ("grpo", "opid", "sdar"):
         problems.append(f"opid.algo {train.algo!r} is not grpo, opid or sdar")
     actor = cfg.actor_rollout_ref.actor
+    if "hf_model" not in (actor.checkpoint.save_contents or []):
+        problems.append("actor_rollout_ref.actor.checkpoint.save_contents needs hf_model "
+                        "(the Hugging Face folder opid-eval reads)")
     if actor.use_kl_loss and actor.kl_loss_type not in ("low_var_kl", "k3"):
         problems.append(f"actor_rollout_ref.actor.kl_loss_type {actor.kl_loss_type!r}: opid's KL is low_var_kl")
     if problems:

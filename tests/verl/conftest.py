@@ -111,7 +111,7 @@ def trajectories(tiny_policy):
 def traj_info(traj) -> dict:
     return {"env_id": traj.env_id, "split": traj.split, "task": traj.task, "task_id": traj.task_id,
             "task_type": traj.task_type, "score": traj.score, "won": traj.won,
-            "uid": f"group-{traj.group_id}", "session": traj.traj_id}
+            "uid": f"group-{traj.group_id}", "session": traj.traj_id, "final_observation": traj.final_observation}
 
 
 def verl_batch(trajectories, pad_id: int, seed: int = 0):

@@ -14,6 +14,7 @@ from opid_train.algorithms import PrepareContext, make_algorithm
 from opid_train.algorithms.grpo import low_var_kl, ppo_clip_loss
 from opid_train.config import TrainConfig, with_overrides
 from opid_train.learner import make_batch
+from opid_train.learning_signal import rollout_metrics
 from opid_train.verl.advantage import compute_advantages
 from tests.train.toy_expert import EXPERT_ID
 from tests.verl.conftest import verl_batch, verl_config
@@ -38,10 +39,12 @@ def test_verl_advantage_step_equals_the_local_learners(name, trajectories, tiny_
     cfg = with_overrides(TrainConfig(), CONFIGS[name])
     template = agent_config(EXPERT_ID).template
     local = make_batch(trajectories)
-    make_algorithm(cfg.algo, cfg).prepare(local, PrepareContext(tiny_policy, template, tmp_path / "local", 0))
+    local_metrics = make_algorithm(cfg.algo, cfg).prepare(local, PrepareContext(tiny_policy, template,
+                                                                                tmp_path / "local", 0))
+    local_metrics.update(rollout_metrics(trajectories))  # what the local trainer adds for the update
 
     data = verl_batch(trajectories, tiny_policy.pad_id)
-    advantages, metrics, extras = compute_advantages(
+    advantages, metrics, extras, _ = compute_advantages(
         data, make_algorithm(cfg.algo, cfg), PrepareContext(tiny_policy, template, tmp_path / "verl", 0))
 
     where = local_rows(trajectories, local)
@@ -59,6 +62,9 @@ def test_verl_advantage_step_equals_the_local_learners(name, trajectories, tiny_
                                        value[r, :n] if value.dim() > 1 else value[r], rtol=1e-6, atol=1e-7)
         checked += 1
     assert checked == len(local) and local.advantages.abs().sum() > 0
+    assert metrics.keys() == local_metrics.keys()  # the same names in metrics.jsonl
+    for key, value in local_metrics.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     if name == "opid":
         assert metrics["opid/teacher_active_token_ratio"] > 0  # the teacher pass ran on skill prompts
 

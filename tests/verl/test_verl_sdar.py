@@ -5,6 +5,8 @@ with never reach the algorithm."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 pytest.importorskip("verl.experimental.agent_loop", reason="the verl extra is not (fully) installed: pip install 'opid[verl]'")  # before the imports that need it
@@ -34,7 +36,7 @@ def prepared(trajectories, tiny_policy, tmp_path_factory):
     local = make_batch(trajectories)
     make_algorithm("sdar", cfg).prepare(local, PrepareContext(tiny_policy, template, tmp / "local", 0))
     data = verl_batch(trajectories, tiny_policy.pad_id)
-    advantages, _, extras = compute_advantages(data, make_algorithm("sdar", cfg),
+    advantages, _, extras, _ = compute_advantages(data, make_algorithm("sdar", cfg),
                                                PrepareContext(tiny_policy, template, tmp / "verl", 0))
     assert local.extras["teacher_rows"].sum() > 0  # the teacher pass ran
     return local, data, advantages, extras, cfg
@@ -84,7 +86,9 @@ def verl_micro_batch(data, rows, logp, ref, advantages, extras, batch_tokens: in
     return td, {"log_probs": torch.cat(seq_logp)}
 
 
+@functools.lru_cache(maxsize=1)
 def actor_config():
+    """verl's ActorConfig of the preset (composed once: Hydra takes seconds)."""
     from verl.utils.config import omega_conf_to_dataclass
 
     return omega_conf_to_dataclass(verl_config().actor_rollout_ref.actor)
