@@ -35,8 +35,9 @@ from opid_train.metrics import MetricsLogger
 from opid_train.records import RECORDS_FILE, RunRecorder
 from opid_train.rollout import resolve_env_id
 from opid_train.verl.advantage import RECORD_KEY, compute_advantages, step_records
-from opid_train.verl.agent_loop import keep_head_and_tail, with_history
-from opid_train.verl.config import opid_config, rollout_options
+from opid_train.policy.hf import keep_head_and_tail
+from opid_train.verl.agent_loop import run_agent_config
+from opid_train.verl.config import opid_config
 from opid_train.verl.loss import SdarPPOLoss, sdar_fields
 from opid_train.verl.run_folder import local_metrics
 
@@ -102,9 +103,8 @@ class OpidTrainer(PPOTrainerSync):
 
         data = OmegaConf.to_container(self.config, resolve=True)
         self.opid = opid_config(data["opid"])
-        rollout = rollout_options(data.get("opid_rollout"))
         self.opid_algorithm = make_algorithm(self.opid.algo, self.opid)
-        self.opid_template = with_history(resolve_env_id(self.opid.env), rollout.history_k).template
+        self.opid_template = run_agent_config(self.config, resolve_env_id(self.opid.env)).template
         builder = create_continuous_token_builder(self.tokenizer)
         self.opid_scorer = ActorScorer(self, builder, self.config.actor_rollout_ref.rollout.prompt_length)
         run_dir = self.opid.resolved_run_dir()

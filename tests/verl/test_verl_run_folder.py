@@ -34,7 +34,7 @@ def test_check_writes_config_yaml_with_verls_values_and_run_info(tmp_path):
                 f"opid.run_dir={run_dir}", "opid_rollout.eval_split=null", "actor_rollout_ref.actor.optim.lr=3e-6",
                 "actor_rollout_ref.rollout.n=4", "trainer.n_gpus_per_node=4", "opid.algo=sdar"])
     cfg = load_yaml(run_dir / "config.yaml")  # the local backend's reader
-    assert (cfg.env, cfg.algo, cfg.lr, cfg.group_size, cfg.tasks_per_update, cfg.updates) == (EXPERT_ID, "sdar", 3e-6, 4, 16, 150)
+    assert (cfg.env, cfg.algo, cfg.lr, cfg.group_size, cfg.tasks_per_update, cfg.updates) == (EXPERT_ID, "sdar", 3e-6, 4, 16, 160)
     assert (cfg.grpo.kl_coef, cfg.grpo.clip_eps, cfg.max_new_tokens, cfg.temperature) == (0.01, 0.2, 512, 1.0)
     assert cfg.minibatch_size == 16 * 4 and cfg.policy == "/models/Qwen2.5-3B-Instruct" and cfg.init is None
     info = json.loads((run_dir / "run_info.json").read_text())
