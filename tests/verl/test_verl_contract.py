@@ -91,6 +91,18 @@ def test_v1_trainer_seams():
 
     require(params(trainer_base.PPOTrainer._compute_advantage) == ["self", "batch", "metrics"],
             "PPOTrainer._compute_advantage(batch, metrics)", "trainer.py")
+    require(params(trainer_base.PPOTrainer._compute_metrics) == ["self", "batch", "metrics", "timing_raw",
+                                                                  "global_steps", "epoch"],
+            "PPOTrainer._compute_metrics (where metrics.jsonl is written)", "trainer.py")
+    require(params(trainer_base.PPOTrainer.fit) == ["self", "agent_loop_manager"] and
+            params(PPOTrainerSync.on_init_end) == ["self"], "PPOTrainer.fit / on_init_end", "trainer.py")
+    save = inspect.getsource(trainer_base.PPOTrainer._save_checkpoint)
+    require('f"global_step_{self.global_steps}"' in save and '"actor"' in save,
+            "the checkpoint layout global_step_N/actor (opid-eval looks there)", "../learner.py (verl_hf_folder)")
+    from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
+
+    require('os.path.join(local_path, "huggingface")' in inspect.getsource(FSDPCheckpointManager.save_checkpoint),
+            "where hf_model is saved (actor/huggingface)", "../learner.py (verl_hf_folder)")
     require(issubclass(PPOTrainerSync, trainer_base.PPOTrainer) and hasattr(trainer_base, "register_trainer"),
             "the v1 trainer registry", "trainer.py")
     require(params(run_ppo)[:2] == ["config", "task_runner_class"], "run_ppo(config, task_runner_class)", "main.py")
