@@ -234,9 +234,29 @@ def load_newest_checkpoint(run_dir: Path, load_policy: Callable[[Path], Any], lo
     return None
 
 
+VERL_HF_FOLDER = Path("actor") / "huggingface"  # in verl's global_step_N/, with save_contents incl. hf_model
+
+
+def verl_hf_folder(path: Path) -> Path | None:
+    """The newest whole Hugging Face model verl saved in `path`: a global_step_N folder of verl's, its
+    checkpoints folder, or a `--backend verl` run folder. None when there is none (verl writes config
+    and tokenizer there always, the weights only with `hf_model` in the actor's checkpoint.save_contents)."""
+    from opid_train.policy.presets import check_model_folder
+
+    steps = [path] if path.name.startswith("global_step_") else [
+        p for root in (path, path / "checkpoints") for p in root.glob("global_step_*")
+        if p.name.removeprefix("global_step_").isdigit()]
+    for step in sorted(steps, key=lambda p: int(p.name.removeprefix("global_step_")), reverse=True):
+        try:
+            return check_model_folder(step / VERL_HF_FOLDER)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def model_folder_of(path: str | Path) -> Path:
     """The model folder `path` names: itself, a checkpoint's model/, a run's final/, else the run's
-    newest whole checkpoint."""
+    newest whole checkpoint (ours, or verl's Hugging Face export)."""
     folder = Path(path)
     if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
         return folder
@@ -247,4 +267,8 @@ def model_folder_of(path: str | Path) -> Path:
     latest = latest_checkpoint(folder)
     if latest is not None:
         return latest / "model"
-    raise ValueError(f"{path}: not a model folder, checkpoint or run folder (or none of its checkpoints is whole)")
+    verl = verl_hf_folder(folder)
+    if verl is not None:
+        return verl
+    raise ValueError(f"{path}: not a model folder, checkpoint or run folder (or none of its checkpoints is whole; "
+                     f"a verl checkpoint needs 'hf_model' in actor_rollout_ref.actor.checkpoint.save_contents)")

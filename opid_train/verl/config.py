@@ -2,22 +2,32 @@
 
     defaults: [ppo_trainer, _self_]        # verl's config files, found via hydra.searchpath
     opid: {...}                            # the method: opid's TrainConfig keys (env, algo, opid, ...)
-    opid_rollout: {...}                    # the agent loop: history window, env slots and processes
+    opid_rollout: {...}                    # the agent loop: env slots and processes, task files
     actor_rollout_ref: ... data: ... trainer: ...   # verl's own keys, as in any verl recipe
 
-`compose_preset(path, overrides)` composes it with Hydra (command-line overrides last, verl's
-syntax), checks that the two halves agree, and returns the OmegaConf config and the opid
-`TrainConfig`. One source for each number: what verl runs (learning rate, KL, clip, group size,
-lengths, temperatures) is set in verl's keys only, and the `opid` section refuses those keys.
+One source for each number. The reference's hyperparameters live in opid's parity presets
+(opid_train/presets/NAME.yaml, which the local backend's `--preset NAME` runs): a verl preset reads
+them with `${opid_preset:NAME,run.lr}`, into verl's keys (what verl runs: learning rate, KL, clip,
+group size, lengths, temperatures) and the `opid` section, which refuses the keys verl owns. The
+reference's prompt template, history window, env settings and GRPO statistics come from the same
+file's `reference` block through the local backend's own `resolve_parity`, and are written into the
+composed config's `opid` section, so the agent loop and the trainer read them from there.
+
+`compose_preset(path, overrides)` composes a preset with Hydra (command-line overrides last, verl's
+syntax), resolves it, checks that the two halves agree, and returns the OmegaConf config, the opid
+`TrainConfig` and the `opid_rollout` options.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opid_train.config import TrainConfig, from_dict
+from opid_train.algorithms.config import PARITY_FIELDS
+from opid_train.config import TrainConfig, from_dict, to_dict
+from opid_train.presets import load_preset, resolve_parity
 from opid_train.verl import AGENT_NAME
 
 PRESETS = Path(__file__).parent / "presets"
@@ -49,7 +59,6 @@ VERL_OWNS = {
 class OpidRollout:
     """The `opid_rollout` section: how the agent loop plays the envs."""
 
-    history_k: int | None = None  # prompt window (steps of history); None: the env's agent config
     env_slots: int = 64  # envs per agent-loop worker (episodes beyond wait for a free one)
     env_workers: int = 0  # env processes per agent-loop worker; 0: envs step in threads (thread-safe envs only)
     max_turns: int | None = None  # stop an episode after this many steps (None: the env's own limit)
@@ -81,16 +90,48 @@ def rollout_options(section: dict | None) -> OpidRollout:
     return from_dict(OpidRollout, dict(section or {}), "opid_rollout.")
 
 
-def compose_preset(preset: str | Path, overrides: list[str] | None = None):
-    """(verl config, opid TrainConfig, OpidRollout) of a preset file or a bundled preset's name."""
-    from hydra import compose, initialize_config_dir
+def preset_value(name: str, key: str):
+    """`${opid_preset:NAME,KEY}`: the value at dotted KEY (list items by index) of opid's parity preset NAME."""
+    value = load_preset(name)
+    for part in key.split("."):
+        try:
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise KeyError(f"${{opid_preset:{name},{key}}}: opid_train/presets/{name}.yaml has no {key}") from None
+    return value
+
+
+def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
+    if not OmegaConf.has_resolver("opid_preset"):
+        OmegaConf.register_new_resolver("opid_preset", preset_value)
+
+
+PARITY_KEYS = ("parity", "prompt", "history_k", "env_kwargs", "grpo")  # what resolve_parity settles (grpo: PARITY_FIELDS)
+
+
+def compose_preset(preset: str | Path, overrides: list[str] | None = None):
+    """(verl config, opid TrainConfig, OpidRollout) of a preset file or a bundled preset's name; the
+    config comes resolved (no interpolation left for verl's Ray workers to resolve)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    register_resolvers()
     path = resolve_preset(preset)
     with initialize_config_dir(config_dir=str(path.parent), version_base=None):
         cfg = compose(config_name=path.stem, overrides=list(overrides or []))
-    data = OmegaConf.to_container(cfg, resolve=False)
+    OmegaConf.resolve(cfg)
+    data = OmegaConf.to_container(cfg)
     train = opid_config(dict(data.get("opid") or {}))
+    # the parity mode follows the policy verl trains ("reference" for any pretrained model), as locally
+    train = resolve_parity(dataclasses.replace(train, policy=str(cfg.actor_rollout_ref.model.path)))
+    resolved = to_dict(train)
+    resolved["grpo"] = {**data["opid"].get("grpo", {}), **{k: resolved["grpo"][k] for k in PARITY_FIELDS}}
+    with open_dict(cfg):
+        for key in PARITY_KEYS:
+            cfg.opid[key] = resolved[key]
+    train = opid_config(OmegaConf.to_container(cfg.opid))
     rollout = rollout_options(data.get("opid_rollout"))
     check_agreement(cfg, train, rollout)
     validate_with_verl(cfg)
@@ -142,10 +183,10 @@ def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None)
         problems.append(f"actor_rollout_ref.rollout.n is {rollout.n}: a GRPO group needs at least 2 rollouts")
     if train.algo not in ("grpo", "opid", "sdar"):
         problems.append(f"opid.algo {train.algo!r} is not grpo, opid or sdar")
-    if train.algo == "sdar":
-        problems.append("opid.algo sdar: its gated loss inside verl's actor update is not wired yet; "
-                        "use the local backend for SDAR")
     actor = cfg.actor_rollout_ref.actor
+    if "hf_model" not in (actor.checkpoint.save_contents or []):
+        problems.append("actor_rollout_ref.actor.checkpoint.save_contents needs hf_model "
+                        "(the Hugging Face folder opid-eval reads)")
     if actor.use_kl_loss and actor.kl_loss_type not in ("low_var_kl", "k3"):
         problems.append(f"actor_rollout_ref.actor.kl_loss_type {actor.kl_loss_type!r}: opid's KL is low_var_kl")
     if problems:

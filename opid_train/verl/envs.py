@@ -16,13 +16,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from opid_train.rollout import EnvResult, make_pool
+from wrappers import AgentConfig
 
 
 class EnvSlots:
     """`size` envs of one id; `async with slots.episode() as env:` lends one to a coroutine."""
 
-    def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 0):
-        self.pool = make_pool(env_id, size, env_kwargs, workers)
+    def __init__(self, env_id: str, size: int, env_kwargs: dict[str, Any] | None = None, workers: int = 0,
+                 agent: AgentConfig | None = None):
+        self.pool = make_pool(env_id, size, env_kwargs, workers, agent)
         self.template = self.pool.config.template
         self.workers = workers
         # a worker process answers one request at a time over its pipe; envs in this process need no lock
@@ -67,13 +69,14 @@ class _Episode:
 _SLOTS: dict[tuple, asyncio.Future] = {}
 
 
-async def shared_slots(env_id: str, env_kwargs: dict[str, Any], size: int, workers: int) -> EnvSlots:
-    """One `EnvSlots` per (loop, env id, env kwargs) in this process, made on first use in a thread (env
-    processes take seconds to start; the event loop keeps serving meanwhile)."""
+async def shared_slots(env_id: str, env_kwargs: dict[str, Any], size: int, workers: int,
+                       agent: AgentConfig | None = None) -> EnvSlots:
+    """One `EnvSlots` per (loop, env id, env kwargs, agent interface) in this process, made on first use in
+    a thread (env processes take seconds to start; the event loop keeps serving meanwhile)."""
     loop = asyncio.get_running_loop()
-    key = (id(loop), env_id, json.dumps(env_kwargs, sort_keys=True), size, workers)
+    key = (id(loop), env_id, json.dumps(env_kwargs, sort_keys=True), size, workers, repr(agent))
     if key not in _SLOTS:
-        _SLOTS[key] = loop.run_in_executor(None, EnvSlots, env_id, size, env_kwargs, workers)
+        _SLOTS[key] = loop.run_in_executor(None, EnvSlots, env_id, size, env_kwargs, workers, agent)
     return await _SLOTS[key]
 
 

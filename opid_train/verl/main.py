@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import sys
-import time
-from pathlib import Path
 
 PROG = "opid-train --backend verl"
 
@@ -61,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from omegaconf import OmegaConf
 
+        from opid_train.cli.train import record_run
         from opid_train.verl.config import compose_preset
+        from opid_train.verl.run_folder import run_config
     except ImportError as exc:
         raise SystemExit(f"{PROG}: the verl backend is not installed ({exc.name} is missing): pip install 'opid[verl]'")
     try:
@@ -77,13 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         raise SystemExit(f"{PROG}: the env {train.env} could not list its tasks: {type(exc).__name__}: {one_line(exc)}") from None
     run_dir = train.resolved_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg.trainer.v1.trainer_mode = "opid_sync"
+    record_run(run_dir, run_config(cfg, train), backend="verl", tasks=counts)  # config.yaml, run_info.json
     OmegaConf.save(cfg, run_dir / "verl_config.yaml")
-    (run_dir / "run_info.json").write_text(json.dumps({"seed": train.seed, "argv": sys.argv, "backend": "verl",
-                                                       "tasks": counts,
-                                                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-                                                      indent=2))
     print(f"{PROG}: {train.algo} on {train.env}: {counts} tasks, config in {run_dir / 'verl_config.yaml'}")
     if args.check:
         return

@@ -61,7 +61,8 @@ def trajectories_from_records(records: list[dict[str, Any]], prompt_ids: list[li
         if key not in trajs:
             group = groups.setdefault(key[0], len(groups))
             trajs[key] = Trajectory(**{f: info[f] for f in TRAJ_FIELDS if f not in ("score", "won")},
-                                    group_id=group, traj_id=len(trajs), score=float(info["score"]), won=bool(info["won"]))
+                                    group_id=group, traj_id=len(trajs), score=float(info["score"]), won=bool(info["won"]),
+                                    final_observation=info.get("final_observation"))
         n = int(response_mask[i].sum())
         step = record_to_step(rec, prompt_ids[i], response_ids[i, :n].tolist(), old_logp[i, :n].tolist())
         trajs[key].steps.append(step)

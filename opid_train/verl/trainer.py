@@ -6,12 +6,19 @@ the advantages back, as verl's own step does. OPID's teacher term is one extra l
 actor over the skill-augmented prompts (`ActorScorer`): the rows go into the TransferQueue under
 their own keys, `actor_rollout_wg.compute_log_prob` scores them like old_log_probs, and they are
 cleared again. In the step time it sits after old_log_prob/ref and before update_actor ("adv").
+SDAR's teacher log-probs go next to the advantages (`loss.sdar_fields`) and the actor workers get
+`loss.SdarPPOLoss` as their loss function (verl's PPO loss + the gated term) once at start.
+
+It also writes the run folder as the local backend does (`run_folder.py`): metrics.jsonl under the
+local names after verl computed its metrics, records from the advantage step's Batch, curves at the end.
 
 Not run here: this class needs verl's GPU workers; the CPU tests cover the advantage step it calls
 (`tests/verl/test_verl_advantage.py`) and pin the verl signatures it relies on (test_verl_contract).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import torch
@@ -23,10 +30,16 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested, response_to_nested
 
 from opid_train.algorithms import PrepareContext, make_algorithm
+from opid_train.config import to_dict
+from opid_train.metrics import MetricsLogger
+from opid_train.records import RECORDS_FILE, RunRecorder
 from opid_train.rollout import resolve_env_id
-from opid_train.verl.advantage import RECORD_KEY, compute_advantages
-from opid_train.verl.agent_loop import keep_head_and_tail, with_history
-from opid_train.verl.config import opid_config, rollout_options
+from opid_train.verl.advantage import RECORD_KEY, compute_advantages, step_records
+from opid_train.policy.hf import keep_head_and_tail
+from opid_train.verl.agent_loop import run_agent_config
+from opid_train.verl.config import opid_config
+from opid_train.verl.loss import SdarPPOLoss, sdar_fields
+from opid_train.verl.run_folder import local_metrics
 
 TRAINER_MODE = "opid_sync"
 
@@ -90,21 +103,36 @@ class OpidTrainer(PPOTrainerSync):
 
         data = OmegaConf.to_container(self.config, resolve=True)
         self.opid = opid_config(data["opid"])
-        rollout = rollout_options(data.get("opid_rollout"))
         self.opid_algorithm = make_algorithm(self.opid.algo, self.opid)
-        self.opid_template = with_history(resolve_env_id(self.opid.env), rollout.history_k).template
+        self.opid_template = run_agent_config(self.config, resolve_env_id(self.opid.env)).template
         builder = create_continuous_token_builder(self.tokenizer)
         self.opid_scorer = ActorScorer(self, builder, self.config.actor_rollout_ref.rollout.prompt_length)
+        run_dir = self.opid.resolved_run_dir()
+        self.opid_metrics = MetricsLogger(run_dir, to_dict(self.opid), tensorboard=False, wandb=False)  # verl logs to those
+        self.opid_metrics.truncate_after(self.global_steps)  # resumed at step K: updates 0..K-1 are done
+        self.opid_recorder = None
+        if self.opid.record.enabled:
+            self.opid_recorder = RunRecorder(run_dir / RECORDS_FILE, method=self.opid.algo, tokenizer=self.tokenizer,
+                                             every=self.opid.record.every,
+                                             max_trajectories=self.opid.record.max_trajectories)
+            self.opid_recorder.writer.forget_updates_from(self.global_steps)
+
+    def on_init_end(self):
+        super().on_init_end()
+        self._setup_opid()
+        if self.opid.algo == "sdar":
+            from verl.utils.config import omega_conf_to_dataclass
+
+            actor = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+            self.actor_rollout_wg.set_loss_fn(SdarPPOLoss(actor, self.opid.sdar))
 
     def _compute_advantage(self, batch, metrics: dict):
-        if not hasattr(self, "opid_algorithm"):
-            self._setup_opid()
         fields = ["prompts", "responses", "response_mask", "old_log_probs", "extra_fields"]
         raw = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         response_mask = raw["response_mask"]
         extra = list(raw.pop("extra_fields"))
         records = np.empty(len(extra), dtype=object)
-        records[:] = [(e or {}).get(RECORD_KEY) for e in extra]
+        records[:] = step_records(extra, batch.tags)
         lengths = raw["prompts"].offsets().diff().tolist()
         tensors = raw.to_padded_tensor()
         data = DataProto(batch=TensorDict({**left_padded(tensors["prompts"], lengths, tensors["responses"].shape[1]),
@@ -113,12 +141,29 @@ class OpidTrainer(PPOTrainerSync):
                          non_tensor_batch={RECORD_KEY: records})
         ctx = PrepareContext(policy=self.opid_scorer, template=self.opid_template,
                              run_dir=self.opid.resolved_run_dir(), update=self.global_steps - 1)
-        advantages, opid_metrics, _ = compute_advantages(data, self.opid_algorithm, ctx)
+        advantages, opid_metrics, extras, opid_batch = compute_advantages(data, self.opid_algorithm, ctx)
         metrics.update(opid_metrics)  # the local backend's metric names
-        out = {"advantages": response_to_nested(advantages, response_mask),
-               "returns": response_to_nested(advantages, response_mask)}
+        if self.opid_recorder:
+            t0 = time.monotonic()
+            metrics.update(record_bytes=self.opid_recorder.training_update(ctx.update, opid_batch, ctx.details),
+                           record_seconds=time.monotonic() - t0)
+        out = {"advantages": advantages, "returns": advantages}
+        if self.opid.algo == "sdar":
+            out.update(sdar_fields(extras, tensors["response_mask"]))
+        out = {key: response_to_nested(value, response_mask) for key, value in out.items()}
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                fields=TensorDict(out, batch_size=len(batch)))
+
+
+    def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
+        super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)
+        self.opid_metrics.log(global_steps - 1, local_metrics(metrics))
+
+    def fit(self, agent_loop_manager):
+        try:
+            super().fit(agent_loop_manager)
+        finally:
+            self.opid_metrics.close()  # curves.png, as a local run leaves it
 
 
 def task_runner():

@@ -12,8 +12,8 @@ import pytest
 
 from opid_envs.searchqa.corpus import Corpus, load_wiki_summaries, package_file
 from opid_envs.searchqa.datasets import build_synthetic
-from opid_envs.searchqa.retrieval import (BM25Retriever, DenseRetriever, HTTPRetriever, PyseriniRetriever, index_dir,
-                                          make_retriever)
+from opid_envs.searchqa.retrieval import (BM25Retriever, DenseRetriever, HTTPRetriever, PyseriniRetriever, flat_ip_index,
+                                          index_dir, make_retriever)
 from opid_envs.searchqa.server import RetrievalServer
 
 
@@ -246,3 +246,29 @@ def test_pyserini_and_bm25s_agree_on_wikipedia():
     on_titles = top_k_overlap(lucene.batch_search(titles, 5), matching(bm25.batch_search(titles, 5)))
     print(f"top-5 overlap, Lucene vs bm25s: questions {on_questions:.3f}, titles {on_titles:.3f}")
     assert on_questions >= 0.88 and on_titles >= 0.94
+
+
+def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rows = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_the_faiss_index_stays_on_the_cpu_when_faiss_sees_no_gpu():
+    faiss = pytest.importorskip("faiss")
+    docs, queries = unit_rows(200, 16), unit_rows(5, 16, seed=1)
+    assert faiss.get_num_gpus() == 0  # faiss-cpu on this machine
+    index = flat_ip_index(faiss, docs)
+    assert isinstance(index, faiss.IndexFlatIP) and index.ntotal == 200
+    _, found = index.search(queries, 5)
+    assert found.tolist() == np.argsort(-(queries @ docs.T), axis=1)[:, :5].tolist()  # exact inner product
+
+
+def test_the_faiss_index_moves_to_every_gpu_faiss_reports(monkeypatch):
+    """With faiss-gpu on a GPU node: the flat index goes to all GPUs before the documents are added
+    (faiss's GPU calls stood in for; this machine has none)."""
+    faiss = pytest.importorskip("faiss")
+    moved = []
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index: moved.append(index.ntotal) or index)
+    index = flat_ip_index(faiss, unit_rows(50, 8))
+    assert moved == [0] and index.ntotal == 50  # moved while empty, then filled

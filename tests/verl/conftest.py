@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import torch
 import tests.train.toy_expert  # noqa: F401  (registers OPIDTest/KeyDoorExpert-v0)
 from opid_train.policy import load_policy
 from opid_train.policy.presets import TinyConfig
-from opid_train.rollout import EnvPool
+from opid_train.rollout import EnvPool, collect
 from opid_train.warmstart import collect_demos
 from tests.train.toy_expert import EXPERT_ID
 
@@ -95,3 +96,56 @@ def agent_loop(policy, config, server=None):
     return OpidEnvAgentLoop(trainer_config=DictConfigWrap(config), server_manager=server or TinyServer(policy),
                             tokenizer=policy.tokenizer, processor=None, dataset_cls=OpidTaskDataset,
                             data_config=DictConfigWrap(config.data), hf_model_type="llama")
+
+
+@pytest.fixture(scope="session")
+def trajectories(tiny_policy):
+    """Two groups of four toy-env episodes sampled from the tiny policy (up to 4 steps each)."""
+    pool = EnvPool(EXPERT_ID, 8, {"max_steps": 4})
+    try:
+        return collect(tiny_policy, pool, [("train", 0), ("train", 1)], 4, seed=5, max_new_tokens=12, progress=False)
+    finally:
+        pool.close()
+
+
+def traj_info(traj) -> dict:
+    return {"env_id": traj.env_id, "split": traj.split, "task": traj.task, "task_id": traj.task_id,
+            "task_type": traj.task_type, "score": traj.score, "won": traj.won,
+            "uid": f"group-{traj.group_id}", "session": traj.traj_id, "final_observation": traj.final_observation}
+
+
+def verl_batch(trajectories, pad_id: int, seed: int = 0):
+    """The rows as verl's v1 trainer holds them: one AgentLoopOutput per step (the agent loop's own
+    `step_output`) through verl's `as_dict`, rows shuffled, plus one padding row made by verl's own
+    padding code (a copy of the first row, extra_fields included, tagged is_padding, response mask 0),
+    as verl adds to divide a batch over GPUs; prompts left- and responses right-padded, records read
+    by the trainer's `step_records`."""
+    import numpy as np
+    from tensordict import TensorDict
+    from verl.protocol import DataProto
+    from verl.trainer.ppo.padding_utils import construct_minimal_padding_template
+
+    from opid_train.verl.advantage import step_records
+    from opid_train.verl.agent_loop import step_output
+
+    rows = [step_output(step, traj_info(traj)).as_dict() for traj in trajectories for step in traj.steps]
+    random.Random(seed).shuffle(rows)
+    tags = [{} for _ in rows]
+    pad_row, pad_tag = construct_minimal_padding_template(rows[0], tags[0], pad_id)
+    rows.append(pad_row)
+    tags.append(pad_tag)
+    P = max(len(r["prompts"]) for r in rows)
+    T = max(len(r["responses"]) for r in rows)
+    n = len(rows)
+    prompts, attention = torch.full((n, P + T), pad_id), torch.zeros((n, P + T), dtype=torch.long)
+    responses, mask, logp = torch.full((n, T), pad_id), torch.zeros((n, T), dtype=torch.long), torch.zeros((n, T))
+    for i, r in enumerate(rows):
+        p, k = len(r["prompts"]), len(r["responses"])
+        prompts[i, P - p:P] = r["prompts"]
+        attention[i, P - p:P + k] = 1
+        responses[i, :k], mask[i, :k], logp[i, :k] = r["responses"], r["response_mask"], r["rollout_log_probs"]
+    records = np.empty(n, dtype=object)
+    records[:] = step_records([r["extra_fields"] for r in rows], tags)
+    batch = TensorDict({"prompts": prompts[:, :P], "responses": responses, "response_mask": mask,
+                        "attention_mask": attention, "rollout_log_probs": logp}, batch_size=n)
+    return DataProto(batch=batch, non_tensor_batch={"opid": records})

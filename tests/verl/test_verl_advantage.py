@@ -4,9 +4,6 @@ on them equal opid's, to float tolerance."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 
 pytest.importorskip("verl.experimental.agent_loop", reason="the verl extra is not (fully) installed: pip install 'opid[verl]'")  # before the imports that need it
@@ -17,54 +14,11 @@ from opid_train.algorithms import PrepareContext, make_algorithm
 from opid_train.algorithms.grpo import low_var_kl, ppo_clip_loss
 from opid_train.config import TrainConfig, with_overrides
 from opid_train.learner import make_batch
-from opid_train.rollout import EnvPool, collect
+from opid_train.learning_signal import rollout_metrics
 from opid_train.verl.advantage import compute_advantages
-from opid_train.verl.agent_loop import step_output
 from tests.train.toy_expert import EXPERT_ID
-from tests.verl.conftest import verl_config
+from tests.verl.conftest import verl_batch, verl_config
 from wrappers import agent_config
-
-
-@pytest.fixture(scope="module")
-def trajectories(tiny_policy):
-    pool = EnvPool(EXPERT_ID, 8, {"max_steps": 4})
-    try:
-        return collect(tiny_policy, pool, [("train", 0), ("train", 1)], 4, seed=5, max_new_tokens=12, progress=False)
-    finally:
-        pool.close()
-
-
-def traj_info(traj) -> dict:
-    return {"env_id": traj.env_id, "split": traj.split, "task": traj.task, "task_id": traj.task_id,
-            "task_type": traj.task_type, "score": traj.score, "won": traj.won,
-            "uid": f"group-{traj.group_id}", "session": traj.traj_id}
-
-
-def verl_batch(trajectories, pad_id: int, seed: int = 0):
-    """The rows as verl's v1 trainer holds them: one AgentLoopOutput per step (the agent loop's own
-    `step_output`) through verl's `as_dict`, prompts left- and responses right-padded, rows shuffled,
-    plus one padding row without a record (verl adds such rows to divide a batch over GPUs)."""
-    from tensordict import TensorDict
-    from verl.protocol import DataProto
-
-    rows = [step_output(step, traj_info(traj)).as_dict() for traj in trajectories for step in traj.steps]
-    random.Random(seed).shuffle(rows)
-    rows.append({**rows[0], "extra_fields": {"opid": None}})
-    P = max(len(r["prompts"]) for r in rows)
-    T = max(len(r["responses"]) for r in rows)
-    n = len(rows)
-    prompts, attention = torch.full((n, P + T), pad_id), torch.zeros((n, P + T), dtype=torch.long)
-    responses, mask, logp = torch.full((n, T), pad_id), torch.zeros((n, T), dtype=torch.long), torch.zeros((n, T))
-    for i, r in enumerate(rows):
-        p, k = len(r["prompts"]), len(r["responses"])
-        prompts[i, P - p:P] = r["prompts"]
-        attention[i, P - p:P + k] = 1
-        responses[i, :k], mask[i, :k], logp[i, :k] = r["responses"], r["response_mask"], r["rollout_log_probs"]
-    records = np.empty(n, dtype=object)
-    records[:] = [r["extra_fields"]["opid"] for r in rows]
-    batch = TensorDict({"prompts": prompts[:, :P], "responses": responses, "response_mask": mask,
-                        "attention_mask": attention, "rollout_log_probs": logp}, batch_size=n)
-    return DataProto(batch=batch, non_tensor_batch={"opid": records})
 
 
 def local_rows(trajectories, batch):
@@ -85,10 +39,12 @@ def test_verl_advantage_step_equals_the_local_learners(name, trajectories, tiny_
     cfg = with_overrides(TrainConfig(), CONFIGS[name])
     template = agent_config(EXPERT_ID).template
     local = make_batch(trajectories)
-    make_algorithm(cfg.algo, cfg).prepare(local, PrepareContext(tiny_policy, template, tmp_path / "local", 0))
+    local_metrics = make_algorithm(cfg.algo, cfg).prepare(local, PrepareContext(tiny_policy, template,
+                                                                                tmp_path / "local", 0))
+    local_metrics.update(rollout_metrics(trajectories))  # what the local trainer adds for the update
 
     data = verl_batch(trajectories, tiny_policy.pad_id)
-    advantages, metrics, extras = compute_advantages(
+    advantages, metrics, extras, _ = compute_advantages(
         data, make_algorithm(cfg.algo, cfg), PrepareContext(tiny_policy, template, tmp_path / "verl", 0))
 
     where = local_rows(trajectories, local)
@@ -106,6 +62,9 @@ def test_verl_advantage_step_equals_the_local_learners(name, trajectories, tiny_
                                        value[r, :n] if value.dim() > 1 else value[r], rtol=1e-6, atol=1e-7)
         checked += 1
     assert checked == len(local) and local.advantages.abs().sum() > 0
+    assert metrics.keys() == local_metrics.keys()  # the same names in metrics.jsonl
+    for key, value in local_metrics.items():
+        assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     if name == "opid":
         assert metrics["opid/teacher_active_token_ratio"] > 0  # the teacher pass ran on skill prompts
 
@@ -131,3 +90,27 @@ def test_verls_ppo_loss_and_kl_equal_opids(trajectories, tiny_policy, tmp_path):
     torch.testing.assert_close(verl_loss, local_loss, rtol=1e-6, atol=1e-7)
     verl_kl = kl_penalty(logp, ref, actor.kl_loss_type)
     torch.testing.assert_close(verl_kl * batch.response_mask, low_var_kl(logp, ref) * batch.response_mask)
+
+
+def test_verls_padding_rows_carry_a_copied_record_that_the_advantage_step_drops(trajectories, tiny_policy, tmp_path):
+    """verl pads a batch to a multiple of the GPUs with copies of its first row, extra_fields included;
+    read naively, that copy is a repeated step and the advantage step refuses the batch."""
+    import numpy as np
+    from verl.trainer.ppo.padding_utils import construct_minimal_padding_template
+
+    from opid_train.verl.advantage import step_records
+
+    data = verl_batch(trajectories, tiny_policy.pad_id)
+    assert data.non_tensor_batch["opid"][-1] is None and data.batch["response_mask"][-1].sum() == 0
+    first = {"prompts": data.batch["prompts"][0], "responses": data.batch["responses"][0],
+             "extra_fields": {"opid": data.non_tensor_batch["opid"][0]}}
+    pad, pad_tag = construct_minimal_padding_template(first, {}, tiny_policy.pad_id)
+    assert pad["extra_fields"] == first["extra_fields"] and pad_tag["is_padding"]
+    assert step_records([first["extra_fields"], pad["extra_fields"]], [{}, pad_tag]) == [first["extra_fields"]["opid"], None]
+    naive = np.empty(len(data), dtype=object)
+    naive[:] = [*data.non_tensor_batch["opid"][:-1], pad["extra_fields"]["opid"]]
+    data.non_tensor_batch["opid"] = naive
+    cfg = TrainConfig()
+    with pytest.raises(ValueError, match="missing or repeated"):
+        compute_advantages(data, make_algorithm("grpo", cfg),
+                           PrepareContext(tiny_policy, agent_config(EXPERT_ID).template, tmp_path, 0))

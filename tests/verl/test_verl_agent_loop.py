@@ -11,13 +11,14 @@ import pytest
 
 pytest.importorskip("verl.experimental.agent_loop", reason="the verl extra is not (fully) installed: pip install 'opid[verl]'")  # before the imports that need it
 
+from opid_train.config import TrainConfig
+from opid_train.presets import agent_config_for
 from opid_train.rollout import derive_seed, make_env
-from opid_train.verl.agent_loop import keep_head_and_tail
+from opid_train.policy.hf import keep_head_and_tail
 from opid_train.verl.envs import close_all
 from tests.toy_env import KeyDoorEnv
 from tests.train.toy_expert import EXPERT_ID
 from tests.verl.conftest import TinyServer, agent_loop, verl_config
-from wrappers import agent_config
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,8 @@ def play(policy, config, env_id, env_kwargs, task_id=0, sessions=(0, 1), split="
 def check_episode(outputs, env_id, env_kwargs, session, policy, prompt_length, split="train", task_id=0):
     """Each output is one step; replaying its responses through the local backend's env stack gives the
     same prompts, rewards and validity, and the prompt tokens are the local policy's."""
-    env = make_env(env_id, agent_config(env_id), env_kwargs)
+    # the local backend's agent interface for a pretrained policy (parity "reference"), as the verl presets' policy
+    env = make_env(env_id, agent_config_for(TrainConfig(env=env_id, policy="/models/Qwen2.5-3B-Instruct")), env_kwargs)
     prompt, _ = env.reset(seed=derive_seed(3, session), options={"split": split, "task_id": task_id})
     for t, out in enumerate(outputs):
         rec = out.extra_fields["opid"]
@@ -86,6 +88,8 @@ def test_agent_loop_plays_every_env_one_row_per_step(name, tiny_policy, request)
     # ALFWorld's parser is not thread-safe: its envs step in an env process
     config = verl_config(["opid_rollout.env_workers=1"] if name == "alfworld" else [])
     episodes = play(tiny_policy, config, env_id, env_kwargs, split=split)
+    if name == "alfworld":  # the reference's prompt, as the parity preset says for a pretrained policy
+        assert "operating in the ALFRED Embodied Environment" in episodes[0][0].extra_fields["opid"]["prompt"]
     for session, outputs in enumerate(episodes):
         assert outputs and all(isinstance(o, AgentLoopOutput) for o in outputs)
         check_episode(outputs, env_id, env_kwargs, session, tiny_policy, config.data.max_prompt_length, split=split)
@@ -93,9 +97,24 @@ def test_agent_loop_plays_every_env_one_row_per_step(name, tiny_policy, request)
         assert row["responses"].tolist() == outputs[0].response_ids and row["rm_scores"][-1] == outputs[0].reward_score
 
 
+def test_an_over_long_prompt_is_cut_as_the_local_policy_cuts_it(tiny_policy, monkeypatch):
+    """Head (the task) and tail (the current state) kept, by the one shared rule, on both backends."""
+    text = "Your task is to: open the door. " + "You see a wall. " * 150 + "Now you see a key."
+    full = tiny_policy.encode_prompt(text)
+    assert len(full) > 40
+
+    async def encode():
+        return await agent_loop(tiny_policy, verl_config(["data.max_prompt_length=40"])).encode(text)
+
+    ids = asyncio.run(encode())
+    assert ids == full[:20] + full[-20:]
+    monkeypatch.setattr(tiny_policy, "max_prompt_tokens", 40)
+    assert tiny_policy.encode_prompt(text) == ids
+
+
 @pytest.mark.slow
 def test_history_window_comes_from_the_preset(tiny_policy):
-    (outputs,) = play(tiny_policy, verl_config(["opid_rollout.history_k=1"]), EXPERT_ID, {"max_steps": 4}, sessions=(0,))
+    (outputs,) = play(tiny_policy, verl_config(["opid.history_k=1"]), EXPERT_ID, {"max_steps": 4}, sessions=(0,))
     assert len(outputs) >= 3
     assert all(len(o.extra_fields["opid"]["context"]["history"]) <= 1 for o in outputs)
     assert len(outputs[2].extra_fields["opid"]["context"]["history"]) == 1

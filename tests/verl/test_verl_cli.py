@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 import tests.train.toy_expert  # noqa: F401
 from opid_train.cli.train import main as opid_train
-from opid_train.verl.config import compose_preset
+from opid_train.presets import load_preset
+from opid_train.verl.config import PRESETS, compose_preset
 from opid_train.verl.dataset import OpidTaskDataset
 from tests.train.toy_expert import EXPERT_ID
 
@@ -27,16 +28,42 @@ def error_of(argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize("preset", ["alfworld", "webshop", "searchqa"])
-def test_bundled_presets_compose_with_verls_config_and_pass_its_checks(preset):
+def test_bundled_presets_compose_with_verls_config_and_take_the_parity_presets_numbers(preset):
     cfg, train, rollout = compose_preset(preset, ["trainer.n_gpus_per_node=1"])
     # verl's own defaults are there, the preset's values on top
     assert cfg.actor_rollout_ref.actor.strategy == "fsdp" and cfg.critic.strategy == "fsdp"
-    assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.actor_rollout_ref.rollout.n == 8
-    assert cfg.actor_rollout_ref.actor.kl_loss_type == "low_var_kl" and cfg.actor_rollout_ref.actor.clip_ratio == 0.2
-    assert cfg.actor_rollout_ref.rollout.temperature == 1.0 and cfg.actor_rollout_ref.rollout.val_kwargs.temperature == 0.4
-    assert cfg.data.max_response_length == 512 and cfg.trainer.total_training_steps == 150
-    assert train.algo == "opid" and train.opid.w_ep == train.opid.w_step == 1e-3 and train.analyzer.backend == "openai"
+    # one source: opid_train/presets/<preset>.yaml, the local backend's --preset
+    parity = load_preset(preset)
+    run, reference = parity["run"], parity["reference"]
+    actor, rollout_cfg = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert (actor.optim.lr, actor.kl_loss_coef, actor.clip_ratio, actor.ppo_epochs) == (
+        run["lr"], run["grpo"]["kl_coef"], run["grpo"]["clip_eps"], run["ppo_epochs"])
+    assert (rollout_cfg.n, cfg.data.train_batch_size, cfg.data.max_response_length) == (
+        run["group_size"], run["tasks_per_update"], run["max_new_tokens"])
+    assert (rollout_cfg.temperature, rollout_cfg.val_kwargs.temperature) == (run["temperature"], run["eval"]["temperature"])
+    assert cfg.trainer.total_training_steps == run.get("updates", 150) and rollout.num_eval_tasks == run["eval"]["episodes"]
+    assert (train.env, train.algo, train.opid.w_ep, train.opid.w_step, train.opid.routing) == (
+        parity["env"], run["algo"], run["opid"]["w_ep"], run["opid"]["w_step"], run["opid"]["routing"])
+    assert (train.analyzer.max_step_skills, train.analyzer.backend) == (run["analyzer"]["max_step_skills"], "openai")
+    # the reference block, through the local backend's resolve_parity (a pretrained policy: "reference")
+    assert (train.parity, train.prompt, train.history_k) == ("reference", reference["prompt"], reference["history_k"])
+    assert reference["env_kwargs"].items() <= train.env_kwargs.items()
+    assert {k: getattr(train.grpo, k) for k in reference["grpo"]} == reference["grpo"]
+    assert cfg.opid.prompt == reference["prompt"]  # written into the config the Ray workers read
     assert cfg.data.train_files == f"{train.run_dir}/tasks/train.jsonl"  # interpolated from the opid section
+    assert "${" not in OmegaConf.to_yaml(cfg)  # resolved here: verl's workers need no opid resolver
+
+
+def test_the_grpo_baseline_takes_the_references_own_grpo_settings():
+    _, train, _ = compose_preset("alfworld", ["trainer.n_gpus_per_node=1", "opid.algo=grpo"])
+    assert train.grpo.normalize_std is False  # alfworld.yaml's per_algo: the reference's GRPO script is mean_norm
+
+
+def test_a_preset_key_missing_from_the_parity_preset_is_one_clear_error(tmp_path):
+    text = (PRESETS / "alfworld.yaml").read_text().replace("run.lr}", "run.no_such_lr}")
+    (tmp_path / "mine.yaml").write_text(text)
+    assert "opid_train/presets/alfworld.yaml has no run.no_such_lr" in error_of(["--backend", "verl", "--preset",
+                                                                                str(tmp_path / "mine.yaml")])
 
 
 def test_without_a_gpu_it_stops_with_one_line_naming_what_is_missing():
@@ -80,3 +107,8 @@ def test_an_unknown_backend_is_one_line(capsys):
         opid_train(["--backend", "gpu", "--updates", "1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == "opid-train: error: --backend 'gpu': expected one of local, verl"
+
+
+def test_sdar_composes_with_its_reference_coefficients():
+    _, train, _ = compose_preset("alfworld", ["trainer.n_gpus_per_node=1", "opid.algo=sdar"])
+    assert train.algo == "sdar" and (train.sdar.coef, train.sdar.beta, train.sdar.gate) == (0.01, 5.0, "sigmoid")

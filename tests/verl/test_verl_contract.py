@@ -91,6 +91,18 @@ def test_v1_trainer_seams():
 
     require(params(trainer_base.PPOTrainer._compute_advantage) == ["self", "batch", "metrics"],
             "PPOTrainer._compute_advantage(batch, metrics)", "trainer.py")
+    require(params(trainer_base.PPOTrainer._compute_metrics) == ["self", "batch", "metrics", "timing_raw",
+                                                                  "global_steps", "epoch"],
+            "PPOTrainer._compute_metrics (where metrics.jsonl is written)", "trainer.py")
+    require(params(trainer_base.PPOTrainer.fit) == ["self", "agent_loop_manager"] and
+            params(PPOTrainerSync.on_init_end) == ["self"], "PPOTrainer.fit / on_init_end", "trainer.py")
+    save = inspect.getsource(trainer_base.PPOTrainer._save_checkpoint)
+    require('f"global_step_{self.global_steps}"' in save and '"actor"' in save,
+            "the checkpoint layout global_step_N/actor (opid-eval looks there)", "../learner.py (verl_hf_folder)")
+    from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
+
+    require('os.path.join(local_path, "huggingface")' in inspect.getsource(FSDPCheckpointManager.save_checkpoint),
+            "where hf_model is saved (actor/huggingface)", "../learner.py (verl_hf_folder)")
     require(issubclass(PPOTrainerSync, trainer_base.PPOTrainer) and hasattr(trainer_base, "register_trainer"),
             "the v1 trainer registry", "trainer.py")
     require(params(run_ppo)[:2] == ["config", "task_runner_class"], "run_ppo(config, task_runner_class)", "main.py")
@@ -117,3 +129,19 @@ def test_data_and_loss_seams():
                                                                    "response_mask", "loss_agg_mode"],
             "compute_policy_loss_vanilla", "(the parity test)")
     require("custom_cls" in inspect.getsource(get_dataset_class), "data.custom_cls", "dataset.py")
+
+
+def test_actor_loss_seams_sdar_uses():
+    from verl.trainer.ppo import core_algos
+    from verl.trainer.ppo.padding_utils import construct_minimal_padding_template
+    from verl.workers import engine_workers
+    from verl.workers.utils import losses
+
+    worker = engine_workers.ActorRolloutRefWorker
+    require(hasattr(worker, "set_loss_fn") and params(worker.set_loss_fn) == ["self", "loss_fn"],
+            "ActorRolloutRefWorker.set_loss_fn(loss_fn)", "trainer.py")
+    require(params(losses.ppo_loss) == ["config", "model_output", "data", "dp_group"],
+            "verl.workers.utils.losses.ppo_loss(config, model_output, data, dp_group)", "loss.py")
+    require(params(core_algos.agg_loss)[:3] == ["loss_mat", "loss_mask", "loss_agg_mode"], "agg_loss", "loss.py")
+    require("is_padding" in inspect.getsource(construct_minimal_padding_template),
+            "how padding rows are tagged (is_padding)", "advantage.py (step_records)")
