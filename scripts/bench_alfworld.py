@@ -26,7 +26,7 @@ INVALID = "jump around"  # a command no ALFWorld game knows
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--level", default="full", help="generated level to benchmark on")
     p.add_argument("--games", type=int, default=6, help="games (valid_unseen) for the batch-1 comparison")
     p.add_argument("--steps", type=int, default=30, help="steps per game")

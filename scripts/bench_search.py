@@ -104,7 +104,7 @@ def bench_server(url, questions, clients, requests_per_client, batch):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", default="synthetic")
     parser.add_argument("--backends", nargs="+", default=["bm25", "dense"])
     parser.add_argument("--queries", type=int, default=200)

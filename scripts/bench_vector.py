@@ -53,7 +53,7 @@ def run_vector(env_id, kwargs, n, steps, seed, mode, **vector_kwargs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--env", default="OPID/ALFWorld-v0")
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict passed to gym.make")
     parser.add_argument("--n", type=int, default=8)

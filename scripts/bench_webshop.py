@@ -77,7 +77,7 @@ def time_expert_episodes(envs, episodes: int, rng: random.Random) -> tuple[float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--num-products", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=3000, help="clicks timed per env count")
     parser.add_argument("--episodes", type=int, default=200, help="expert episodes timed per env count")

@@ -2,13 +2,13 @@
 
     python scripts/replicate.py --quick                 # ~10 minutes: a smoke run, too short to compare methods
     python scripts/replicate.py                         # 3 seeds, every method: hours (a benchmark)
-    python scripts/replicate.py --env OPID/SearchQA-v0 --env-kwargs '{}' --splits test --warmstart-minutes 15 \
+    python scripts/replicate.py --env OPID/SearchQA-v0 --env-kwargs '{}' --splits test --warmstart-minutes 15 \\
         --fractions '' --out docs/searchqa      # per seed: a 15-minute warm start, then ~5 minutes a method
-    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test --policy smollm2-135m \
+    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test --policy smollm2-135m \\
         --lr 1e-6 --warmstart-lr 1e-5           # the tiny policy cannot copy WebShop's product ids (README)
     python scripts/replicate.py --policy smollm2-135m --lr 1e-6 --warmstart-lr 1e-5   # a GPU's job
-    python scripts/replicate.py --policy smollm2-135m --lr 1e-5 --warmstart-lr 1e-4 --seeds 0 --fractions '' \
-        --updates 6 --tasks 4 --group 4 --demos 60 --skill-share 0 --warmstart-epochs 2 --warmstart-batch 8 \
+    python scripts/replicate.py --policy smollm2-135m --lr 1e-5 --warmstart-lr 1e-4 --seeds 0 --fractions '' \\
+        --updates 6 --tasks 4 --group 4 --demos 60 --skill-share 0 --warmstart-epochs 2 --warmstart-batch 8 \\
         --micro-batch 4 --eval-episodes 10 --env-kwargs '{"level": "easy-large", "max_steps": 8}' --methods GRPO
                                                 # smollm2 on a 2-core CPU in 24 GB: ~55 minutes (README)
 
@@ -28,7 +28,6 @@ config overrides, run folder and rows.
 
 from __future__ import annotations
 
-import argparse
 import calendar
 import json
 import os
@@ -44,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from opid_train.cli import ArgumentParser  # noqa: E402
 from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig, load_yaml, to_dict, with_overrides  # noqa: E402
@@ -387,7 +387,7 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="OPID/ALFWorld-v0")
     parser.add_argument("--env-kwargs", default=None, help="JSON (default: the main job's, easy-large with 20 steps)")
     parser.add_argument("--splits", default="valid_seen,valid_unseen")
