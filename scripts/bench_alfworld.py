@@ -31,7 +31,7 @@ def parse_args():
     p.add_argument("--games", type=int, default=6, help="games (valid_unseen) for the batch-1 comparison")
     p.add_argument("--steps", type=int, default=30, help="steps per game")
     p.add_argument("--n", type=int, default=8, help="envs stepped together")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the games' order and the random actions")
     return p.parse_args()  # before any engine exists: fast-downward rewrites sys.argv
 
 

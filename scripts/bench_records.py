@@ -47,9 +47,9 @@ from opid_train.warmstart import explore_corpus
 def main(argv=None) -> dict:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--policy", default="tiny", help="tiny (random init) or a policy folder (e.g. a run's initial/)")
-    parser.add_argument("--algos", default="grpo,opid")
-    parser.add_argument("--open-updates", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--algos", default="grpo,opid", help="comma-separated algorithms whose update is recorded")
+    parser.add_argument("--open-updates", type=int, default=32, help="updates in the records file opened as opid-view does")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = replace(main_config(), progress=False)

@@ -619,7 +619,7 @@ CLASSES = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(CLASSES), help="run these classes only")
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the server class")
     parser.add_argument("--requests", type=int, default=100, help="requests per server client and mode")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--verbose", action="store_true", help="list every failed case")

@@ -388,36 +388,36 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
 
 def main():
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
-    parser.add_argument("--env-kwargs", default=None, help="JSON (default: the main job's, easy-large with 20 steps)")
-    parser.add_argument("--splits", default="valid_seen,valid_unseen")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
+    parser.add_argument("--env-kwargs", default=None, help="JSON (None: the main job's, easy-large with 20 steps)")
+    parser.add_argument("--splits", default="valid_seen,valid_unseen", help="comma-separated splits evaluated")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one warm start and one run per method each")
     parser.add_argument("--policy", default="tiny", help="'tiny', 'smollm2-135m' or a model folder (runs go to "
                         "<run-root>-<policy> unless it is tiny)")
-    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the main job's, for tiny)")
+    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (None: the main job's, for tiny)")
     parser.add_argument("--warmstart-lr", type=float, default=None,
-                        help="behaviour-cloning learning rate (default: the main job's, for tiny; lower it for a pretrained model)")
+                        help="behaviour-cloning learning rate (None: the main job's, for tiny; lower it for a pretrained model)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated; also: {', '.join(m for m in METHODS if m not in DEFAULT_METHODS)}")
     parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
-    parser.add_argument("--updates", type=int, default=None, help="RL updates per run (default: the main job's)")
-    parser.add_argument("--tasks", type=int, default=None, help="tasks per update (default: the main job's)")
-    parser.add_argument("--group", type=int, default=None, help="trajectories per task (default: the main job's)")
-    parser.add_argument("--demos", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the main job's)")
+    parser.add_argument("--updates", type=int, default=None, help="RL updates per run (None: the main job's)")
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per update (None: the main job's)")
+    parser.add_argument("--group", type=int, default=None, help="trajectories per task (None: the main job's)")
+    parser.add_argument("--demos", type=int, default=300, help="expert demonstrations of the warm start")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (None: the main job's)")
     parser.add_argument("--micro-batch", type=int, default=None,
-                        help="rows per forward/backward (default: the main job's 64; about 4 for smollm2 in 24 GB)")
+                        help="rows per forward/backward (None: the main job's 64; about 4 for smollm2 in 24 GB)")
     parser.add_argument("--warmstart-epochs", type=int, default=None,
-                        help="behaviour-cloning epochs (default: the main job's 16, for tiny)")
+                        help="behaviour-cloning epochs (None: the main job's 16, for tiny)")
     parser.add_argument("--warmstart-batch", type=int, default=None,
-                        help="behaviour-cloning batch (default: the main job's 32; smaller for few, slow steps)")
+                        help="behaviour-cloning batch (None: the main job's 32; smaller for few, slow steps)")
     parser.add_argument("--skill-share", type=float, default=1.0,
                         help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
     parser.add_argument("--warmstart-minutes", type=float, default=None, help="cap on behaviour cloning")
     parser.add_argument("--warm-start", help="use this model folder as the warm start instead of training one; "
                         "'{seed}' is replaced, e.g. runs/main/grpo-seed{seed}/initial (make run's warm starts)")
     parser.add_argument("--eval-episodes", type=int, default=0, help="tasks per split (0 = all)")
-    parser.add_argument("--out", default="docs")
+    parser.add_argument("--out", default="docs", help="folder the report and its JSON go to")
     parser.add_argument("--run-root", default=None, help="default runs/replicate, with the env's name for another env "
                         "(runs/replicate-webshop) and the policy's for another policy")
     parser.add_argument("--report-only", action="store_true",

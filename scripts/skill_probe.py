@@ -88,12 +88,12 @@ def score(policy, items: list[tuple[str, int, str, str]], batch: int = 64) -> li
 def main(argv=None) -> dict:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="a policy folder (a run's initial/ or final/, a HF model)")
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
     parser.add_argument("--env-kwargs", default="{}", help="JSON, e.g. '{\"level\": \"easy\"}'")
-    parser.add_argument("--split", default="valid_seen")
-    parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--split", default="valid_seen", help="split whose tasks are probed")
+    parser.add_argument("--episodes", type=int, default=40, help="expert episodes probed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda when available)")
     parser.add_argument("--out", help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 

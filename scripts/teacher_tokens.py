@@ -110,8 +110,8 @@ def parse_updates(text: str | None) -> range | None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("skills", type=Path, help="an OPID run's skills.jsonl")
-    parser.add_argument("--updates", help="e.g. 0-7 (default: all)")
-    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--updates", help="e.g. 0-7 (None: all)")
+    parser.add_argument("--top", type=int, default=10, help="tokens listed by teacher-term mass")
     parser.add_argument("--centre", action="store_true", help="z-normalize per update and component first")
     args = parser.parse_args()
     records = read_terms(args.skills, parse_updates(args.updates))

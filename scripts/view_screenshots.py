@@ -21,8 +21,8 @@ from tests.test_view import Browser  # noqa: E402  (the DevTools-pipe driver the
 
 def main(argv=None) -> None:
     parser = ArgumentParser(description=__doc__)
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--out", default="docs/view")
+    parser.add_argument("runs", nargs="+", help="run folders to show (the last one's trajectory is shot)")
+    parser.add_argument("--out", default="docs/view", help="folder the PNG files are written to")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

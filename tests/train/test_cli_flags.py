@@ -5,9 +5,11 @@ versions (--env_kwargs, --progress false) still works. Nothing here trains."""
 
 from __future__ import annotations
 
+import ast
 import re
 import typing
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +204,21 @@ def test_a_bad_flag_is_one_line_with_exit_status_2(capsys, argv, expected):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith("opid-train: error: ") and expected in err, err
+
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_every_script_flag_is_hyphenated_and_described(script):
+    """The scripts' argparse flags: one spelling (hyphens) and a help text each (their --help adds
+    the default)."""
+    calls = [node for node in ast.walk(ast.parse(script.read_text()))
+             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"]
+    assert calls
+    for call in calls:
+        names = [a.value for a in call.args if isinstance(a, ast.Constant)]
+        assert any(k.arg == "help" for k in call.keywords), f"{script.name}: {names} has no help"
+        assert not any(n.startswith("--") and "_" in n for n in names), f"{script.name}: {names}"
+    text = script.read_text()
+    assert "ArgumentDefaultsHelpFormatter" in text or "from opid_train.cli import ArgumentParser" in text, script.name
