@@ -511,7 +511,8 @@ def ensure_suite(level: str = "full", seed: int = 0, cache_dir: str | os.PathLik
         fcntl.flock(lock, fcntl.LOCK_EX)
         clean_stale_temp(root)
         manifest = read_manifest(root)
-        if manifest is None or manifest.get("version") != GENERATOR_VERSION or manifest.get("level") != level:
+        if (manifest is None or manifest.get("version") != GENERATOR_VERSION or manifest.get("level") != level
+                or manifest.get("sizes") != LEVELS[level].sizes):  # a level that grew (or shrank) since it was cached
             generate_suite(level, root, seed=seed)
         elif not manifest.get("walkthroughs") and shipped_walkthroughs(level):
             add_walkthroughs(root, plans=shipped_walkthroughs(level))  # a suite cached before plans shipped

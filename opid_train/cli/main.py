@@ -140,7 +140,18 @@ def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dic
             f"{by_task['worsened']} worsened, task-level one-sided randomization p = {by_task['p_one_sided']:.2g} "
             f"(threshold {alpha}); {episodes['gained']} episodes gained, {episodes['lost']} lost, "
             f"episode-level exact McNemar p = {episodes['p_one_sided']:.2g}")
+    if not above:
+        text += "\n" + what_one_run_shows(by_task, len(all_results))
     return text, {**episodes, "measurably_above": above, "alpha": alpha}
+
+
+def what_one_run_shows(by_task: dict, seeds: int) -> str:
+    """When the test finds no gain: how large a gain this evaluation could have found, and how to see more."""
+    runs = "One seed is one RL run" if seeds == 1 else f"{seeds} seeds are {seeds} RL runs"
+    return (f"{runs}, and RL's gain varies between runs. An evaluation of {by_task['tasks']} tasks finds a mean gain "
+            f"of about {100 * by_task['detectable_change']:.1f} points per task with 80 % power; this one measured "
+            f"{100 * by_task['mean_change']:+.1f}. To see more, pool more seeds: `SEEDS=0,1,2 make run` "
+            f"(each seed is a run of this job; finished seeds are reused, not rerun).")
 
 
 def seed_configs(args, base: TrainConfig) -> dict[int, TrainConfig]:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -262,6 +263,20 @@ def test_lazy_generation_into_the_cache(tmp_path, monkeypatch):
     shutil.rmtree(next((root / "json_2.1.1" / "train").rglob("game.tw-pddl")).parent)  # lose a game
     with pytest.raises(ValueError, match="incomplete.*delete"):
         gym.make("OPID/ALFWorld-v0", level="easy").reset(seed=0)
+
+
+def test_a_cached_suite_is_regenerated_when_its_level_changed_size(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPID_CACHE", str(tmp_path))
+    small = generate.Level("easy", generate.LEVELS["easy"].task_types, "easy6",
+                           {"train": 2, "valid_seen": 1, "valid_unseen": 1}, max_object_types=7)
+    monkeypatch.setitem(generate.LEVELS, "easy", small)
+    env = gym.make("OPID/ALFWorld-v0", level="easy")
+    first = [g.gamefile for g in env.unwrapped.games("valid_seen")]
+    monkeypatch.setitem(generate.LEVELS, "easy", replace(small, sizes={**small.sizes, "valid_seen": 3}))
+    env = gym.make("OPID/ALFWorld-v0", level="easy")
+    grown = [g.gamefile for g in env.unwrapped.games("valid_seen")]
+    assert len(grown) == 3 and generate.read_manifest(env.unwrapped.data_root)["sizes"]["valid_seen"] == 3
+    assert first[0] in grown  # game i is drawn the same way whatever the split's size
 
 
 def test_alfworld_data_variable_points_at_official_data(suite, monkeypatch):

@@ -131,3 +131,34 @@ def test_task_level_test_edge_cases_by_hand():
     assert task_level_test([up, up], rounds=0)["p_one_sided"] == 1.0
     assert task_level_test([up, up, up], rounds=50)["p_one_sided"] == task_level_test([up, up, up], rounds=50)["p_one_sided"]
     assert task_level_test([])["mean_change"] == 0.0 and task_level_test([])["p_one_sided"] == 1.0
+
+
+def test_task_level_test_says_what_change_an_evaluation_of_its_size_can_detect():
+    from statistics import NormalDist
+
+    from opid_train.evaluate import task_level_test
+
+    up, flat, down = ([False], [True]), ([True], [True]), ([True], [False])
+    # d = [1, 1, 0, -1]: sample sd sqrt(11/12); (z_0.95 + z_0.8) * sd / sqrt(4)
+    z = NormalDist().inv_cdf(0.95) + NormalDist().inv_cdf(0.8)
+    assert task_level_test([up, up, flat, down])["detectable_change"] == pytest.approx(z * (11 / 12) ** 0.5 / 2)
+    # four times the tasks: sum of squared deviations 4 * 11/4, sd sqrt(11/15), over sqrt(16)
+    assert task_level_test([up, up, flat, down] * 4)["detectable_change"] == pytest.approx(z * (11 / 15) ** 0.5 / 4)
+    assert task_level_test([flat])["detectable_change"] == 0.0
+
+
+def test_the_main_jobs_verdict_tells_a_user_what_one_seed_could_not_show():
+    from opid_train.cli.main import verdict
+
+    def result(before: list[bool], after: list[bool]) -> dict:
+        return {"initial": {"valid_seen": {"won": {str(i): [b] for i, b in enumerate(before)}}},
+                "final": {"valid_seen": {"won": {str(i): [a] for i, a in enumerate(after)}}}}
+
+    level = result([True, False] * 20, [True, False] * 19 + [False, True])  # 1 task up, 1 down
+    text, stored = verdict({0: level})
+    assert text.startswith("RL is NOT measurably above") and not stored["measurably_above"]
+    assert "One seed is one RL run" in text and "SEEDS=0,1,2 make run" in text
+    assert f"about {100 * stored['task_level']['detectable_change']:.1f} points" in text and "+0.0" in text
+    gain = result([False] * 40, [True] * 20 + [False] * 20)  # 20 tasks up, none down
+    text, stored = verdict({0: gain})
+    assert stored["measurably_above"] and "SEEDS=" not in text
