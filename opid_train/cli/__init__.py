@@ -91,9 +91,9 @@ def _opid_types(info) -> PrimitiveConstructorSpec | None:
 def _flag_types(cls, prefix: str = "") -> dict[str, Any]:
     """{'--grpo.clip-eps': float, ...} for every leaf of a dataclass tree (a field marked
     `tyro.conf.arg(name="")` adds no prefix)."""
-    out = {}
+    out, hints = {}, typing.get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
-        hint = typing.get_type_hints(cls, include_extras=True)[f.name]
+        hint = hints[f.name]
         marks = getattr(hint, "__metadata__", ())
         hint = typing.get_args(hint)[0] if marks else hint
         if dataclasses.is_dataclass(hint):
