@@ -121,15 +121,15 @@ def test_literal_choices_are_the_registries():
 
 def test_booleans_are_x_and_no_x_and_an_optional_one_is_a_bare_flag():
     parse = lambda *argv: train_cli.parse_args(list(argv)).run  # noqa: E731
-    assert parse("--no-progress").progress is False and parse("--progress").progress is True
-    assert parse("--eval.no-greedy").eval.greedy is False
-    assert parse("--exclude-demo-tasks").exclude_demo_tasks is True
-    assert parse().tensorboard is None  # unset: written when tensorboard is installed
-    assert parse("--tensorboard").tensorboard is True
-    assert parse("--tensorboard", "--updates", "2").tensorboard is True
-    assert parse("--no-tensorboard").tensorboard is False
-    assert parse("--grpo.no-normalize-std").grpo.normalize_std is False
-    assert parse("--grpo.normalize-std").grpo.normalize_std is True
+    default = parse()
+    assert default.progress is True and default.tensorboard is None  # unset: written when tensorboard is installed
+    cfg = parse("--no-progress", "--eval.no-greedy", "--exclude-demo-tasks", "--tensorboard", "--updates", "2",
+                "--grpo.no-normalize-std")
+    assert (cfg.progress, cfg.eval.greedy, cfg.exclude_demo_tasks, cfg.tensorboard, cfg.updates,
+            cfg.grpo.normalize_std) == (False, False, True, True, 2, False)
+    cfg = parse("--no-tensorboard", "--grpo.normalize-std", "--progress")
+    assert (cfg.tensorboard, cfg.grpo.normalize_std, cfg.progress) == (False, True, True)
+    assert parse("--tensorboard").tensorboard is True  # a bare flag at the end
 
 
 def test_the_spelling_of_earlier_versions_still_works():
