@@ -122,7 +122,8 @@ def _fix_hint(root: Path, generated: bool, level: str) -> str:
 class ALFWorldEnv(TextEnv):
     """ALFWorld text games; `level` picks a generated suite, `data_dir` official data instead.
 
-    Levels: "easy" (6 receptacles, 2 task types), "easy-large" (easy with 3x the training games),
+    Levels: "easy" (6 receptacles, 2 task types), "easy-large" (easy with 3x the training games
+    and 200 evaluation games per split, the first 60 easy's),
     "medium" (6 types, one receptacle per type),
     "full" (default: the ALFWorld distribution). `task_types` keeps a subset of the six types.
     `info` adds `gamefile`. `expert_action()` is the handcoded expert's next action.

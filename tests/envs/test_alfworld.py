@@ -155,17 +155,18 @@ def test_shipped_walkthroughs_are_the_planners_and_added_resumably(tmp_path):
     assert info["won"]
 
 
-def test_easy_large_adds_training_games_and_keeps_the_easy_evaluation_games(tmp_path):
+def test_easy_large_adds_training_and_evaluation_games_and_keeps_the_easy_ones(tmp_path):
     def games(root, split):  # walkthroughs ship for the easy suite only: compare the games themselves
         return [{k: v for k, v in json.loads(g.read_text()).items() if k != "walkthrough"} for g in _games(root, split)]
 
     easy = generate.generate_suite("easy", tmp_path / "easy", sizes={"train": 2, "valid_seen": 2, "valid_unseen": 1},
                                    progress=False)
     large = generate.generate_suite("easy-large", tmp_path / "large",
-                                    sizes={"train": 6, "valid_seen": 2, "valid_unseen": 1}, progress=False)
+                                    sizes={"train": 6, "valid_seen": 3, "valid_unseen": 2}, progress=False)
     assert generate.LEVELS["easy-large"].sizes["train"] == 3 * generate.LEVELS["easy"].sizes["train"]
     for split in ("valid_seen", "valid_unseen"):
-        assert games(large, split) == games(easy, split)
+        large_games = games(large, split)
+        assert len(large_games) == len(games(easy, split)) + 1 and all(g in large_games for g in games(easy, split))
     large_train = games(large, "train")
     assert len(large_train) == 6 and all(g in large_train for g in games(easy, "train"))
 

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from opid_train.cli.main import main_config
 from tests.train.test_smoke_train import ROOT, TOY, environ, load_script
 
 VARIANT = "OPID (teacher weight 0.1)"
@@ -59,8 +60,6 @@ def test_teacher_weight_variant_is_opt_in_with_its_own_config_and_run_folder(rep
 
 
 def test_study_defaults_to_the_main_jobs_environment(replicate):
-    from opid_train.cli.main import main_config
-
     args = SimpleNamespace(env="OPID/ALFWorld-v0", env_kwargs=None, policy="tiny", lr=None, updates=None, tasks=None,
                            group=None, demos=300, warmstart_minutes=None, skill_share=1.0, warmstart_lr=None,
                            splits="valid_seen,valid_unseen", eval_episodes=0, threads=1, micro_batch=None,
@@ -81,7 +80,6 @@ def test_study_defaults_to_the_main_jobs_environment(replicate):
 
 def test_a_run_folder_of_another_config_stops_the_study(replicate, tmp_path):
     from opid_train.cli.train import record_run
-    from opid_train.cli.main import main_config
 
     cfg = replicate.method_config(main_config(), "OPID")
     record_run(tmp_path / "opid", replace(cfg, run_dir=str(tmp_path / "opid")))
@@ -192,8 +190,9 @@ def test_replicate_reports_every_method_and_resumes_from_finished_runs(tmp_path)
     for method, seeds in data["results"].items():
         assert set(seeds) == {"0", "1"}, method
         won = seeds["0"]["test"]["won"]  # per task and episode: the pairing behind the McNemar column
-        assert won and all(len(w) == 4 for w in won.values())
-        assert seeds["0"]["test"]["all"]["episodes"] == 4 * len(won)
+        per_task = main_config().eval.samples  # the main job's protocol
+        assert won and per_task > 1 and all(len(w) == per_task for w in won.values())
+        assert seeds["0"]["test"]["all"]["episodes"] == per_task * len(won)
 
     report = (tmp_path / "out" / "RESULTS.md").read_text()
     for heading in ("## Success", "## Episode by episode", "## Sample efficiency", "## Per task type"):

@@ -15,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from opid_train.cli.main import main_config
+
 ROOT = Path(__file__).resolve().parents[2]
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
 SMALL = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2",
@@ -133,13 +135,14 @@ def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
     results = json.loads((tmp_path / "main" / "results.json").read_text())["3"]
     sampled = next(p for p in results if p.startswith("sampled"))
     assert set(results) == {sampled, "greedy"}
-    for protocol, per_task in ((sampled, 4), ("greedy", 1)):
+    samples = main_config().eval.samples  # the main job's protocol
+    for protocol, per_task in ((sampled, samples), ("greedy", 1)):
         for policy in ("initial", "final"):
             won = results[protocol][policy]["test"]["won"]  # per task and episode, so they can be paired
             assert sorted(won) == ["0", "1", "2"] and all(len(w) == per_task for w in won.values())
             assert results[protocol][policy]["test"]["all"]["episodes"] == 3 * per_task
     verdicts = json.loads((tmp_path / "main" / "verdict.json").read_text())
-    assert verdicts[sampled]["episodes"] == 12 and verdicts["greedy"]["episodes"] == 3
+    assert verdicts[sampled]["episodes"] == 3 * samples and verdicts["greedy"]["episodes"] == 3
     assert proc.stdout.count("measurably above the warm start") == 2
     # a rerun of a finished job trains nothing and reuses the stored evaluation (same weights, same protocol)
     stored = tmp_path / "main" / "grpo-seed3" / "main_eval.json"
