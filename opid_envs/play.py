@@ -159,6 +159,10 @@ def play_episode(env: gym.Env, env_id: str, term: Terminal, agent: str, rng: ran
     return {"won": bool(info["won"]), "reward": float(reward), "steps": len(history)}
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written; every option's help ends with its default."""
+
+
 class OneLineErrors(argparse.ArgumentParser):
     """An error is one line (option, value, what is allowed), exit status 2, without the usage block."""
 
@@ -167,17 +171,16 @@ class OneLineErrors(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineErrors(prog="opid-play", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrors(prog="opid-play", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("env", help=f"env id, 'module:Id', or one of {sorted(SHORT_NAMES)}")
     parser.add_argument("--agent", choices=["human", "random", "expert"], default="human",
-                        help="who plays (default: you)")
+                        help="who plays: you (human), or watch the random or the expert agent")
     parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes to play (default: you, until you quit; an agent, 1)")
-    parser.add_argument("--split", default=None, help="task split (default: the env's first)")
-    parser.add_argument("--task-id", type=int, default=None, help="task to play (default: drawn from --seed)")
+                        help="episodes to play (None: you, until you quit; an agent, 1)")
+    parser.add_argument("--split", default=None, help="task split (None: the env's first)")
+    parser.add_argument("--task-id", type=int, default=None, help="task to play (None: drawn from --seed)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the task draw and the random agent")
-    parser.add_argument("--max-steps", type=int, default=None, help="step limit (default: the env's)")
+    parser.add_argument("--max-steps", type=int, default=None, help="step limit (None: the env's)")
     parser.add_argument("--env-kwargs", default="{}", help='JSON keyword arguments of gym.make, e.g. \'{"level": "easy"}\'')
     args = parser.parse_args(argv)
     # every option checked before any env is built

@@ -1,8 +1,9 @@
 """The training configuration: one dataclass tree, from YAML and/or command-line overrides.
 
-Every leaf is a flag with dots for nesting: `--lr 3e-4 --grpo.kl_coef 0 --opid.w_ep 1e-3
---warmstart.episodes 200 --env_kwargs '{"level": "easy"}'`. `--config run.yaml` loads a file
-first; flags override it. Unknown keys are errors.
+The comment beside each field is its help text. Every leaf is a flag with dots for nesting
+(`opid_train.cli.parse`): `--lr 3e-4 --grpo.kl-coef 0 --opid.w-ep 1e-3 --warmstart.episodes 200
+--env-kwargs '{"level": "easy"}'`. `--config run.yaml` loads a file first (`load_yaml`); flags
+override it. Unknown keys are errors.
 
 `validate(cfg)` checks every option before any work starts (types, ranges, choices, that paths
 and envs exist, that the packages an option needs are installed) and raises `ConfigError`: one
@@ -11,7 +12,6 @@ line that names the option, the bad value and what is allowed. Every entry point
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import importlib.util
@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -33,10 +33,10 @@ from opid_train.policy.presets import TinyConfig
 @dataclass
 class WarmstartConfig:
     episodes: int | None = None  # expert demonstrations (0: no warm start; None: 100 for the tiny policy on an env with an expert, else 0)
-    split: str = "train"
-    epochs: int = 8
-    lr: float = 2e-3
-    batch_size: int = 32
+    split: str = "train"  # the split whose tasks the expert demonstrates
+    epochs: int = 8  # behaviour-cloning passes over the demonstrations
+    lr: float = 2e-3  # behaviour-cloning learning rate
+    batch_size: int = 32  # demonstration steps per behaviour-cloning step
     max_minutes: float | None = None  # stop the SFT early after this many minutes
     skill_share: float = 0.0  # share of demo steps also shown with hindsight skills they follow (OPID/SDAR, tiny policy)
 
@@ -45,7 +45,7 @@ class WarmstartConfig:
 class EvalConfig:
     splits: list[str] = field(default_factory=list)  # evaluated after training (empty: none)
     episodes: int = 0  # per split; 0 = every task of the split
-    greedy: bool = True
+    greedy: bool = True  # greedy decoding; --eval.no-greedy samples (--eval.samples per task)
     samples: int = 1  # trajectories per task when sampling (greedy=False)
     temperature: float | None = None  # sampling temperature (greedy=False); None = the training temperature
 
@@ -57,47 +57,49 @@ class RecordConfig:
     max_trajectories: int = 0  # per update and per evaluation, whole groups (0: all)
 
 
+Algo = Literal["grpo", "opid", "sdar"]  # opid_train.algorithms.ALGORITHMS
+Parity = Literal["auto", "reference", "ours"]  # opid_train.presets.PARITY_MODES
+
+
 @dataclass
 class TrainConfig:
-    env: str = "OPID/ALFWorld-v0"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    algo: str = "grpo"
+    env: str = "OPID/ALFWorld-v0"  # a registered env id, or 'package.module:NS/Name-v0' (imported first)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gym.make, as JSON
+    algo: Algo = "grpo"  # grpo: outcome advantage only; opid: + skill-teacher distillation; sdar: + gated self-distillation
     policy: str = "tiny"  # tiny | smollm2-135m | a local HF model folder
     # "reference": compute as the OPID reference (prompts, env text and score, GRPO statistics; see
     # opid_train/presets/*.yaml); "ours": our variants, made for the tiny policy; "auto": "ours" for the
     # tiny policy and its checkpoints, "reference" for any other policy.
-    parity: str = "auto"
+    parity: Parity = "auto"
     prompt: str | None = None  # a named template of wrappers.templates (None: from the parity mode)
     history_k: int | None = None  # (observation, action) pairs in the prompt (None: from the parity mode)
     init: str | None = None  # start RL from this model folder (e.g. another run's initial/), skipping the warm start
     tiny: TinyConfig = field(default_factory=TinyConfig)
     lora_rank: int = 0  # > 0 trains a LoRA adapter of this rank (peft) instead of all weights
-    device: str | None = None  # default: cuda when available
-    seed: int = 0
-    run_dir: str | None = None  # default runs/<env>-<algo>-seed<seed>
-    threads: int | None = None  # torch CPU threads
+    device: str | None = None  # cpu, cuda or cuda:N (None: cuda when available)
+    seed: int = 0  # seeds the warm start, the task draws and the sampling
+    run_dir: str | None = None  # where the run is written (None: runs/<env>-<algo>-seed<seed>)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
 
-    # rollouts
-    train_split: str = "train"
+    train_split: str = "train"  # the split RL draws its tasks from
     num_train_tasks: int | None = None  # draw training tasks from n task ids spread over the split
     # RL only on training tasks the warm start did not demonstrate: BC memorizes its demonstrated
     # tasks, so RL on them mostly learns to undo sampling noise, not to act on unseen tasks.
     exclude_demo_tasks: bool = False
-    updates: int = 10
-    tasks_per_update: int = 4  # G
+    updates: int = 10  # RL updates (one rollout and one learner step each)
+    tasks_per_update: int = 4  # G: tasks drawn per update
     group_size: int = 8  # N trajectories per task (one GRPO group)
-    max_new_tokens: int = 24
-    temperature: float = 1.0
+    max_new_tokens: int = 24  # longest response per step
+    temperature: float = 1.0  # sampling temperature of the rollouts
     env_workers: int = 0  # env worker processes (0: step envs in the learner's process)
 
-    # learner
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    ppo_epochs: int = 1
+    lr: float = 1e-4  # RL learning rate (AdamW)
+    weight_decay: float = 0.0  # AdamW weight decay
+    ppo_epochs: int = 1  # passes over each update's rollouts
     minibatch_size: int = 256  # rows per optimizer step
     micro_batch_size: int = 32  # rows per forward/backward (gradient accumulation)
-    max_grad_norm: float = 1.0
-    checkpoint_every: int = 1
+    max_grad_norm: float = 1.0  # gradient-norm clip per optimizer step
+    checkpoint_every: int = 1  # save a checkpoint every n updates (and after the last)
 
     warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -107,9 +109,11 @@ class TrainConfig:
     sdar: SDARConfig = field(default_factory=SDARConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
 
-    tensorboard: bool | None = None  # None: when tensorboard is installed; true: required (run_dir/tb)
-    wandb: bool = False  # needs wandb (opid[wandb]); project from $WANDB_PROJECT
-    progress: bool = True
+    # TensorBoard logs in <run_dir>/tb: --tensorboard requires the package, --no-tensorboard turns
+    # them off, None (unset) writes them when tensorboard is installed
+    tensorboard: bool | None = None
+    wandb: bool = False  # log to Weights & Biases; needs wandb (opid[wandb]); project from $WANDB_PROJECT
+    progress: bool = True  # progress bars on stderr
 
     def resolved_run_dir(self) -> Path:
         if self.run_dir:
@@ -152,10 +156,14 @@ def load_yaml(path: str | Path) -> TrainConfig:
         raise bad("config", str(path), f"expected a readable YAML file ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise bad("config", str(path), "a config file must be a YAML mapping")
-    return from_dict(TrainConfig, data)
+    try:
+        cfg = from_dict(TrainConfig, data)
+        check_fields(cfg, {})  # the types, so the file is the one named when a value is wrong
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {path})") from None
+    return cfg
 
 
-# -- command line ----------------------------------------------------------------------------------
 def _leaves(cls, prefix: str = ""):
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -167,13 +175,15 @@ def _leaves(cls, prefix: str = ""):
 
 
 def coerce(text: str, hint) -> Any:
-    """A command-line string as the field's type (bool, int, float, str, list, dict, optional)."""
+    """A string of a YAML file as the field's type (PyYAML reads 1e-4 as a string)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if text.lower() in ("none", "null") and type(None) in args:
             return None
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return text  # validate() names the choices
     if hint is bool:
         if text.lower() in ("1", "true", "yes", "on"):
             return True
@@ -181,11 +191,6 @@ def coerce(text: str, hint) -> Any:
             return False
         raise ValueError(f"expected a boolean, got {text!r}")
     if origin is list:
-        if text.lstrip().startswith("["):  # a JSON array, as YAML and config dumps write lists
-            items = json.loads(text)
-            if not isinstance(items, list):
-                raise ValueError(f"expected a JSON array or comma-separated values, got {text!r}")
-            return [coerce(str(x), args[0]) for x in items]
         return [coerce(x.strip(), args[0]) for x in text.split(",") if x.strip()]
     if origin is dict or hint is dict:
         value = json.loads(text)
@@ -193,16 +198,6 @@ def coerce(text: str, hint) -> Any:
             raise ValueError(f"expected a JSON object, got {text!r}")
         return value
     return hint(text)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML file with a TrainConfig; flags override it")
-    parser.add_argument("--preset", help="start from a reference run preset: alfworld, webshop or searchqa "
-                        "(opid_train/presets/NAME.yaml); flags override it")
-    for name, hint in _leaves(TrainConfig):
-        flag = hint is bool or hint == (bool | None)  # a bare --flag means true
-        parser.add_argument(f"--{name}", dest=name, default=None, metavar=getattr(hint, "__name__", "VALUE").upper(),
-                            **({"nargs": "?", "const": "true"} if flag else {}))
 
 
 def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
@@ -217,24 +212,6 @@ def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     return from_dict(TrainConfig, data)
 
 
-def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    if getattr(args, "preset", None):
-        from opid_train.presets import preset_config
-
-        base = preset_config(args.preset)
-    cfg = load_yaml(args.config) if getattr(args, "config", None) else (base or TrainConfig())
-    overrides = {}
-    for name, hint in _leaves(TrainConfig):
-        text = getattr(args, name, None)
-        if text is None:
-            continue
-        try:
-            overrides[name] = coerce(text, hint)
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise bad(name, text, f"expected {type_name(hint)} ({one_line(exc)})") from None
-    return with_overrides(cfg, overrides)
-
-
 # -- validation ------------------------------------------------------------------------------------
 class ConfigError(ValueError):
     """A bad option: the CLIs print its one-line message and exit with status 2."""
@@ -245,8 +222,13 @@ def one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def flag(option: str) -> str:
+    """The command-line spelling of an option: 'grpo.clip_eps' -> '--grpo.clip-eps'."""
+    return "--" + option.replace("_", "-")
+
+
 def bad(option: str, value: Any, allowed: str) -> ConfigError:
-    return ConfigError(f"--{option} {value!r}: {allowed}")
+    return ConfigError(f"{flag(option)} {value!r}: {allowed}")
 
 
 def type_name(hint) -> str:
@@ -255,6 +237,8 @@ def type_name(hint) -> str:
         return " or ".join(type_name(a) for a in args)
     if origin is list:
         return f"a list of {type_name(args[0])}s"
+    if origin is Literal:
+        return f"one of {', '.join(map(str, args))}"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", dict: "a JSON object",
             type(None): "none"}.get(origin or hint, getattr(hint, "__name__", str(hint)))
 
@@ -265,6 +249,8 @@ def has_type(value: Any, hint) -> bool:
         return any(has_type(value, a) for a in args)
     if hint is type(None):
         return value is None
+    if origin is Literal:
+        return value in args
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -464,11 +450,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     choice("sdar.gate", cfg.sdar.gate, GATES)
     choice("sdar.teacher_context", cfg.sdar.teacher_context, TEACHER_CONTEXTS)
     if cfg.opid.stop_update is not None and cfg.opid.stop_update <= cfg.opid.start_update:
-        raise bad("opid.stop_update", cfg.opid.stop_update, f"expected none or > --opid.start_update ({cfg.opid.start_update})")
+        raise bad("opid.stop_update", cfg.opid.stop_update, f"expected none or > --opid.start-update ({cfg.opid.start_update})")
     if cfg.tiny.hidden_size % cfg.tiny.num_heads:
-        raise bad("tiny.num_heads", cfg.tiny.num_heads, f"expected a divisor of --tiny.hidden_size ({cfg.tiny.hidden_size})")
+        raise bad("tiny.num_heads", cfg.tiny.num_heads, f"expected a divisor of --tiny.hidden-size ({cfg.tiny.hidden_size})")
     if cfg.analyzer.backoff_max_s < cfg.analyzer.backoff_s:
-        raise bad("analyzer.backoff_max_s", cfg.analyzer.backoff_max_s, f"expected >= --analyzer.backoff_s ({cfg.analyzer.backoff_s})")
+        raise bad("analyzer.backoff_max_s", cfg.analyzer.backoff_max_s, f"expected >= --analyzer.backoff-s ({cfg.analyzer.backoff_s})")
     if cfg.run_dir is not None and Path(cfg.run_dir).exists() and not Path(cfg.run_dir).is_dir():
         raise bad("run_dir", cfg.run_dir, "expected a folder (this is a file)")
     splits = check_env("env", cfg.env, cfg.env_kwargs)
@@ -497,28 +483,36 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+EvalMode = Literal["greedy", "sampled", "both"]
+
+
 @dataclass
 class EvalJobConfig:
     """What opid-eval runs (its flags; see opid_train.cli.eval)."""
+    # a model folder (a run's initial/ or final/, a checkpoint's model/), a checkpoint folder, a run
+    # folder (its final policy, else its latest checkpoint), smollm2-135m, or any local HF model folder
     checkpoint: str
-    env: str
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    split: list[str] = field(default_factory=lambda: ["valid_seen", "valid_unseen"])
-    episodes: int = 0
-    mode: str = "greedy"
-    samples: int = 4
-    temperature: float = 1.0
-    max_new_tokens: int = 24
-    envs: int = 16
-    env_workers: int = 0
-    seed: int = 0
-    device: str | None = None
-    threads: int | None = None
-    out: str | None = None
-    parity: str = "auto"
-    records: str | None = None  # where the episodes are recorded (None: beside `out`)
-    record: bool = True
+    env: str  # a registered env id, or 'package.module:NS/Name-v0' (imported first)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gym.make, as JSON
+    split: list[str] = field(default_factory=lambda: ["valid_seen", "valid_unseen"])  # the splits evaluated
+    episodes: int = 0  # tasks per split (0: all)
+    mode: EvalMode = "greedy"  # greedy decoding, sampling (--samples per task), or both
+    samples: int = 4  # trajectories per task when sampling
+    temperature: float = 1.0  # sampling temperature
+    max_new_tokens: int = 24  # longest response per step
+    envs: int = 16  # envs stepped together
+    env_workers: int = 0  # env worker processes (0: step envs in this process)
+    seed: int = 0  # seeds the episodes and the sampling
+    device: str | None = None  # cpu, cuda or cuda:N (None: cuda when available)
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    out: str | None = None  # JSON output (None: <checkpoint>/eval_<env>.json when the checkpoint is a folder)
+    # prompts and env settings: the OPID reference's or ours (auto: ours for a tiny-policy
+    # checkpoint, the reference's for any other model)
+    parity: Parity = "auto"
+    records: str | None = None  # where every episode played is recorded (None: beside `out`, as <out>.records.jsonl.gz)
+    record: bool = True  # record the episodes (`opid-view` shows them)
     record_max: int = 0  # episodes recorded per split at most (0: all)
+    progress: bool = True  # progress bars on stderr
 
 
 EVAL_RANGES: dict[str, tuple[float, bool, float]] = {
@@ -526,7 +520,7 @@ EVAL_RANGES: dict[str, tuple[float, bool, float]] = {
     "max_new_tokens": (1, True, math.inf), "envs": (1, True, math.inf), "env_workers": (0, True, math.inf),
     "seed": (0, True, math.inf), "threads": (1, True, math.inf), "record_max": (0, True, math.inf),
 }
-EVAL_MODES = ("greedy", "sampled", "both")
+EVAL_MODES = typing.get_args(EvalMode)
 
 
 def validate_eval(job: EvalJobConfig) -> str | Path:

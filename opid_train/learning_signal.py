@@ -91,8 +91,8 @@ class SignalWatch:
         if success >= 1.0:
             tips.append("harder tasks (every rollout wins)")
         elif success == 0.0:
-            tips.append("easier tasks or more steps (--env_kwargs), since no rollout wins")
-        tips.append("more rollouts per task (--group_size) or a higher --temperature")
+            tips.append("easier tasks or more steps (--env-kwargs), since no rollout wins")
+        tips.append("more rollouts per task (--group-size) or a higher --temperature")
         return (f"WARNING: no rollout group has carried a learning signal for {self.quiet} updates: every "
                 f"rollout of each task scored the same (success {success:.2f}, format-invalid "
                 f"{invalid:.2f}), so the policy is not learning. Try: " + "; ".join(tips) + ".")

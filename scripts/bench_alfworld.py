@@ -26,12 +26,12 @@ INVALID = "jump around"  # a command no ALFWorld game knows
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--level", default="full", help="generated level to benchmark on")
     p.add_argument("--games", type=int, default=6, help="games (valid_unseen) for the batch-1 comparison")
     p.add_argument("--steps", type=int, default=30, help="steps per game")
     p.add_argument("--n", type=int, default=8, help="envs stepped together")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the games' order and the random actions")
     return p.parse_args()  # before any engine exists: fast-downward rewrites sys.argv
 
 

@@ -7,7 +7,7 @@ interleaved and repeated, and the median is kept. The analyzer's own time is mea
 (the goal, OPID <= 1.15x GRPO, is stated "analyzer latency apart"): the offline analyzer is
 nearly free, an LLM analyzer's latency depends on the endpoint and overlaps nothing here.
 
-    python scripts/bench_opid_overhead.py --env OPID/ALFWorld-v0 --env_kwargs '{"level": "easy"}'
+    python scripts/bench_opid_overhead.py --env OPID/ALFWorld-v0 --env-kwargs '{"level": "easy"}'
     python scripts/bench_opid_overhead.py --policy runs/alf/initial --repeats 5
 
 Measured (2026-11-22, this shared 2-core CPU machine, 1 thread, ALFWorld easy max_steps 20, a
@@ -20,7 +20,6 @@ that forward 3.6x slower on this CPU.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 import opid_envs  # noqa: F401  (registers the env ids)
+from opid_train.cli import ArgumentParser
 from opid_train.algorithms import PrepareContext, make_algorithm
 from opid_train.analyzers import make_analyzer
 from opid_train.config import TrainConfig
@@ -43,18 +43,18 @@ ALGOS = ("grpo", "opid", "sdar")
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
-    parser.add_argument("--env_kwargs", default='{"level": "easy", "max_steps": 20}')
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
+    parser.add_argument("--env-kwargs", default='{"level": "easy", "max_steps": 20}', help="JSON keyword arguments of gym.make")
     parser.add_argument("--policy", default="tiny", help="tiny (random init) or a policy folder")
-    parser.add_argument("--tasks", type=int, default=4)
-    parser.add_argument("--group_size", type=int, default=8)
-    parser.add_argument("--max_new_tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--routing", default="route")
-    parser.add_argument("--score_chunk_rows", type=int, default=16, help="teacher prompts per score call; 0 = one call")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", type=int, default=4, help="tasks per update (G)")
+    parser.add_argument("--group-size", type=int, default=8, help="trajectories per task (N)")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="longest response per step")
+    parser.add_argument("--repeats", type=int, default=3, help="timed updates per algorithm (after one warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's default)")
+    parser.add_argument("--routing", default="route", help="OPID's skill routing (route, additive, episode_only, step_only)")
+    parser.add_argument("--score-chunk-rows", type=int, default=16, help="teacher prompts per score call; 0 = one call")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the policy and the rollouts")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,7 +6,7 @@ algorithm asked (grpo is the main job; opid adds the analysis and a teacher term
 token); then `RunRecorder.training_update` writes it, as opid-train does, and is timed. Printed:
 bytes per trajectory and per step, and recording as a share of the update (rollout + learning).
 
-Then a records file of `--open_updates` such updates (the recorded one written again with each
+Then a records file of `--open-updates` such updates (the recorded one written again with each
 update index; 32 = the main job) is opened the way opid-view does it (read every record, build the
 index, serialise the first page's data: runs.js and the index) and timed.
 
@@ -20,7 +20,6 @@ per run of this script, so run it on the policy that matters.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 import torch
 
 import opid_envs  # noqa: F401  (registers the env ids)
+from opid_train.cli import ArgumentParser
 from opid_train.algorithms import PrepareContext, make_algorithm
 from opid_train.cli.main import main_config
 from opid_train.cli.train import task_draw
@@ -45,11 +45,11 @@ from opid_train.warmstart import explore_corpus
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--policy", default="tiny", help="tiny (random init) or a policy folder (e.g. a run's initial/)")
-    parser.add_argument("--algos", default="grpo,opid")
-    parser.add_argument("--open_updates", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--algos", default="grpo,opid", help="comma-separated algorithms whose update is recorded")
+    parser.add_argument("--open-updates", type=int, default=32, help="updates in the records file opened as opid-view does")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     base = replace(main_config(), progress=False)

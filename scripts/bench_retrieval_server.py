@@ -196,8 +196,8 @@ def load(port: int, clients: int, requests: int, keep_alive: bool, queries: list
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=32)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="requests per client and mode")
     args = parser.parse_args()
 

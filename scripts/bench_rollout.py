@@ -5,18 +5,18 @@
 2. Env stepping: a whole collection (G tasks x N rollouts) with envs in this process against envs
    in worker processes: env steps/s and ratio.
 
-    python scripts/bench_rollout.py --env OPID/ALFWorld-v0 --env_kwargs '{"level": "easy"}' --envs 16
+    python scripts/bench_rollout.py --env OPID/ALFWorld-v0 --env-kwargs '{"level": "easy"}' --envs 16
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 
 import opid_envs  # noqa: F401
+from opid_train.cli import ArgumentParser
 from opid_train.policy.presets import TinyConfig, load_policy
 from opid_train.rollout import collect, make_pool
 from opid_train.warmstart import explore_corpus
@@ -54,16 +54,16 @@ def bench_envs(policy, args, env_kwargs):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
-    parser.add_argument("--env_kwargs", default='{"level": "easy", "max_steps": 10}')
-    parser.add_argument("--envs", type=int, default=16)
-    parser.add_argument("--group_size", type=int, default=4)
-    parser.add_argument("--max_new_tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
+    parser.add_argument("--env-kwargs", default='{"level": "easy", "max_steps": 10}', help="JSON keyword arguments of gym.make")
+    parser.add_argument("--envs", type=int, default=16, help="envs stepped together (G x N)")
+    parser.add_argument("--group-size", type=int, default=4, help="trajectories per task (N)")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="longest response per step")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions of each measurement")
     parser.add_argument("--workers", type=int, default=2, help="env worker processes to compare against in-process")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--policy", default="tiny")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--policy", default="tiny", help="tiny (random init) or a policy folder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env_kwargs = json.loads(args.env_kwargs)

@@ -104,13 +104,13 @@ def bench_server(url, questions, clients, requests_per_client, batch):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="synthetic")
-    parser.add_argument("--backends", nargs="+", default=["bm25", "dense"])
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--episodes", type=int, default=200)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="synthetic", help="QA dataset (opid_envs.searchqa.datasets.DATASETS)")
+    parser.add_argument("--backends", nargs="+", default=["bm25", "dense"], help="retrieval backends to compare")
+    parser.add_argument("--queries", type=int, default=200, help="queries timed per backend")
+    parser.add_argument("--batch-size", type=int, default=32, help="queries per batched search call")
+    parser.add_argument("--episodes", type=int, default=200, help="env episodes timed per backend")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16], help="concurrent clients of the retrieval server")
     parser.add_argument("--requests", type=int, default=50, help="requests per client")
     parser.add_argument("--server-batch", type=int, default=1, help="queries per server request")
     args = parser.parse_args()

@@ -53,12 +53,12 @@ def run_vector(env_id, kwargs, n, steps, seed, mode, **vector_kwargs):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
     parser.add_argument("--env-kwargs", default="{}", help="JSON dict passed to gym.make")
-    parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=8, help="envs stepped together")
+    parser.add_argument("--steps", type=int, default=20, help="steps per env")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resets and the random actions")
     parser.add_argument("--import", dest="imports", action="append", default=[],
                         help="module that registers a user env (e.g. tests.conftest)")
     args = parser.parse_args()

@@ -77,12 +77,12 @@ def time_expert_episodes(envs, episodes: int, rng: random.Random) -> tuple[float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-products", type=int, default=1000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--num-products", type=int, default=1000, help="catalog size")
     parser.add_argument("--steps", type=int, default=3000, help="clicks timed per env count")
     parser.add_argument("--episodes", type=int, default=200, help="expert episodes timed per env count")
-    parser.add_argument("--nouns", default="auto", choices=["auto", "spacy", "fallback"])
-    parser.add_argument("--counts", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--nouns", default="auto", choices=["auto", "spacy", "fallback"], help="noun finder of the search index")
+    parser.add_argument("--counts", type=int, nargs="+", default=[1, 8, 64], help="numbers of envs built and stepped together")
     args = parser.parse_args()
 
     rng = random.Random(0)

@@ -48,11 +48,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"  # a tiny env with an expert: fast warm starts
-TINY = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
-        "--tiny.intermediate_size", "64", "--tiny.vocab_size", "600", "--threads", "1",
-        "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "8",
-        "--warmstart.episodes", "2", "--warmstart.epochs", "1", "--progress", "false", "--tensorboard", "false",
-        "--env", TOY, "--env_kwargs", '{"max_steps": 6}']
+TINY = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2",
+        "--tiny.intermediate-size", "64", "--tiny.vocab-size", "600", "--threads", "1",
+        "--tasks-per-update", "2", "--group-size", "2", "--max-new-tokens", "8",
+        "--warmstart.episodes", "2", "--warmstart.epochs", "1", "--no-progress", "--no-tensorboard",
+        "--env", TOY, "--env-kwargs", '{"max_steps": 6}']
 
 
 @dataclass
@@ -88,7 +88,7 @@ def run(cmd: list[str], cache: Path, timeout: float = 300) -> subprocess.Complet
 
 
 def train_cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "opid_train.cli.train", "--run_dir", str(run_dir), *TINY, *extra]
+    return [sys.executable, "-m", "opid_train.cli.train", "--run-dir", str(run_dir), *TINY, *extra]
 
 
 def folder_mb(path: Path) -> float:
@@ -257,9 +257,9 @@ def drill_analyzer(d: Drill, work: Path, cache: Path) -> None:
     # a real training run against the endpoint: half its replies are bad
     run_dir = work / "opid-run"
     proc = run(train_cmd(run_dir, "--algo", "opid", "--updates", "1", "--analyzer.backend", "openai",
-                         "--analyzer.base_url", url, "--analyzer.model", "rotating", "--analyzer.api_key_env",
-                         "OPID_DRILL_KEY", "--analyzer.max_retries", "1", "--analyzer.backoff_s", "0.01",
-                         "--analyzer.timeout_s", "5", "--analyzer.cache_dir", str(work / "run-analyses")), cache)
+                         "--analyzer.base-url", url, "--analyzer.model", "rotating", "--analyzer.api-key-env",
+                         "OPID_DRILL_KEY", "--analyzer.max-retries", "1", "--analyzer.backoff-s", "0.01",
+                         "--analyzer.timeout-s", "5", "--analyzer.cache-dir", str(work / "run-analyses")), cache)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] if (
         run_dir / "metrics.jsonl").exists() else []
     ok = proc.returncode == 0 and rows and "opid/failed_trajectories" in rows[0] and (run_dir / "final").exists()
@@ -560,13 +560,13 @@ def drill_configs(d: Drill, work: Path, cache: Path) -> None:
         "--algo ppo": ["--algo", "ppo"],
         "--analyzer.backend gpt": ["--algo", "opid", "--analyzer.backend", "gpt"],
         "--updates -3": ["--updates", "-3"],
-        "--group_size 0": ["--group_size", "0"],
-        "--tasks_per_update 0": ["--tasks_per_update", "0"],
-        "--max_new_tokens 0": ["--max_new_tokens", "0"],
+        "--group-size 0": ["--group-size", "0"],
+        "--tasks-per-update 0": ["--tasks-per-update", "0"],
+        "--max-new-tokens 0": ["--max-new-tokens", "0"],
         "--lr -1": ["--lr", "-1"],
         "--temperature -1": ["--temperature", "-1"],
         "--env NoSuch/Env-v0": ["--env", "NoSuch/Env-v0"],
-        "--env_kwargs {bad": ["--env_kwargs", "{bad"],
+        "--env-kwargs {bad": ["--env-kwargs", "{bad"],
         "--policy nonsense": ["--policy", "nonsense"],
         "--opid.routing nope": ["--algo", "opid", "--opid.routing", "nope"],
         "--eval.splits nosuch": ["--eval.splits", "nosuch"],
@@ -582,8 +582,8 @@ def drill_configs(d: Drill, work: Path, cache: Path) -> None:
         d.check(ok, f"opid-train {name}: exit {proc.returncode}, {len(lines)} stderr lines, {took:.0f} s, "
                     f"wrote {written or 'nothing'}; {lines[-1][:90] if lines else ''}", lost=len(written))
 
-    eval_base = [sys.executable, "-m", "opid_train.cli.eval", "--env", TOY, "--env_kwargs", '{"max_steps": 6}',
-                 "--episodes", "1", "--no_progress"]
+    eval_base = [sys.executable, "-m", "opid_train.cli.eval", "--env", TOY, "--env-kwargs", '{"max_steps": 6}',
+                 "--episodes", "1", "--no-progress"]
     eval_cases = {
         "missing checkpoint": ["--checkpoint", str(work / "no-such-run"), "--split", "test"],
         "unknown split": ["--checkpoint", str(good / "final"), "--split", "nosuch"],
@@ -617,9 +617,9 @@ CLASSES = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=sorted(CLASSES), help="run these classes only")
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients of the server class")
     parser.add_argument("--requests", type=int, default=100, help="requests per server client and mode")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--verbose", action="store_true", help="list every failed case")

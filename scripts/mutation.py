@@ -97,11 +97,16 @@ def results(work: Path) -> dict[str, str]:
     return dict(m.groups() for m in re.finditer(r"^\s+(\S+): (.+)$", out, flags=re.M))
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written; every option's help ends with its default."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("groups", nargs="*", help=f"module groups (default: all): {', '.join([*GROUPS, *ALIASES])}")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("groups", nargs="*", help=f"module groups (none: all): {', '.join([*GROUPS, *ALIASES])}")
     parser.add_argument("--list", action="store_true", help="list the groups, their files and tests, and stop")
-    parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "opid-mutation")
+    parser.add_argument("--work-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "opid-mutation",
+                        help="where the mutated copies of the repository are made")
     parser.add_argument("--max-children", type=int, default=1, help="mutants tested in parallel")
     parser.add_argument("--timeout-minutes", type=float, default=60, help="per group")
     parser.add_argument("--show-survivors", action="store_true", help="print each survivor's diff")

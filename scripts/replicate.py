@@ -2,13 +2,13 @@
 
     python scripts/replicate.py --quick                 # ~10 minutes: a smoke run, too short to compare methods
     python scripts/replicate.py                         # 3 seeds, every method: hours (a benchmark)
-    python scripts/replicate.py --env OPID/SearchQA-v0 --env-kwargs '{}' --splits test --warmstart-minutes 15 \
+    python scripts/replicate.py --env OPID/SearchQA-v0 --env-kwargs '{}' --splits test --warmstart-minutes 15 \\
         --fractions '' --out docs/searchqa      # per seed: a 15-minute warm start, then ~5 minutes a method
-    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test --policy smollm2-135m \
+    python scripts/replicate.py --env OPID/WebShop-v0 --env-kwargs '{}' --splits test --policy smollm2-135m \\
         --lr 1e-6 --warmstart-lr 1e-5           # the tiny policy cannot copy WebShop's product ids (README)
     python scripts/replicate.py --policy smollm2-135m --lr 1e-6 --warmstart-lr 1e-5   # a GPU's job
-    python scripts/replicate.py --policy smollm2-135m --lr 1e-5 --warmstart-lr 1e-4 --seeds 0 --fractions '' \
-        --updates 6 --tasks 4 --group 4 --demos 60 --skill-share 0 --warmstart-epochs 2 --warmstart-batch 8 \
+    python scripts/replicate.py --policy smollm2-135m --lr 1e-5 --warmstart-lr 1e-4 --seeds 0 --fractions '' \\
+        --updates 6 --tasks 4 --group 4 --demos 60 --skill-share 0 --warmstart-epochs 2 --warmstart-batch 8 \\
         --micro-batch 4 --eval-episodes 10 --env-kwargs '{"level": "easy-large", "max_steps": 8}' --methods GRPO
                                                 # smollm2 on a 2-core CPU in 24 GB: ~55 minutes (README)
 
@@ -28,7 +28,6 @@ config overrides, run folder and rows.
 
 from __future__ import annotations
 
-import argparse
 import calendar
 import json
 import os
@@ -44,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from opid_train.cli import ArgumentParser  # noqa: E402
 from opid_train.cli.train import rl_task_ids, train  # noqa: E402
 from opid_train.cli.main import main_config  # noqa: E402
 from opid_train.config import TrainConfig, load_yaml, to_dict, with_overrides  # noqa: E402
@@ -387,37 +387,37 @@ def report(args, cfg, results, fraction_results, runs, out: Path, seconds: float
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
-    parser.add_argument("--env-kwargs", default=None, help="JSON (default: the main job's, easy-large with 20 steps)")
-    parser.add_argument("--splits", default="valid_seen,valid_unseen")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
+    parser.add_argument("--env-kwargs", default=None, help="JSON (None: the main job's, easy-large with 20 steps)")
+    parser.add_argument("--splits", default="valid_seen,valid_unseen", help="comma-separated splits evaluated")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one warm start and one run per method each")
     parser.add_argument("--policy", default="tiny", help="'tiny', 'smollm2-135m' or a model folder (runs go to "
                         "<run-root>-<policy> unless it is tiny)")
-    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the main job's, for tiny)")
+    parser.add_argument("--lr", type=float, default=None, help="RL learning rate (None: the main job's, for tiny)")
     parser.add_argument("--warmstart-lr", type=float, default=None,
-                        help="behaviour-cloning learning rate (default: the main job's, for tiny; lower it for a pretrained model)")
+                        help="behaviour-cloning learning rate (None: the main job's, for tiny; lower it for a pretrained model)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated; also: {', '.join(m for m in METHODS if m not in DEFAULT_METHODS)}")
     parser.add_argument("--fractions", default="0.6,0.8", help="training-task shares for GRPO and OPID ('' = none)")
-    parser.add_argument("--updates", type=int, default=None, help="RL updates per run (default: the main job's)")
-    parser.add_argument("--tasks", type=int, default=None, help="tasks per update (default: the main job's)")
-    parser.add_argument("--group", type=int, default=None, help="trajectories per task (default: the main job's)")
-    parser.add_argument("--demos", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the main job's)")
+    parser.add_argument("--updates", type=int, default=None, help="RL updates per run (None: the main job's)")
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per update (None: the main job's)")
+    parser.add_argument("--group", type=int, default=None, help="trajectories per task (None: the main job's)")
+    parser.add_argument("--demos", type=int, default=300, help="expert demonstrations of the warm start")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (None: the main job's)")
     parser.add_argument("--micro-batch", type=int, default=None,
-                        help="rows per forward/backward (default: the main job's 64; about 4 for smollm2 in 24 GB)")
+                        help="rows per forward/backward (None: the main job's 64; about 4 for smollm2 in 24 GB)")
     parser.add_argument("--warmstart-epochs", type=int, default=None,
-                        help="behaviour-cloning epochs (default: the main job's 16, for tiny)")
+                        help="behaviour-cloning epochs (None: the main job's 16, for tiny)")
     parser.add_argument("--warmstart-batch", type=int, default=None,
-                        help="behaviour-cloning batch (default: the main job's 32; smaller for few, slow steps)")
+                        help="behaviour-cloning batch (None: the main job's 32; smaller for few, slow steps)")
     parser.add_argument("--skill-share", type=float, default=1.0,
                         help="share of warm-start demo steps also shown with a skill they follow (skill-aware tiny model)")
     parser.add_argument("--warmstart-minutes", type=float, default=None, help="cap on behaviour cloning")
     parser.add_argument("--warm-start", help="use this model folder as the warm start instead of training one; "
                         "'{seed}' is replaced, e.g. runs/main/grpo-seed{seed}/initial (make run's warm starts)")
     parser.add_argument("--eval-episodes", type=int, default=0, help="tasks per split (0 = all)")
-    parser.add_argument("--out", default="docs")
+    parser.add_argument("--out", default="docs", help="folder the report and its JSON go to")
     parser.add_argument("--run-root", default=None, help="default runs/replicate, with the env's name for another env "
                         "(runs/replicate-webshop) and the policy's for another policy")
     parser.add_argument("--report-only", action="store_true",

@@ -10,15 +10,15 @@ injected the way OPID's self-teacher injects it:
     contra-episode another episode's (another task's) workflow skill:
                    all three contradict the action and should LOWER its log-prob.
 
-    python scripts/skill_probe.py --model runs/alf/initial --env OPID/ALFWorld-v0 \
-        --env_kwargs '{"level": "easy"}' --split valid_seen --episodes 40
+    python scripts/skill_probe.py --model runs/alf/initial --env OPID/ALFWorld-v0 \\
+        --env-kwargs '{"level": "easy"}' --split valid_seen --episodes 40
 
 Measured (2026-11-22, this 2-core CPU machine, tiny preset d128 x 2 layers, 120 expert episodes of
 ALFWorld easy, 15 BC epochs; probe on 40 held-out valid_seen episodes, 200 steps; mean delta in nats
 +- standard error):
     warm start                                 correct       contra-do     contra-avoid  contra-episode
     plain demos only                           -3.00 +-0.35  -3.95 +-0.35  -4.12 +-0.38  -1.61 +-0.24
-    --warmstart.skill_share 1.0 (the default   +0.48 +-0.14  -1.81 +-0.24  -0.19 +-0.15  -1.28 +-0.23
+    --warmstart.skill-share 1.0 (the default   +0.48 +-0.14  -1.81 +-0.24  -0.19 +-0.15  -1.28 +-0.23
       rejection share 0.4)                     (step skills +0.81, episode skills +0.16)
 A model that never saw skills is only disturbed by them; the skill-aware one gains from the
 correct skill and loses from contradicting ones, so OPID's self-teacher carries signal.
@@ -26,7 +26,6 @@ correct skill and loses from contradicting ones, so OPID's self-teacher carries 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import statistics
@@ -34,6 +33,7 @@ import statistics
 import torch
 
 import opid_envs  # noqa: F401  (registers the env ids)
+from opid_train.cli import ArgumentParser
 from opid_train.analyzers.offline import OfflineAnalyzer, avoid_skill, do_skill
 from opid_train.analyzers.skill_demos import REJECTION_KINDS, expert_trajectories
 from opid_train.policy.presets import hf_policy
@@ -86,14 +86,14 @@ def score(policy, items: list[tuple[str, int, str, str]], batch: int = 64) -> li
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model", required=True, help="a policy folder (a run's initial/ or final/, a HF model)")
-    parser.add_argument("--env", default="OPID/ALFWorld-v0")
-    parser.add_argument("--env_kwargs", default="{}", help="JSON, e.g. '{\"level\": \"easy\"}'")
-    parser.add_argument("--split", default="valid_seen")
-    parser.add_argument("--episodes", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--env", default="OPID/ALFWorld-v0", help="env id")
+    parser.add_argument("--env-kwargs", default="{}", help="JSON, e.g. '{\"level\": \"easy\"}'")
+    parser.add_argument("--split", default="valid_seen", help="split whose tasks are probed")
+    parser.add_argument("--episodes", type=int, default=40, help="expert episodes probed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the episodes")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (None: cuda when available)")
     parser.add_argument("--out", help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 

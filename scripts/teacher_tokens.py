@@ -5,7 +5,7 @@ to it, the raw teacher term logp_skill - logp_old of every token. This prints, o
 updates, how that term's mass (sum of |term|) splits by the token's place in the response, by the
 trajectory's outcome and by the kind of skill, how concentrated it is (the share carried by the
 largest 1 % and 10 % of tokens), and the tokens with the most mass. `--centre` first z-normalizes
-the terms per update and skill component, as `--opid.normalize_teacher` does before weighting them.
+the terms per update and skill component, as `--opid.normalize-teacher` does before weighting them.
 
     python scripts/teacher_tokens.py runs/replicate/seed1/opid_centred_teacher_weight_0.1/skills.jsonl --centre
     python scripts/teacher_tokens.py <run>/skills.jsonl --updates 0-7 --top 15
@@ -108,10 +108,10 @@ def parse_updates(text: str | None) -> range | None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("skills", type=Path, help="an OPID run's skills.jsonl")
-    parser.add_argument("--updates", help="e.g. 0-7 (default: all)")
-    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--updates", help="e.g. 0-7 (None: all)")
+    parser.add_argument("--top", type=int, default=10, help="tokens listed by teacher-term mass")
     parser.add_argument("--centre", action="store_true", help="z-normalize per update and component first")
     args = parser.parse_args()
     records = read_terms(args.skills, parse_updates(args.updates))

@@ -8,21 +8,21 @@ last run, tokens coloured by the teacher term, one token hovered) and compare.pn
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from opid_train.cli import ArgumentParser  # noqa: E402
 from opid_train.view.app import load_site, serve  # noqa: E402
 from tests.test_view import Browser  # noqa: E402  (the DevTools-pipe driver the page's test uses)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--out", default="docs/view")
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("runs", nargs="+", help="run folders to show (the last one's trajectory is shot)")
+    parser.add_argument("--out", default="docs/view", help="folder the PNG files are written to")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

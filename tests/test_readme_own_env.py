@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # For speed the test shrinks the model (to 1 layer of 32) and clones longer to make up for it
 # (30 epochs: BC loss 0.04, against 2.1 after the default 8); the rest is the README's command.
-SMALL = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2", "--tiny.intermediate_size", "64",
-         "--tiny.vocab_size", "300", "--warmstart.epochs", "30", "--threads", "1", "--progress", "false"]
+SMALL = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2", "--tiny.intermediate-size", "64",
+         "--tiny.vocab-size", "300", "--warmstart.epochs", "30", "--threads", "1", "--no-progress"]
 
 
 def readme_section(title: str) -> str:

@@ -26,8 +26,8 @@ from opid_train.view.app import load_site, serve
 from opid_train.view.data import CHUNK, load_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-TINY = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2", "--tiny.intermediate_size", "64",
-        "--tiny.vocab_size", "300", "--progress", "false", "--tensorboard", "false"]
+TINY = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2", "--tiny.intermediate-size", "64",
+        "--tiny.vocab-size", "300", "--no-progress", "--no-tensorboard"]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def runs(tmp_path_factory, private_opid_cache):
     from opid_train.cli.train import main
 
     root = tmp_path_factory.mktemp("runs")
-    main(["--env", "OPIDTest/KeyDoor-v0", "--env_kwargs", '{"max_steps": 3}', "--algo", "opid", "--updates", "2",
-          "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6", "--run_dir", str(root / "opid"),
+    main(["--env", "OPIDTest/KeyDoor-v0", "--env-kwargs", '{"max_steps": 3}', "--algo", "opid", "--updates", "2",
+          "--tasks-per-update", "2", "--group-size", "2", "--max-new-tokens", "6", "--run-dir", str(root / "opid"),
           "--eval.splits", "test", "--eval.episodes", "3", *TINY])
     # run B: the same run's files with task 1 of the evaluation won, so that the two runs part on one task
     shutil.copytree(root / "opid", root / "other")

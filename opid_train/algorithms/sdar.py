@@ -14,7 +14,7 @@ with the gate g_t detached (a confidence weight, never optimised through). Gates
                                                          1 - sum_v pi(v)^2, in [0, 1)
     soft_or   g = 1 - (1 - g_sigmoid) * (1 - g_entropy)  either signal opens the gate
 
-Teacher context (`--sdar.teacher_context`):
+Teacher context (`--sdar.teacher-context`):
     routed (default)  OPID's skill injection: the same analyzer and critical-first routing as OPID,
                       so OPID and SDAR differ only in how the teacher's signal is used, and a tiny
                       policy warm-started on skill-injected prompts reads them where it learned to;

@@ -1,6 +1,6 @@
 """opid-eval: success (and score) of a checkpoint per split and per task type, as a table and JSON.
 
-    opid-eval --checkpoint runs/alf/final --env OPID/ALFWorld-v0 --env_kwargs '{"level": "easy"}' \
+    opid-eval --checkpoint runs/alf/final --env OPID/ALFWorld-v0 --env-kwargs '{"level": "easy"}' \\
         --split valid_seen,valid_unseen --episodes 60 --mode both --samples 4
 
 `--checkpoint` takes a model folder (a run's initial/ or final/, a checkpoint's model/), a
@@ -12,37 +12,30 @@ score) per data source.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
+import tyro
 
 import opid_envs  # noqa: F401  (registers the OPID env ids)
-from opid_train.cli import ArgumentParser, debugging, reported_errors
-from opid_train.config import EVAL_MODES, EvalJobConfig, bad, validate_eval
+from opid_train.cli import debugging, parse, reported_errors
+from opid_train.config import EvalJobConfig, TrainConfig, validate_eval
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.policy.presets import hf_policy, load_policy
-from opid_train.config import TrainConfig
-from opid_train.presets import PARITY_MODES, agent_config_for, resolve_parity
+from opid_train.presets import agent_config_for, resolve_parity
 from opid_train.records import RunRecorder
 from opid_train.rollout import make_pool
 
 
-def job_from_args(args) -> EvalJobConfig:
-    try:
-        env_kwargs = json.loads(args.env_kwargs)
-    except json.JSONDecodeError as exc:
-        raise bad("env_kwargs", args.env_kwargs, f"expected a JSON object ({exc})") from None
-    if not isinstance(env_kwargs, dict):
-        raise bad("env_kwargs", args.env_kwargs, "expected a JSON object")
-    return EvalJobConfig(
-        checkpoint=args.checkpoint, env=args.env, env_kwargs=env_kwargs,
-        split=[s.strip() for s in args.split.split(",") if s.strip()], episodes=args.episodes, mode=args.mode,
-        samples=args.samples, temperature=args.temperature, max_new_tokens=args.max_new_tokens, envs=args.envs,
-        env_workers=args.env_workers, seed=args.seed, device=args.device, threads=args.threads, out=args.out,
-        parity=args.parity, records=args.records, record=not args.no_record, record_max=args.record_max)
+@dataclass
+class EvalCommand:
+    job: Annotated[EvalJobConfig, tyro.conf.arg(name="")]
+    debug: bool = False  # show tracebacks of errors (also OPID_DEBUG=1)
 
 
-def run(job: EvalJobConfig, progress: bool = True) -> dict:
+def run(job: EvalJobConfig) -> dict:
     folder = validate_eval(job)
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -67,7 +60,7 @@ def run(job: EvalJobConfig, progress: bool = True) -> dict:
             for split in job.split:
                 trajs = evaluate(policy, pool, split, episodes=job.episodes, greedy=mode == "greedy",
                                  samples=job.samples, seed=job.seed, max_new_tokens=job.max_new_tokens,
-                                 progress=progress)
+                                 progress=job.progress)
                 if recorder:
                     recorder.evaluation(trajs, f"{Path(str(folder)).name} {mode}")
                 results[split] = summarize(trajs)
@@ -84,33 +77,9 @@ def run(job: EvalJobConfig, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="opid-eval", description=__doc__)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--env", required=True, help="a registered id, or 'package.module:NS/Name-v0'")
-    parser.add_argument("--env_kwargs", default="{}", help="JSON object passed to gym.make")
-    parser.add_argument("--split", default="valid_seen,valid_unseen", help="comma-separated splits")
-    parser.add_argument("--episodes", type=int, default=0, help="tasks per split (0: all)")
-    parser.add_argument("--mode", choices=EVAL_MODES, default="greedy")
-    parser.add_argument("--samples", type=int, default=4, help="trajectories per task when sampling")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max_new_tokens", type=int, default=24)
-    parser.add_argument("--envs", type=int, default=16, help="envs stepped together")
-    parser.add_argument("--env_workers", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", help="JSON output (default: <checkpoint>/eval_<env>.json when it is a folder)")
-    parser.add_argument("--no_progress", action="store_true")
-    parser.add_argument("--parity", choices=PARITY_MODES, default="auto",
-                        help="prompts and env settings: the OPID reference's or ours (auto: ours for a tiny-policy "
-                             "checkpoint, the reference's for any other model)")
-    parser.add_argument("--records", help="where every episode played is recorded (default: beside the JSON "
-                        "output, as <out>.records.jsonl.gz; `opid-view` reads it)")
-    parser.add_argument("--no_record", action="store_true", help="do not record the episodes")
-    parser.add_argument("--record_max", type=int, default=0, help="record at most this many episodes per split (0: all)")
-    args = parser.parse_args(argv)
-    with reported_errors(parser.prog, debugging(args)):
-        run(job_from_args(args), progress=not args.no_progress)
+    args = parse(EvalCommand, argv, "opid-eval", __doc__)
+    with reported_errors("opid-eval", debugging(args)):
+        run(args.job)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ valid_unseen episodes and print both side by side.
 
     python -m opid_train.cli.main                      # seed 0
     python -m opid_train.cli.main --seeds 0,1,2 --algo grpo
-    python -m opid_train.cli.main --updates 4          # any TrainConfig flag overrides the preset
-    python -m opid_train.cli.main --seeds 0,1,2 --run_root runs/rl --init 'runs/main/grpo-seed{seed}/initial'
+    python -m opid_train.cli.main --updates 4          # any opid-train flag overrides the config
+    python -m opid_train.cli.main --config my.yaml     # a copy of opid_train/configs/main.yaml, changed
+    python -m opid_train.cli.main --seeds 0,1,2 --run-root runs/rl --init 'runs/main/grpo-seed{seed}/initial'
+
+The job's config is opid_train/configs/main.yaml.
 
 Both policies play the same evaluation episodes: every valid_seen and valid_unseen task (200 + 200),
 sampled at T=0.4, 2 per task (the reference's evaluation temperature), and greedy. A one-sided
@@ -26,50 +29,36 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
-from opid_train.algorithms.config import GRPOConfig
-from opid_train.cli import ArgumentParser, debugging, reported_errors
+import tyro
+
+from opid_train.cli import debugging, parse, option_value, reported_errors
 from opid_train.cli.train import train
-from opid_train.config import (EvalConfig, TrainConfig, WarmstartConfig, add_config_arguments, bad, config_from_args,
-                               validate)
+from opid_train.config import TrainConfig, bad, load_yaml, validate
 from opid_train.evaluate import evaluate, paired_comparison, summarize
 from opid_train.policy.presets import hf_policy
-from opid_train.presets import agent_config_for, resolve_parity
+from opid_train.presets import CONFIG_DIR, agent_config_for, resolve_parity
 from opid_train.rollout import make_pool
+
+MAIN_CONFIG = CONFIG_DIR / "main.yaml"
 
 
 def main_config() -> TrainConfig:
-    """The embedded default: sized for ~15-20 minutes on a 2-core CPU (see the calibration notes)."""
-    return TrainConfig(
-        # easy-large = the easy level's games plus 600 more training games: the warm start clones 300
-        # demonstrations and RL trains only on the 600 tasks it has not seen (exclude_demo_tasks)
-        env="OPID/ALFWorld-v0",
-        env_kwargs={"level": "easy-large", "max_steps": 20},
-        algo="grpo",
-        policy="tiny",
-        seed=0,
-        threads=2,
-        exclude_demo_tasks=True,
-        updates=32,
-        tasks_per_update=16,
-        group_size=4,
-        max_new_tokens=16,
-        temperature=0.6,  # rollouts near the evaluation's T=0.4: at T=1.0 the warm start wins 10-30 %
-        lr=1e-4,  # 3e-4 made the policy collapse (-30 points) in calibration
-        ppo_epochs=1,
-        minibatch_size=128,
-        micro_batch_size=64,
-        warmstart=WarmstartConfig(episodes=300, epochs=16, lr=2e-3, batch_size=32),
-        # the reference protocol (verl-agent): sampled at T=0.4; greedy is reported next to it
-        # every task of both splits (200 + 200): the task is the test's unit, so more tasks, not more
-        # episodes per task, is what lets one seed's gain stand out (see the calibration notes)
-        eval=EvalConfig(splits=["valid_seen", "valid_unseen"], episodes=0, greedy=False, samples=2, temperature=0.4),
-        # the invalid-action penalty is what moved the calibration runs (+3 points, against +0.4 without)
-        grpo=GRPOConfig(kl_coef=0.0, loss_agg="traj-mean", invalid_action_penalty=0.2),
-        tensorboard=False,
-    )
+    """The job's config: opid_train/configs/main.yaml (sized for ~15-20 minutes on a 2-core CPU)."""
+    return load_yaml(MAIN_CONFIG)
+
+
+@dataclass
+class MainCommand:
+    run: Annotated[TrainConfig, tyro.conf.arg(name="")]
+    seeds: str = "0"  # comma-separated seeds, one full run each
+    run_root: str = "runs/main"  # the runs go to <run-root>/<algo>-seed<seed>; results.json and verdict.json here
+    config: str | None = None  # a YAML run config instead of opid_train/configs/main.yaml; flags override it
+    debug: bool = False  # show tracebacks of errors (also OPID_DEBUG=1)
 
 
 def protocols(cfg: TrainConfig) -> dict[str, dict]:
@@ -166,7 +155,7 @@ def what_one_run_shows(by_task: dict, seeds: int) -> str:
 
 
 def seed_configs(args, base: TrainConfig) -> dict[int, TrainConfig]:
-    """One validated config per seed (its run folder under --run_root, '{seed}' in --init filled in),
+    """One validated config per seed (its run folder under --run-root, '{seed}' in --init filled in),
     all checked before the first run starts."""
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -184,18 +173,22 @@ def seed_configs(args, base: TrainConfig) -> dict[int, TrainConfig]:
     return configs
 
 
+def parse_args(argv: list[str]) -> MainCommand:
+    """The job's flags over its config (--config's file, else main.yaml); a bad one exits with status 2."""
+    with reported_errors("opid-main", debugging(None) or "--debug" in argv):
+        config = option_value(argv, "config")
+        base = load_yaml(config) if config else main_config()
+    return parse(MainCommand, argv, "opid-main", __doc__, default=MainCommand(run=base))
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(prog="opid-main", description=__doc__)
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds, one full run each")
-    parser.add_argument("--run_root", default="runs/main")
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    with reported_errors(parser.prog, debugging(args)):
+    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    with reported_errors("opid-main", debugging(args)):
         run(args)
 
 
-def run(args) -> None:
-    base = config_from_args(args, main_config())
+def run(args: MainCommand) -> None:
+    base = args.run
     configs = seed_configs(args, base)
     all_results: dict[int, dict] = {}
     for seed, cfg in configs.items():

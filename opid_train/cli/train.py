@@ -1,8 +1,10 @@
 """opid-train: warm start (optional), then RL (GRPO / OPID / SDAR) on any contract env.
 
-    opid-train --env OPID/ALFWorld-v0 --env_kwargs '{"level": "easy"}' --algo grpo \
-        --warmstart.episodes 300 --updates 20 --seed 0 --run_dir runs/alf
-    opid-train --run_dir runs/alf --resume          # continue from the newest checkpoint that loads
+    opid-train --env OPID/ALFWorld-v0 --env-kwargs '{"level": "easy"}' --algo grpo \\
+        --warmstart.episodes 300 --updates 20 --seed 0 --run-dir runs/alf
+    opid-train --run-dir runs/alf --resume         # continue from the newest checkpoint that loads
+    opid-train --config my.yaml --lr 3e-4          # a YAML config (e.g. a run's config.yaml); flags win
+    opid-train --preset main --updates 4           # a shipped config: main (the main job's) or a paper preset
 
 The run folder holds config.yaml, run_info.json (seed, versions, command), metrics.jsonl,
 curves.png, initial/ (the policy RL starts from, also the KL reference) and checkpoints/.
@@ -19,22 +21,25 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+import tyro
 import yaml
 
 import opid_envs  # noqa: F401  (registers the OPID env ids)
 from opid_train.algorithms import PrepareContext, make_algorithm
-from opid_train.cli import ArgumentParser, debugging, reported_errors
-from opid_train.config import TrainConfig, add_config_arguments, bad, config_from_args, load_yaml, to_dict, validate
+from opid_train.cli import debugging, option_value, parse, reported_errors
+from opid_train.config import ConfigError, TrainConfig, bad, load_yaml, to_dict, validate
 from opid_train.evaluate import evaluate, format_table, summarize
 from opid_train.learner import Learner, load_newest_checkpoint, make_batch
 from opid_train.learning_signal import SignalWatch, rollout_metrics, with_learning_defaults
 from opid_train.metrics import MetricsLogger
 from opid_train.policy.presets import cache_dir, hf_policy, load_policy
-from opid_train.presets import agent_config_for, resolve_parity
+from opid_train.presets import agent_config_for, preset_config, resolve_parity, run_config_names
 from opid_train.records import RECORDS_FILE, RunRecorder
 from opid_train.rollout import collect, derive_seed, make_pool, spread_task_ids
 from opid_train.warmstart import behaviour_clone, cached_demos, explore_corpus
@@ -261,25 +266,55 @@ def split_backend(argv: list[str]) -> tuple[str, list[str]]:
     return backend, rest
 
 
+Preset = Literal[tuple(run_config_names())]  # opid_train/configs/*.yaml and the paper presets
+
+
+@dataclass
+class TrainCommand:
+    run: Annotated[TrainConfig, tyro.conf.arg(name="")]
+    config: str | None = None  # a YAML file with a run's config (e.g. a run's config.yaml); flags override it
+    # a shipped config to start from: main (the main job's, opid_train/configs/main.yaml) or the paper's
+    # hyperparameters for an env (opid_train/presets/NAME.yaml); flags override it
+    preset: Preset | None = None
+    resume: bool = False  # continue from the run folder's newest checkpoint that loads (and its config.yaml)
+    overwrite: bool = False  # start afresh in a folder that holds a run, removing its files
+    # local: this package's trainer; verl: verl's trainer (its own flags: opid-train --backend verl --help)
+    backend: Literal["local", "verl"] = "local"
+    debug: bool = False  # show tracebacks of errors (also OPID_DEBUG=1)
+
+
+def base_config(argv: list[str]) -> TrainConfig:
+    """The config the flags override: --config's file, else --preset's, else a resumed run's own
+    config.yaml, else the defaults."""
+    config, preset, run_dir = (option_value(argv, name) for name in ("config", "preset", "run-dir"))
+    if config is not None:
+        return load_yaml(config)
+    if preset is not None:
+        return preset_config(preset)
+    resume = any(token.replace("_", "-") == "--resume" for token in argv)
+    if resume and run_dir and (Path(run_dir) / "config.yaml").exists():
+        return load_yaml(Path(run_dir) / "config.yaml")
+    return TrainConfig()
+
+
+def parse_args(argv: list[str]) -> TrainCommand:
+    """opid-train's flags over the base config; a bad flag or config file exits with status 2."""
+    with reported_errors("opid-train", debugging(None) or "--debug" in argv):
+        base = base_config(argv)
+    return parse(TrainCommand, argv, "opid-train", __doc__, default=TrainCommand(run=base))
+
+
 def main(argv: list[str] | None = None) -> None:
     backend, argv = split_backend(list(sys.argv[1:] if argv is None else argv))
     if backend == "verl":  # its own entry and config (presets + Hydra overrides); imported only here
         from opid_train.verl.main import main as verl_main
 
         return verl_main(argv)
-    parser = ArgumentParser(prog="opid-train", description=__doc__)
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint that loads")
-    parser.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run, removing its files")
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.resume and args.overwrite:
-        parser.error("--resume continues the run in the folder, --overwrite replaces it: pass one of them")
-    with reported_errors(parser.prog, debugging(args)):
-        base = None
-        if args.resume and args.run_dir and (Path(args.run_dir) / "config.yaml").exists() and not args.config:
-            base = load_yaml(Path(args.run_dir) / "config.yaml")  # the run's own config, flags on top
-        cfg = validate(config_from_args(args, base))
-        train(cfg, resume=args.resume, overwrite=args.overwrite)
+    args = parse_args(argv)
+    with reported_errors("opid-train", debugging(args)):
+        if args.resume and args.overwrite:
+            raise ConfigError("--resume continues the run in the folder, --overwrite replaces it: pass one of them")
+        train(validate(args.run), resume=args.resume, overwrite=args.overwrite)
 
 
 if __name__ == "__main__":

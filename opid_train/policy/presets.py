@@ -32,12 +32,13 @@ def cache_dir() -> Path:
 
 @dataclass
 class TinyConfig:
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 512
-    vocab_size: int = 2048
-    max_positions: int = 2048
+    """The from-scratch tiny policy: a small Llama-style transformer."""
+    hidden_size: int = 128  # width of the residual stream
+    num_layers: int = 2  # transformer blocks
+    num_heads: int = 4  # attention heads (a divisor of hidden_size)
+    intermediate_size: int = 512  # width of the MLP
+    vocab_size: int = 2048  # tokenizer vocabulary (the tokenizer is trained on the warm start's texts)
+    max_positions: int = 2048  # context length in tokens
 
 
 def publish(tmp: Path, folder: Path) -> None:

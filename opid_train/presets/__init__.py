@@ -11,6 +11,8 @@ Each file has three blocks:
   from-scratch policy;
 - `run`: the paper's hyperparameters (group size, lr, KL, response length, ...), taken by
   `opid-train --preset NAME`.
+Whole run configs in the format of `--config` (a run's config.yaml) are in opid_train/configs/:
+main.yaml is the main job's (`make run`), also `opid-train --preset main`.
 A value a run sets itself (a flag, its YAML, `env_kwargs`) always wins over the block.
 
 `load_preset`, `preset_for_env` and `parity_settings` are the loaders other backends read them with.
@@ -27,6 +29,7 @@ from typing import Any
 import yaml
 
 PRESET_DIR = Path(__file__).parent
+CONFIG_DIR = PRESET_DIR.parent / "configs"  # whole run configs (TrainConfig YAML), e.g. the main job's
 PARITY_MODES = ("auto", "reference", "ours")
 
 
@@ -113,13 +116,22 @@ def resolve_parity(cfg):
     return resolved
 
 
-def preset_config(name: str):
-    """The TrainConfig of `opid-train --preset NAME`: the env, parity "reference" and the `run` block."""
-    from opid_train.config import TrainConfig, from_dict
+def run_config_names() -> list[str]:
+    """What `opid-train --preset` takes: the shipped run configs (opid_train/configs/*.yaml, e.g. the
+    main job's) and the presets with a `run` block (the paper's hyperparameters)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) + [n for n in preset_names() if "run" in _read(n)]
 
+
+def preset_config(name: str):
+    """The TrainConfig of `opid-train --preset NAME`: a shipped run config as it is, or a preset's env,
+    parity "reference" and its `run` block."""
+    from opid_train.config import TrainConfig, bad, from_dict, load_yaml
+
+    if (CONFIG_DIR / f"{name}.yaml").exists():
+        return load_yaml(CONFIG_DIR / f"{name}.yaml")
+    if name not in run_config_names():
+        raise bad("preset", name, f"expected one of {', '.join(run_config_names())}")
     preset = load_preset(name)
-    if "run" not in preset:
-        raise ValueError(f"preset {name!r} has no run block; choose one of {preset_names()}")
     return from_dict(TrainConfig, {"env": preset["env"], "parity": "reference", **preset["run"]})
 
 
@@ -137,5 +149,5 @@ def agent_config_for(cfg):
     return dataclasses.replace(base, template=template)
 
 
-__all__ = ["PARITY_MODES", "PRESET_DIR", "agent_config_for", "grpo_with_parity", "is_tiny_policy", "load_preset",
-           "parity_mode", "parity_settings", "preset_config", "preset_for_env", "preset_names", "resolve_parity"]
+__all__ = ["CONFIG_DIR", "PARITY_MODES", "PRESET_DIR", "agent_config_for", "grpo_with_parity", "is_tiny_policy", "load_preset",
+           "parity_mode", "parity_settings", "preset_config", "preset_for_env", "preset_names", "resolve_parity", "run_config_names"]

@@ -13,7 +13,6 @@ straight from disk (file://).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -24,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from opid_train.cli import ArgumentParser
 from opid_train.view.data import RunData, load_run, run_names
 
 ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "app.css": "text/css"}
@@ -102,11 +102,10 @@ def load_site(paths: list[str]) -> Site:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="opid-view", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="opid-view", description=__doc__)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (or records files) to show")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8765, help="port to serve on (0: any free port)")
     parser.add_argument("--export", metavar="DIR", help="write the pages as static files to DIR instead of serving")
     args = parser.parse_args(argv)
     t0 = time.monotonic()

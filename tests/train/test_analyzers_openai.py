@@ -252,14 +252,14 @@ def test_training_goes_on_when_every_reply_is_malformed(server, tmp_path, monkey
 
     monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    main(["--env", "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0", "--env_kwargs", '{"max_steps": 6}',
-          "--algo", "opid", "--updates", "1", "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6",
-          "--run_dir", str(run_dir), "--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
-          "--tiny.intermediate_size", "64", "--tiny.vocab_size", "300", "--progress", "false", "--tensorboard", "false",
+    main(["--env", "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0", "--env-kwargs", '{"max_steps": 6}',
+          "--algo", "opid", "--updates", "1", "--tasks-per-update", "2", "--group-size", "2", "--max-new-tokens", "6",
+          "--run-dir", str(run_dir), "--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2",
+          "--tiny.intermediate-size", "64", "--tiny.vocab-size", "300", "--no-progress", "--no-tensorboard",
           "--warmstart.episodes", "2", "--warmstart.epochs", "1",
-          "--analyzer.backend", "openai", "--analyzer.model", "html", "--analyzer.api_key_env", "OPID_TEST_KEY",
-          "--analyzer.base_url", f"http://127.0.0.1:{server.server_port}/v1", "--analyzer.max_retries", "1",
-          "--analyzer.backoff_s", "0.01"])
+          "--analyzer.backend", "openai", "--analyzer.model", "html", "--analyzer.api-key-env", "OPID_TEST_KEY",
+          "--analyzer.base-url", f"http://127.0.0.1:{server.server_port}/v1", "--analyzer.max-retries", "1",
+          "--analyzer.backoff-s", "0.01"])
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["opid/failed_trajectories"] == 4 and metrics["opid/analysed_trajectories"] == 0
     assert (run_dir / "final").exists() and server.calls["html"] == 4 * 2

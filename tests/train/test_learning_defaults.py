@@ -3,21 +3,20 @@ no-signal warning; and the loggers (TensorBoard on by default, a missing one nam
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import re
 
 import pytest
 
 from opid_envs.core import MissingDependencyError
-from opid_train.cli.train import main, train
-from opid_train.config import TrainConfig, WarmstartConfig, add_config_arguments, config_from_args
+from opid_train.cli.train import main, parse_args, train
+from opid_train.config import TrainConfig, WarmstartConfig
 from opid_train.learning_signal import AUTO_WARMSTART_EPISODES, SignalWatch, with_learning_defaults
 
 EXPERT = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
-SMALL = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2", "--tiny.intermediate_size", "64",
-         "--tiny.vocab_size", "300", "--threads", "1", "--progress", "false", "--tasks_per_update", "2",
-         "--group_size", "2", "--max_new_tokens", "6", "--env_kwargs", '{"max_steps": 3}']
+SMALL = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2", "--tiny.intermediate-size", "64",
+         "--tiny.vocab-size", "300", "--threads", "1", "--no-progress", "--tasks-per-update", "2",
+         "--group-size", "2", "--max-new-tokens", "6", "--env-kwargs", '{"max_steps": 3}']
 
 
 def test_the_tiny_policy_warm_starts_by_default_on_an_env_with_an_expert(toy_id):
@@ -38,7 +37,7 @@ def test_the_warning_comes_after_quiet_updates_and_says_what_to_try():
     assert watch.update(quiet) is None and watch.update(quiet) is None
     warning = watch.update(quiet)
     assert "no rollout group has carried a learning signal for 3 updates" in warning
-    assert "--warmstart.episodes" in warning and "--group_size" in warning
+    assert "--warmstart.episodes" in warning and "--group-size" in warning
     assert watch.update(quiet) is None  # once per quiet stretch
     assert watch.update({**quiet, "signal_groups": 0.5}) is None and watch.quiet == 0
     warm = SignalWatch(quiet_updates=1, warm_started=True).update(quiet)
@@ -49,10 +48,8 @@ def test_the_warning_comes_after_quiet_updates_and_says_what_to_try():
 def test_a_run_that_cannot_learn_says_so_on_the_console(toy_id, tmp_path, monkeypatch):
     monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
     logs = []
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
-    cfg = config_from_args(parser.parse_args(["--env", toy_id, "--updates", "3", "--run_dir", str(tmp_path / "run"),
-                                              "--tensorboard", "false", *SMALL]))
+    cfg = parse_args(["--env", toy_id, "--updates", "3", "--run-dir", str(tmp_path / "run"), "--no-tensorboard",
+                      *SMALL]).run
     train(cfg, log=logs.append)
     lines = [line for line in logs if line.startswith("update ")]
     assert len(lines) == 3
@@ -68,7 +65,7 @@ def test_bare_tensorboard_flag_writes_tb_events(toy_id, tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    main(["--env", toy_id, "--updates", "1", "--run_dir", str(run_dir), "--tensorboard", *SMALL])
+    main(["--env", toy_id, "--updates", "1", "--run-dir", str(run_dir), "--tensorboard", *SMALL])
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
 
 
@@ -76,7 +73,7 @@ def test_bare_tensorboard_flag_writes_tb_events(toy_id, tmp_path, monkeypatch):
 def test_a_logger_flag_without_its_package_fails_before_the_run_starts(toy_id, tmp_path, capsys):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
-        main(["--env", toy_id, "--run_dir", str(run_dir), "--wandb", *SMALL])
+        main(["--env", toy_id, "--run-dir", str(run_dir), "--wandb", *SMALL])
     assert exit_info.value.code == 2
     assert "--wandb True: needs the 'wandb' package, which is not installed: pip install 'opid[wandb]'" in capsys.readouterr().err
     assert not run_dir.exists()

@@ -12,11 +12,11 @@ from opid_train.cli.train import main
 def test_train_end_to_end(toy_id, tmp_path, monkeypatch, algo):
     monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / algo
-    main(["--env", toy_id, "--env_kwargs", '{"max_steps": 3}', "--algo", algo, "--updates", "1",
-          "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6", "--run_dir", str(run_dir),
-          "--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
-          "--tiny.intermediate_size", "64", "--tiny.vocab_size", "300", "--progress", "false",
-          "--tensorboard", "false", *(["--sdar.beta", "0"] if algo == "sdar" else [])])
+    main(["--env", toy_id, "--env-kwargs", '{"max_steps": 3}', "--algo", algo, "--updates", "1",
+          "--tasks-per-update", "2", "--group-size", "2", "--max-new-tokens", "6", "--run-dir", str(run_dir),
+          "--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2",
+          "--tiny.intermediate-size", "64", "--tiny.vocab-size", "300", "--no-progress",
+          "--no-tensorboard", *(["--sdar.beta", "0"] if algo == "sdar" else [])])
     metrics = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics[f"{algo}/analysed_trajectories"] == 4 and metrics[f"{algo}/failed_trajectories"] == 0
     assert metrics[f"{algo}/teacher_active_token_ratio"] == 1.0  # the offline analyzer always gives skills

@@ -1,6 +1,5 @@
 """Parity presets: which settings a run gets, and that the YAML files hold what the code reads."""
 
-import argparse
 import dataclasses
 import json
 
@@ -9,7 +8,8 @@ import pytest
 
 import opid_envs  # noqa: F401  (registers the OPID env ids)
 from opid_train.algorithms.config import GRPOConfig, PARITY_FIELDS
-from opid_train.config import TrainConfig, add_config_arguments, config_from_args
+from opid_train.cli.train import parse_args
+from opid_train.config import TrainConfig
 from opid_train.policy.presets import TinyConfig, tiny_policy
 from opid_train.presets import (agent_config_for, is_tiny_policy, load_preset, parity_settings, preset_config,
                                 preset_for_env, preset_names, resolve_parity)
@@ -73,12 +73,10 @@ def test_run_preset_and_cli_overrides():
     assert (cfg.env, cfg.parity, cfg.algo, cfg.lr, cfg.group_size, cfg.tasks_per_update) == (
         "OPID/ALFWorld-v0", "reference", "opid", 1e-6, 8, 16)
     assert (cfg.max_new_tokens, cfg.grpo.kl_coef, cfg.analyzer.max_step_skills, cfg.eval.temperature) == (512, 0.01, 5, 0.4)
-    parser = argparse.ArgumentParser()
-    add_config_arguments(parser)
-    cli = config_from_args(parser.parse_args(["--preset", "searchqa", "--lr", "3e-6", "--policy", "/models/qwen"]))
+    cli = parse_args(["--preset", "searchqa", "--lr", "3e-6", "--policy", "/models/qwen"]).run
     assert (cli.env, cli.lr, cli.policy, cli.analyzer.max_step_skills, cli.grpo.kl_coef) == (
         "OPID/SearchQA-v0", 3e-6, "/models/qwen", 2, 0.001)
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="--preset 'sokoban': expected one of main, alfworld"):
         preset_config("sokoban")
 
 

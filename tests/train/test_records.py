@@ -9,8 +9,8 @@ import pytest
 from opid_train.records import RECORDS_FILE, RecordWriter, cap_trajectories, read_records
 from opid_train.types import Step, Trajectory
 
-TINY = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2", "--tiny.intermediate_size", "64",
-        "--tiny.vocab_size", "300", "--progress", "false", "--tensorboard", "false"]
+TINY = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2", "--tiny.intermediate-size", "64",
+        "--tiny.vocab-size", "300", "--no-progress", "--no-tensorboard"]
 
 
 def update_records(update, n=3):
@@ -64,8 +64,8 @@ def test_opid_train_records_rollouts_analysis_teacher_tokens_and_evaluation(toy_
 
     monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "opid"
-    main(["--env", toy_id, "--env_kwargs", '{"max_steps": 3}', "--algo", "opid", "--updates", "2", "--tasks_per_update",
-          "2", "--group_size", "2", "--max_new_tokens", "6", "--run_dir", str(run_dir), "--eval.splits", "test",
+    main(["--env", toy_id, "--env-kwargs", '{"max_steps": 3}', "--algo", "opid", "--updates", "2", "--tasks-per-update",
+          "2", "--group-size", "2", "--max-new-tokens", "6", "--run-dir", str(run_dir), "--eval.splits", "test",
           "--eval.episodes", "3", *TINY])
     records = read_records(run_dir)
     train = [r for r in records if r["phase"] == "train"]
@@ -93,11 +93,11 @@ def test_recording_can_be_thinned_or_turned_off_and_opid_eval_records_beside_its
     from opid_train.cli.train import main
 
     monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
-    common = ["--env", toy_id, "--env_kwargs", '{"max_steps": 2}', "--updates", "3", "--tasks_per_update", "2",
-              "--group_size", "2", "--max_new_tokens", "4", *TINY]
-    main([*common, "--run_dir", str(tmp_path / "off"), "--record.enabled", "false"])
+    common = ["--env", toy_id, "--env-kwargs", '{"max_steps": 2}', "--updates", "3", "--tasks-per-update", "2",
+              "--group-size", "2", "--max-new-tokens", "4", *TINY]
+    main([*common, "--run-dir", str(tmp_path / "off"), "--record.no-enabled"])
     assert not (tmp_path / "off" / RECORDS_FILE).exists()
-    main([*common, "--run_dir", str(tmp_path / "thin"), "--record.every", "2", "--record.max_trajectories", "1",
+    main([*common, "--run-dir", str(tmp_path / "thin"), "--record.every", "2", "--record.max-trajectories", "1",
           "--algo", "sdar"])
     thin = read_records(tmp_path / "thin")
     assert [(r["update"], r["group_id"]) for r in thin] == [(0, 0), (0, 0), (2, 4), (2, 4)]
@@ -109,6 +109,6 @@ def test_recording_can_be_thinned_or_turned_off_and_opid_eval_records_beside_its
     out = tmp_path / "eval.json"
     for _ in range(2):  # a second evaluation to the same place replaces the first one's records
         eval_main(["--checkpoint", str(tmp_path / "thin"), "--env", toy_id, "--split", "test", "--episodes", "2",
-                   "--out", str(out), "--no_progress", "--max_new_tokens", "4"])
+                   "--out", str(out), "--no-progress", "--max-new-tokens", "4"])
     records = read_records(tmp_path / "eval.records.jsonl.gz")
     assert [(r["phase"], r["label"], r["split"]) for r in records] == [("eval", "final greedy", "test")] * 2

@@ -19,10 +19,10 @@ from opid_train.learner import Learner, latest_checkpoint
 from opid_train.policy.presets import TinyConfig, tiny_policy
 
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
-ARGS = ["--env", TOY, "--env_kwargs", '{"max_steps": 6}', "--tiny.hidden_size", "32", "--tiny.num_layers", "1",
-        "--tiny.num_heads", "2", "--tiny.intermediate_size", "64", "--tiny.vocab_size", "600", "--threads", "1",
-        "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "6", "--warmstart.episodes", "2",
-        "--warmstart.epochs", "1", "--updates", "3", "--lr", "1e-2", "--progress", "false", "--tensorboard", "false"]
+ARGS = ["--env", TOY, "--env-kwargs", '{"max_steps": 6}', "--tiny.hidden-size", "32", "--tiny.num-layers", "1",
+        "--tiny.num-heads", "2", "--tiny.intermediate-size", "64", "--tiny.vocab-size", "600", "--threads", "1",
+        "--tasks-per-update", "2", "--group-size", "2", "--max-new-tokens", "6", "--warmstart.episodes", "2",
+        "--warmstart.epochs", "1", "--updates", "3", "--lr", "1e-2", "--no-progress", "--no-tensorboard"]
 TIMING = {"rollout_seconds", "update_seconds", "record_seconds"}
 
 
@@ -30,7 +30,7 @@ TIMING = {"rollout_seconds", "update_seconds", "record_seconds"}
 @pytest.fixture(scope="module")  # slow: one small training run for the module, then one update per case
 def finished_run(tmp_path_factory, private_opid_cache) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    main(["--run_dir", str(run_dir), *ARGS])
+    main(["--run-dir", str(run_dir), *ARGS])
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("update_*")) == ["update_00002", "update_00003"]
     return run_dir
 
@@ -69,7 +69,7 @@ def truncate(path: Path) -> None:
 @pytest.mark.parametrize("damaged", ["model/model.safetensors", "optimizer.pt", "state.json"])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished_run, run_copy, capsys, damaged):
     truncate(run_copy / "checkpoints" / "update_00003" / damaged)
-    main(["--run_dir", str(run_copy), *ARGS, "--resume"])
+    main(["--run-dir", str(run_copy), *ARGS, "--resume"])
     out = capsys.readouterr().out
     assert f"checkpoint {run_copy / 'checkpoints' / 'update_00003'} does not load" in out
     assert f"resuming from {run_copy / 'checkpoints' / 'update_00002'} (update 2): the newest that loads" in out
@@ -85,7 +85,7 @@ def test_a_latest_pointer_naming_a_missing_folder_resumes_from_the_newest_checkp
     shutil.rmtree(run_copy / "checkpoints" / "update_00003")  # `latest` still names it
     rows_before = (run_copy / "metrics.jsonl").read_text().splitlines()
     initial_before = snapshot(run_copy / "initial")
-    main(["--run_dir", str(run_copy), *ARGS, "--resume"])
+    main(["--run-dir", str(run_copy), *ARGS, "--resume"])
     out = capsys.readouterr().out
     assert "names 'update_00003', which is not a checkpoint" in out
     assert f"resuming from {run_copy / 'checkpoints' / 'update_00002'} (update 2)" in out
@@ -103,7 +103,7 @@ def test_when_no_checkpoint_loads_resume_stops_and_changes_nothing(run_copy, cap
         truncate(folder / "model" / "model.safetensors")
     before = snapshot(run_copy)
     with pytest.raises(SystemExit) as exit_info:
-        main(["--run_dir", str(run_copy), *ARGS, "--resume"])
+        main(["--run-dir", str(run_copy), *ARGS, "--resume"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and len(err.strip().splitlines()) == 1, err
     assert "no checkpoint in" in err and "update_00003" in err and "update_00002" in err and "nothing was changed" in err

@@ -19,14 +19,14 @@ from opid_train.cli.main import main_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
-SMALL = ["--tiny.hidden_size", "32", "--tiny.num_layers", "1", "--tiny.num_heads", "2",
-         "--tiny.intermediate_size", "64", "--tiny.vocab_size", "600", "--threads", "1",
-         "--tasks_per_update", "2", "--group_size", "2", "--max_new_tokens", "8",
-         "--warmstart.episodes", "2", "--warmstart.epochs", "1", "--progress", "false", "--tensorboard", "false"]
+SMALL = ["--tiny.hidden-size", "32", "--tiny.num-layers", "1", "--tiny.num-heads", "2",
+         "--tiny.intermediate-size", "64", "--tiny.vocab-size", "600", "--threads", "1",
+         "--tasks-per-update", "2", "--group-size", "2", "--max-new-tokens", "8",
+         "--warmstart.episodes", "2", "--warmstart.epochs", "1", "--no-progress", "--no-tensorboard"]
 
 
 def command(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "opid_train.cli.train", "--run_dir", str(run_dir), *SMALL, *extra]
+    return [sys.executable, "-m", "opid_train.cli.train", "--run-dir", str(run_dir), *SMALL, *extra]
 
 
 def load_script(name: str):
@@ -57,7 +57,7 @@ def metrics(run_dir: Path) -> list[dict]:
 ])
 def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwargs):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(command(run_dir, "--env", env_id, "--env_kwargs", json.dumps(env_kwargs), "--updates", "2"),
+    proc = subprocess.run(command(run_dir, "--env", env_id, "--env-kwargs", json.dumps(env_kwargs), "--updates", "2"),
                           cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = metrics(run_dir)
@@ -80,9 +80,9 @@ def test_two_update_smoke_run_on_each_registered_env(tmp_path, env_id, env_kwarg
 @pytest.mark.slow
 def test_evaluation_samples_more_episodes_per_task_than_a_rollout_group(tmp_path):
     run_dir = tmp_path / "run"  # 1 task x 2 rollouts per update, then 4 sampled episodes per evaluation task
-    proc = subprocess.run(command(run_dir, "--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "1",
-                                  "--tasks_per_update", "1", "--eval.splits", "test", "--eval.episodes", "2",
-                                  "--eval.greedy", "false", "--eval.samples", "4"),
+    proc = subprocess.run(command(run_dir, "--env", TOY, "--env-kwargs", '{"max_steps": 8}', "--updates", "1",
+                                  "--tasks-per-update", "1", "--eval.splits", "test", "--eval.episodes", "2",
+                                  "--eval.no-greedy", "--eval.samples", "4"),
                           cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "eval.json").read_text())["test"]
@@ -91,7 +91,7 @@ def test_evaluation_samples_more_episodes_per_task_than_a_rollout_group(tmp_path
 
 @pytest.mark.slow
 def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
-    args = ["--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--updates", "2", "--lr", "1e-2"]
+    args = ["--env", TOY, "--env-kwargs", '{"max_steps": 8}', "--updates", "2", "--lr", "1e-2"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     # An uninterrupted run and, beside it, the same run SIGKILLed as soon as its first checkpoint
     # is complete, then resumed.
@@ -126,8 +126,8 @@ def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
 
 @pytest.mark.slow
 def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
-    cmd = [sys.executable, "-m", "opid_train.cli.main", "--seeds", "3", "--run_root", str(tmp_path / "main"),
-           "--env", TOY, "--env_kwargs", '{"max_steps": 8}', "--eval.splits", "test", "--updates", "1",
+    cmd = [sys.executable, "-m", "opid_train.cli.main", "--seeds", "3", "--run-root", str(tmp_path / "main"),
+           "--env", TOY, "--env-kwargs", '{"max_steps": 8}', "--eval.splits", "test", "--updates", "1",
            *SMALL, "--warmstart.episodes", "3"]  # the last flag wins; RL trains on the other 2 tasks
     proc = subprocess.run(cmd, cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,10 +20,10 @@ from opid_train.policy.presets import TinyConfig, hf_policy, tiny_policy
 
 TOY = "tests.train.toy_expert:OPIDTest/KeyDoorExpert-v0"
 # small enough that today's code, which validated nothing, got through a run quickly to its failure
-SMALL = ["--env", TOY, "--env_kwargs", '{"max_steps": 4}', "--tiny.hidden_size", "32", "--tiny.num_layers", "1",
-         "--tiny.num_heads", "2", "--tiny.intermediate_size", "64", "--tiny.vocab_size", "600", "--threads", "1",
-         "--tasks_per_update", "1", "--group_size", "2", "--max_new_tokens", "4", "--updates", "1",
-         "--progress", "false", "--tensorboard", "false"]
+SMALL = ["--env", TOY, "--env-kwargs", '{"max_steps": 4}', "--tiny.hidden-size", "32", "--tiny.num-layers", "1",
+         "--tiny.num-heads", "2", "--tiny.intermediate-size", "64", "--tiny.vocab-size", "600", "--threads", "1",
+         "--tasks-per-update", "1", "--group-size", "2", "--max-new-tokens", "4", "--updates", "1",
+         "--no-progress", "--no-tensorboard"]
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +59,29 @@ def fails_in_one_line(capsys, entry, argv) -> str:
     (["--algo", "ppo"], ["--algo 'ppo'", "grpo, opid, sdar"]),
     (["--algo", "opid", "--analyzer.backend", "gpt"], ["--analyzer.backend 'gpt'", "offline, openai, local"]),
     (["--updates", "-3"], ["--updates -3", "integer >= 0"]),
-    (["--group_size", "0"], ["--group_size 0", "integer >= 1"]),
+    (["--group-size", "0"], ["--group-size 0", "integer >= 1"]),
     (["--lr", "nan"], ["--lr nan", "a number"]),
     (["--temperature", "0"], ["--temperature 0.0", "> 0"]),
-    (["--warmstart.skill_share", "1.5"], ["--warmstart.skill_share 1.5", "from 0 to 1"]),
+    (["--warmstart.skill-share", "1.5"], ["--warmstart.skill-share 1.5", "from 0 to 1"]),
     (["--eval.splits", "valid_seen"], ["--eval.splits 'valid_seen'", "train, test"]),
     (["--env", "OPID/Nope-v0"], ["--env 'OPID/Nope-v0'", "OPID/ALFWorld-v0"]),
-    (["--env_kwargs", '{"max_stepz": 3}'], ["--env_kwargs", "'max_stepz'", "max_steps"]),
+    (["--env-kwargs", '{"max_stepz": 3}'], ["--env-kwargs", "'max_stepz'", "max_steps"]),
     (["--policy", "/no/such/model"], ["--policy '/no/such/model'", "tiny, smollm2-135m or a local model folder"]),
     (["--updates", "many"], ["--updates 'many'", "an integer"]),
-    (["--grpo.loss_agg", "mean"], ["--grpo.loss_agg 'mean'", "token-mean, traj-mean"]),
-    (["--tiny.num_heads", "3"], ["--tiny.num_heads 3", "divisor of --tiny.hidden_size"]),
+    (["--grpo.loss-agg", "mean"], ["--grpo.loss-agg 'mean'", "token-mean, traj-mean"]),
+    (["--tiny.num-heads", "3"], ["--tiny.num-heads 3", "divisor of --tiny.hidden-size"]),
     (["--device", "tpu"], ["--device 'tpu'", "cpu"]),
     (["--algo", "opid", "--analyzer.backend", "local", "--analyzer.model", "/no/such"], ["--analyzer.model '/no/such'"]),
-    (["--opid.start_update", "3", "--opid.stop_update", "2"], ["--opid.stop_update 2", "> --opid.start_update (3)"]),
+    (["--opid.start-update", "3", "--opid.stop-update", "2"], ["--opid.stop-update 2", "> --opid.start-update (3)"]),
     (["--parity", "paper"], ["--parity 'paper'", "auto, reference, ours"]),
     (["--prompt", "alfworld-fancy"], ["--prompt 'alfworld-fancy'", "alfworld-reference"]),
-    (["--grpo.outcome_advantage", "rloo"], ["--grpo.outcome_advantage 'rloo'", "verl_agent"]),
-    (["--history_k", "-1"], ["--history_k -1", "integer >= 0"]),
+    (["--grpo.outcome-advantage", "rloo"], ["--grpo.outcome-advantage 'rloo'", "verl_agent"]),
+    (["--history-k", "-1"], ["--history-k -1", "integer >= 0"]),
     (["--record.every", "0"], ["--record.every 0", "integer >= 1"]),
 ])
 def test_opid_train_rejects_a_bad_option_before_any_work(tmp_path, capsys, argv, expected):
     run_dir = tmp_path / "run"
-    err = fails_in_one_line(capsys, train_cli.main, ["--run_dir", str(run_dir), *SMALL, *argv])
+    err = fails_in_one_line(capsys, train_cli.main, ["--run-dir", str(run_dir), *SMALL, *argv])
     assert err.startswith("opid-train: error: --")
     for fragment in expected:
         assert fragment in err, err
@@ -90,12 +90,12 @@ def test_opid_train_rejects_a_bad_option_before_any_work(tmp_path, capsys, argv,
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_asking_for_wandb_without_the_package_fails_before_any_work(tmp_path, capsys):
-    err = fails_in_one_line(capsys, train_cli.main, ["--run_dir", str(tmp_path / "run"), *SMALL, "--wandb", "true"])
+    err = fails_in_one_line(capsys, train_cli.main, ["--run-dir", str(tmp_path / "run"), *SMALL, "--wandb"])
     assert "--wandb True: needs the 'wandb' package" in err and "opid[wandb]" in err
 
 
 def test_opid_train_names_a_corrupt_init_model_file(tmp_path, capsys, corrupt_model):
-    err = fails_in_one_line(capsys, train_cli.main, ["--run_dir", str(tmp_path / "run"), *SMALL,
+    err = fails_in_one_line(capsys, train_cli.main, ["--run-dir", str(tmp_path / "run"), *SMALL,
                                                      "--init", str(corrupt_model)])
     assert "--init" in err and str(corrupt_model / "model.safetensors") in err and "truncated" in err
 
@@ -103,7 +103,7 @@ def test_opid_train_names_a_corrupt_init_model_file(tmp_path, capsys, corrupt_mo
 def test_a_yaml_config_with_a_wrong_type_fails_before_any_work(tmp_path, capsys):
     path = tmp_path / "run.yaml"
     path.write_text("updates: many\n")
-    err = fails_in_one_line(capsys, train_cli.main, ["--config", str(path), "--run_dir", str(tmp_path / "run")])
+    err = fails_in_one_line(capsys, train_cli.main, ["--config", str(path), "--run-dir", str(tmp_path / "run")])
     assert "--updates 'many': expected an integer" in err
     path.write_text("[1, 2]\n")
     assert "must be a YAML mapping" in fails_in_one_line(capsys, train_cli.main, ["--config", str(path)])
@@ -111,7 +111,7 @@ def test_a_yaml_config_with_a_wrong_type_fails_before_any_work(tmp_path, capsys)
 
 
 def test_debug_flag_or_opid_debug_shows_the_traceback(tmp_path, monkeypatch):
-    argv = ["--run_dir", str(tmp_path / "run"), *SMALL, "--algo", "ppo"]
+    argv = ["--run-dir", str(tmp_path / "run"), *SMALL, "--algo", "ppo"]
     with pytest.raises(ConfigError, match="--algo 'ppo'"):
         train_cli.main([*argv, "--debug"])
     monkeypatch.setenv("OPID_DEBUG", "1")
@@ -140,8 +140,8 @@ def test_fresh_start_refuses_a_folder_holding_another_run(tmp_path, capsys):
     (run_dir / "config.yaml").write_text("algo: opid\n")
     (run_dir / "metrics.jsonl").write_text('{"update": 0}\n')
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    err = fails_in_one_line(capsys, train_cli.main, ["--run_dir", str(run_dir), *SMALL])
-    assert "--run_dir" in err and "holds another run" in err and "--overwrite" in err
+    err = fails_in_one_line(capsys, train_cli.main, ["--run-dir", str(run_dir), *SMALL])
+    assert "--run-dir" in err and "holds another run" in err and "--overwrite" in err
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     assert (run_dir / "checkpoints" / "update_00001").is_dir()
 
@@ -180,9 +180,9 @@ def test_opid_eval_names_a_corrupt_safetensors_file(capsys, corrupt_model):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--mode", "best"], "argument --mode: invalid choice: 'best'"),
+    (["--mode", "best"], "--mode 'best': expected one of greedy, sampled, both"),
     (["--samples", "0"], "--samples 0: expected an integer >= 1"),
-    (["--env_kwargs", "[1]"], "--env_kwargs '[1]': expected a JSON object"),
+    (["--env-kwargs", "[1]"], "--env-kwargs '[1]': expected a JSON object"),
     (["--env", "Nope-v0"], "--env 'Nope-v0': not a registered env"),
 ])
 def test_opid_eval_rejects_bad_options(capsys, model_folder, argv, expected):
@@ -200,7 +200,7 @@ def test_opid_eval_rejects_bad_options(capsys, model_folder, argv, expected):
 def test_main_job_rejects_bad_options_before_the_first_run(tmp_path, capsys, argv, expected):
     root = tmp_path / "main"
     argv = [a.format(root=root) for a in argv]
-    err = fails_in_one_line(capsys, main_job.main, ["--seeds", "1", "--run_root", str(root), *SMALL,
+    err = fails_in_one_line(capsys, main_job.main, ["--seeds", "1", "--run-root", str(root), *SMALL,
                                                     "--eval.splits", "test", *argv])
     assert expected.format(root=root) in err
     assert not root.exists()
