@@ -238,3 +238,32 @@ def test_analysis_counts_when_every_trajectory_is_analysed(setup):
     assert metrics["opid/analysed_trajectories"] == 2 and metrics["opid/failed_trajectories"] == 0
     assert metrics["opid/critical_step_ratio"] == 0.25  # 1 critical step among 4 analysed rows
     assert metrics["opid/skills_applied_episode"] == 3 and metrics["opid/skills_applied_step"] == 1
+
+
+def test_the_teacher_builds_the_configured_analyzer_on_first_use_with_the_policy(setup):
+    """No analyzer injected: the local analyzer of `analyzer.model: policy` is built once, from the config,
+    and the policy itself writes the analyses that route the skills."""
+    from opid_train.policy.base import Generation
+
+    batch, _, scorer, ctx = setup
+    reply = '{"episode_summary": "s", "episode_skill": "keep going right", "step_skills": {"1": "open it"}}'
+
+    class AnalysingScorer(SkillReadingScorer):
+        def __init__(self):
+            super().__init__()
+            self.asked = []
+
+        def generate(self, prompts, max_new_tokens, greedy=False, seed=None):
+            self.asked.append((len(prompts), max_new_tokens, greedy))
+            return [Generation(reply, [], [], []) for _ in prompts]
+
+    policy = AnalysingScorer()
+    ctx = PrepareContext(policy=policy, template=TEMPLATE, run_dir=ctx.run_dir, update=0)
+    cfg = train_config()
+    cfg.analyzer = AnalyzerConfig(backend="local", model="policy", cache=False, max_tokens=77)
+    algo = OPID(cfg)
+    algo.prepare(batch, ctx)
+    algo.prepare(batch, ctx)
+    assert policy.asked == [(2, 77, True), (2, 77, True)]  # one analyzer, the configured one, per update
+    # route: the step skill at the critical step 1, the episode skill at step 0, for both trajectories
+    assert ctx.details["routed"] == [{"episode": "keep going right"}, {"step": "open it"}] * 2
