@@ -240,9 +240,11 @@ def test_analysis_counts_when_every_trajectory_is_analysed(setup):
     assert metrics["opid/skills_applied_episode"] == 3 and metrics["opid/skills_applied_step"] == 1
 
 
-def test_the_teacher_builds_the_configured_analyzer_on_first_use_with_the_policy(setup):
+@pytest.mark.parametrize("algorithm", ["opid", "sdar"])
+def test_the_teacher_builds_the_configured_analyzer_on_first_use_with_the_policy(setup, algorithm):
     """No analyzer injected: the local analyzer of `analyzer.model: policy` is built once, from the config,
     and the policy itself writes the analyses that route the skills."""
+    from opid_train.algorithms.sdar import SDAR
     from opid_train.policy.base import Generation
 
     batch, _, scorer, ctx = setup
@@ -261,7 +263,7 @@ def test_the_teacher_builds_the_configured_analyzer_on_first_use_with_the_policy
     ctx = PrepareContext(policy=policy, template=TEMPLATE, run_dir=ctx.run_dir, update=0)
     cfg = train_config()
     cfg.analyzer = AnalyzerConfig(backend="local", model="policy", cache=False, max_tokens=77)
-    algo = OPID(cfg)
+    algo = {"opid": OPID, "sdar": SDAR}[algorithm](cfg)
     algo.prepare(batch, ctx)
     algo.prepare(batch, ctx)
     assert policy.asked == [(2, 77, True), (2, 77, True)]  # one analyzer, the configured one, per update

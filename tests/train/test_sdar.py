@@ -127,3 +127,23 @@ def test_a_batch_without_any_analysis_has_no_teacher_and_no_extra_loss(tmp_path)
     assert metrics["sdar/teacher_active_token_ratio"] == 0.0 and metrics["sdar/analysed_trajectories"] == 0.0
     assert not ctx.details["teacher_terms"]["teacher"].any()
     assert algo.extra_loss(batch, torch.zeros_like(batch.old_logp)) == (None, {})
+
+
+def test_loss_diagnostics_by_hand():
+    logp = torch.full((1, 4), -1.0)
+    teacher = torch.tensor([[-1.0, 1.0, -2.0, 5.0]])  # gaps 0, 2, -1 and a padded token
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    loss, metrics = sdar_loss(logp, teacher, mask, coef=0.01, beta=5.0, gate="sigmoid")
+    g = torch.sigmoid(torch.tensor([0.0, 10.0, -5.0]))
+    want = 0.01 * (2 * g[1] - g[2]).item() / 3
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    assert metrics == {"sdar/gate_mean": pytest.approx(g.mean().item(), rel=1e-6),
+                       "sdar/gate_active_ratio": pytest.approx(1 / 3),  # a gate of exactly 1/2 is not active
+                       "sdar/gap_mean": pytest.approx(1 / 3), "sdar/loss": pytest.approx(want, rel=1e-6)}
+
+
+def test_unknown_teacher_context_is_named():
+    cfg = train_config()
+    cfg.sdar = SDARConfig(teacher_context="suffix")
+    with pytest.raises(ValueError, match=r"^unknown teacher context 'suffix'; choose one of \('routed', 'prefix'\)$"):
+        SDAR(cfg)
