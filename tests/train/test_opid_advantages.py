@@ -269,3 +269,58 @@ def test_the_teacher_builds_the_configured_analyzer_on_first_use_with_the_policy
     assert policy.asked == [(2, 77, True), (2, 77, True)]  # one analyzer, the configured one, per update
     # route: the step skill at the critical step 1, the episode skill at step 0, for both trajectories
     assert ctx.details["routed"] == [{"episode": "keep going right"}, {"step": "open it"}] * 2
+
+
+def test_skills_dump_line_by_hand(setup, tmp_path):
+    """Every field of a dumped line, text kept as written (ensure_ascii off), terms rounded to 4 places;
+    the dump makes its folder."""
+    from opid_train.algorithms.opid import dump_skills
+
+    batch, analyses, scorer, ctx = setup
+    batch.trajectories[0].task = "ouvrir la porte, café"
+    batch.trajectories[0].group_id, batch.trajectories[0].task_id = 7, 12
+    terms = {"episode": torch.full_like(batch.old_logp, 0.123456), "step": torch.full_like(batch.old_logp, -1.0)}
+    path = tmp_path / "new" / "folder" / "skills.jsonl"
+    routed = [{"episode": "go right"}, {"step": "open it"}, {}, {}]
+    dump_skills(path, 3, batch, [analyses[0], None], routed, terms)
+    raw = path.read_text(encoding="utf-8").splitlines()
+    assert "ouvrir la porte, café" in raw[0]
+    assert json.loads(raw[0]) == {
+        "update": 3, "group_id": 7, "traj_id": 0, "task_id": 12, "task": "ouvrir la porte, café", "won": True,
+        "step": 0, "analysed": True, "critical": False, "episode_skill": "go right", "step_skill": None,
+        "tokens": [1, 1, 1], "teacher_logp_diff": {"episode": [0.1235] * 3}}
+    assert json.loads(raw[3])["teacher_logp_diff"] == {} and json.loads(raw[3])["won"] is False
+
+
+def test_forgetting_the_updates_redone_after_a_resume(tmp_path):
+    from opid_train.algorithms.opid import forget_updates_from
+
+    path = tmp_path / "skills.jsonl"
+    forget_updates_from(path, 1)  # no dump yet: nothing to do, nothing written
+    assert not path.exists()
+    lines = ['{"update": 0, "task": "café"}\n', '{"other": "no update"}\n', '{"update": 1}\n', '\n', '{"update": 2}\n']
+    path.write_text("".join(lines), encoding="utf-8")
+    forget_updates_from(path, 1)
+    # updates 1 and 2 will be written again; a line without an update counts as before any, blank lines go
+    assert path.read_text(encoding="utf-8") == lines[0] + lines[1]
+    forget_updates_from(path, 5)
+    assert path.read_text(encoding="utf-8") == lines[0] + lines[1]
+
+
+def test_sdar_scores_only_the_teacher_prompts(setup):
+    """score_teacher's default leaves out the old policy's re-scoring (SDAR relies on it)."""
+    from opid_train.algorithms.opid import score_teacher
+
+    batch, _, scorer, ctx = setup
+    teacher = score_teacher(batch, ctx, [(0, "teacher", "with a skill")])
+    assert set(teacher) == {"teacher"} and scorer.texts == ["with a skill"]
+    torch.testing.assert_close(teacher["teacher"][0], PLAIN * batch.response_mask[0])
+    assert not teacher["teacher"][1:].any()
+
+
+def test_active_ratio_of_a_one_token_batch(tmp_path):
+    batch = make_batch([make_trajectory(0, 0, 1, True)], lengths=[1])
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {})})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    assert algo.prepare(batch, ctx)["opid/teacher_active_token_ratio"] == 1.0
