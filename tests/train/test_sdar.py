@@ -147,3 +147,24 @@ def test_unknown_teacher_context_is_named():
     cfg.sdar = SDARConfig(teacher_context="suffix")
     with pytest.raises(ValueError, match=r"^unknown teacher context 'suffix'; choose one of \('routed', 'prefix'\)$"):
         SDAR(cfg)
+
+
+def test_prepare_dumps_the_routed_skills_of_its_update(tmp_path):
+    import json
+
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    algo = SDAR(train_config())
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {1: "open the door"}), 1: None})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=3)
+    algo.prepare(make_batch(trajs, lengths=[3, 2, 1, 3]), ctx)
+    lines = [json.loads(x) for x in (tmp_path / "skills.jsonl").read_text().splitlines()]
+    assert [(x["update"], x["traj_id"], x["step"], x["episode_skill"], x["step_skill"]) for x in lines] == [
+        (3, 0, 0, "go right", None), (3, 0, 1, None, "open the door"), (3, 1, 0, None, None), (3, 1, 1, None, None)]
+
+
+def test_active_ratio_of_a_one_token_batch(tmp_path):
+    algo = SDAR(train_config())
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {})})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    metrics = algo.prepare(make_batch([make_trajectory(0, 0, 1, True)], lengths=[1]), ctx)
+    assert metrics["sdar/teacher_active_token_ratio"] == 1.0
