@@ -72,7 +72,7 @@ NOT_MUTATED: dict[str, dict[str, list[str]]] = {
         "ALFWorldEnv._check_root", "ALFWorldEnv.games", "ALFWorldEnv._collect", "ALFWorldEnv._load",
         "ALFWorldEnv.expert_action", "ALFWorldEnv.walkthrough", "_marked_unsolvable"]},
 }
-# mutmut's statuses; a timeout counts as killed (the mutant hung the tests)
+# mutmut's statuses; a timeout counts as killed (the mutant hung the tests), and the table shows how many
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 
 
@@ -103,6 +103,9 @@ def configure(group: str, work: Path) -> None:
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         'pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider"]',
         'process_isolation = "forkserver"',  # torch is not fork-safe once it has run
+        # CPU-time limit per mutant: (tests' time + 10 s) x 15 x 2. mutmut's 1 s counted a fixture that trains
+        # a tiny policy on a loaded machine as a hang, i.e. a kill
+        "timeout_constant = 10",
         "use_git_change_detection = false",
     ]) + "\n"
     (work / "pyproject.toml").write_text(pyproject)
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         survivors = sorted(k for k, s in tried.items() if s not in KILLED)
         print(f"{group}: {killed}/{len(tried)} killed in {time.monotonic() - t0:.0f} s", flush=True)
         report[group] = {"killed": killed, "mutants": len(tried), "ratio": killed / max(len(tried), 1),
+                         "timeouts": sorted(k for k, s in tried.items() if s == "timeout"),
                          "survivors": {name: {"status": tried[name], "diff": mutant_diff(work, name)}
                                        for name in survivors}}
     print(table(report))
@@ -232,12 +236,13 @@ def mutant_diff(work: Path, name: str) -> str:
 
 
 def table(report: dict) -> str:
-    rows = [(g, r["mutants"], r["killed"], len(r["survivors"]), f"{100 * r['ratio']:.1f} %") for g, r in report.items()]
+    rows = [(g, r["mutants"], r["killed"], len(r["timeouts"]), len(r["survivors"]), f"{100 * r['ratio']:.1f} %")
+            for g, r in report.items()]
     if len(report) > 1:
-        total, killed = sum(r[1] for r in rows), sum(r[2] for r in rows)
-        rows.append(("all", total, killed, total - killed, f"{100 * killed / max(total, 1):.1f} %"))
-    head = ("group", "mutants", "killed", "survived", "ratio")
-    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(5)]
+        total, killed, timeouts = (sum(r[i] for r in rows) for i in (1, 2, 3))
+        rows.append(("all", total, killed, timeouts, total - killed, f"{100 * killed / max(total, 1):.1f} %"))
+    head = ("group", "mutants", "killed", "of which timed out", "survived", "ratio")
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
     line = lambda row: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([line(head), *map(line, rows)])
 
