@@ -83,6 +83,13 @@ def test_collect_groups_share_tasks_and_one_generate_call_per_turn(policy):
     assert len(batch) == sum(len(t.steps) for t in trajs)
     again = collect(policy, pool, [("train", 1), ("train", 3)], 3, seed=5, max_new_tokens=6, progress=False)
     assert [[s.response for s in t.steps] for t in again] == [[s.response for s in t.steps] for t in trajs]
+    capfd.readouterr()
+    defaults = RecordingPolicy(policy)  # sampled, once per task, seed 0, 24 new tokens, a progress bar
+    trajs = evaluate(defaults, pool, "test", greedy=False, temperature=0.5)
+    assert [t.task_id for t in trajs] == [0, 1, 2] and {c[1:] for c in defaults.calls} == {(False, 0.5, 24)}
+    assert "eval test" in capfd.readouterr().err
+    seeded = evaluate(policy, pool, "test", greedy=False, temperature=0.5, seed=0, progress=False)
+    assert [[s.response for s in t.steps] for t in seeded] == [[s.response for s in t.steps] for t in trajs]
 
 
 @pytest.mark.slow  # worker processes, each importing the stack
@@ -230,7 +237,7 @@ class RecordingPolicy:
         return self.inner.generate(prompts, **kw)
 
 
-def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy):
+def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy, capfd):
     from opid_train.evaluate import evaluate
 
     own = policy.temperature
@@ -249,3 +256,10 @@ def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy):
     again = evaluate(policy, pool, "train", episodes=3, greedy=False, samples=2, temperature=0.5, seed=1,
                      max_new_tokens=6, progress=False)
     assert [[s.response for s in t.steps] for t in again] == [[s.response for s in t.steps] for t in trajs]
+    capfd.readouterr()
+    defaults = RecordingPolicy(policy)  # sampled, once per task, seed 0, 24 new tokens, a progress bar
+    trajs = evaluate(defaults, pool, "test", greedy=False, temperature=0.5)
+    assert [t.task_id for t in trajs] == [0, 1, 2] and {c[1:] for c in defaults.calls} == {(False, 0.5, 24)}
+    assert "eval test" in capfd.readouterr().err
+    seeded = evaluate(policy, pool, "test", greedy=False, temperature=0.5, seed=0, progress=False)
+    assert [[s.response for s in t.steps] for t in seeded] == [[s.response for s in t.steps] for t in trajs]
