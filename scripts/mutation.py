@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout-minutes", type=float, default=60, help="per group")
     parser.add_argument("--survivors", type=Path, help="write every survivor's diff here, as markdown")
     parser.add_argument("--rerun-survivors", action="store_true",
-                        help="keep the group's last run, refresh its tests and retry only its survivors (after new tests)")
+                        help="keep the group's last run, refresh its tests and retry only its survivors and timeouts "
+                             "(after new tests)")
     parser.add_argument("--report", type=Path, help="write the per-group counts and survivors as JSON here")
     args = parser.parse_args(argv)
     groups = [g for name in args.groups or list(GROUPS) for g in ALIASES.get(name, [name])]
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         names: list[str] = []
         if args.rerun_survivors and (work / "mutants").is_dir():
-            names = [k for k, s in results(work).items() if s not in KILLED]
+            names = [k for k, s in results(work).items() if s not in KILLED or s == "timeout"]
             for tests in (work / "tests", work / "mutants" / "tests"):
                 shutil.rmtree(tests)
                 shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
