@@ -155,7 +155,7 @@ def test_task_level_p_matches_the_exact_sign_flip_distribution():
     assert (r["tasks"], r["improved"], r["worsened"], r["mean_change"]) == (10, 7, 3, pytest.approx(d.mean()))
 
 
-@pytest.mark.parametrize("rounds", [1500, 20_000])
+@pytest.mark.parametrize("rounds", [1, 1500, 20_000])  # with seed 7 the first pattern reaches the gain
 def test_task_level_p_counts_exactly_rounds_seeded_sign_flips(rounds):
     """Reproducible: p = (k + 1) / (rounds + 1), k over the first `rounds` sign patterns of default_rng(seed)."""
     import numpy as np
