@@ -243,7 +243,8 @@ def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy, capfd):
     own = policy.temperature
     pool = EnvPool(EXPERT_ID, 4, {"max_steps": 2})
     greedy = RecordingPolicy(policy)
-    trajs = evaluate(greedy, pool, "test", max_new_tokens=5, progress=False)  # every test task (3), once each
+    # every test task (3), once each: greedy episodes would repeat each other, so `samples` is for sampling only
+    trajs = evaluate(greedy, pool, "test", samples=2, max_new_tokens=5, progress=False)
     assert [(t.split, t.task_id, t.group_id) for t in trajs] == [("test", 0, 0), ("test", 1, 1), ("test", 2, 2)]
     assert {c[1:] for c in greedy.calls} == {(True, own, 5)} and greedy.calls[0][0] == 3
     sampled = RecordingPolicy(policy)
