@@ -219,3 +219,18 @@ def test_unknown_option_warning_points_at_the_callers_line():
     with pytest.warns(UserWarning, match="ignores unknown reset options") as warned:
         env.reset(options={"level": 1})
     assert warned[0].filename == __file__
+
+
+def test_action_length_limit_and_lone_surrogates():
+    from opid_envs.core import clean_text
+
+    env = ScoresEveryStep(max_steps=5)
+    env.reset(seed=0)
+    longest = "w" * MAX_ACTION_CHARS
+    obs, _, _, _, info = env.step(longest)  # at the limit: read
+    assert info["action_valid"] is True and obs == f"did {longest}"
+    obs, _, _, _, info = env.step(longest + "w")
+    assert info["action_valid"] is False
+    assert obs == f"Invalid action: the action is {MAX_ACTION_CHARS + 1} characters long; the limit is {MAX_ACTION_CHARS}. Nothing happens."
+    assert clean_text("a\ud800b\udfff") == "a\ufffdb\ufffd" and clean_text("é\U0001F600") == "é\U0001F600"
+    assert env.step("say \ud800")[0] == "did say \ufffd"  # the env gets the cleaned text
