@@ -169,6 +169,17 @@ def results(work: Path) -> dict[str, str]:
     return dict(m.groups() for m in re.finditer(r"^\s+(\S+): (.+)$", out, flags=re.M))
 
 
+def statuses(work: Path, update: bool = False) -> dict[str, str]:
+    """Each mutant's last verdict, kept across reruns in statuses.json: mutmut forgets every verdict when
+    its config changes (a rerun's tests or limits), and a rerun retries only the survivors."""
+    saved = work / "statuses.json"
+    known = json.loads(saved.read_text()) if saved.exists() else {}
+    if update or not known:
+        known.update({k: s for k, s in results(work).items() if s != "not checked" or k not in known})
+        saved.write_text(json.dumps(known, indent=1))
+    return known
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("groups", nargs="*", help=f"module groups (default: all): {', '.join([*GROUPS, *ALIASES])}")
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         names: list[str] = []
         if args.rerun_survivors and (work / "mutants").is_dir():
-            names = [k for k, s in results(work).items() if s not in KILLED or s == "timeout"]
+            names = [k for k, s in statuses(work).items() if s not in KILLED or s == "timeout"]
             for tests in (work / "tests", work / "mutants" / "tests"):
                 shutil.rmtree(tests)
                 shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -215,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
             if run.returncode != 0:
                 print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
                 raise SystemExit(f"mutmut failed on group {group} (exit {run.returncode}); its copy is in {work}")
-        tried = {k: s for k, s in results(work).items() if s != "not checked"}
+        tried = {k: s for k, s in statuses(work, update=True).items() if s != "not checked"}
         killed = sum(s in KILLED for s in tried.values())
         survivors = sorted(k for k, s in tried.items() if s not in KILLED)
         print(f"{group}: {killed}/{len(tried)} killed in {time.monotonic() - t0:.0f} s", flush=True)
