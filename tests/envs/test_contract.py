@@ -234,3 +234,25 @@ def test_action_length_limit_and_lone_surrogates():
     assert obs == f"Invalid action: the action is {MAX_ACTION_CHARS + 1} characters long; the limit is {MAX_ACTION_CHARS}. Nothing happens."
     assert clean_text("a\ud800b\udfff") == "a\ufffdb\ufffd" and clean_text("é\U0001F600") == "é\U0001F600"
     assert env.step("say \ud800")[0] == "did say \ufffd"  # the env gets the cleaned text
+
+
+def test_shared_strings_in_process():
+    """The vector env's observation transport, in this process (the fresh-interpreter test cannot be traced)."""
+    import copy
+
+    from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+
+    space = TextSpace(max_length=10)
+    shared = create_shared_memory(space, n=3)
+    view = read_from_shared_memory(space, shared, n=3)
+    assert len(view) == 3 and view.slot == 40 and view[:] == ("", "", "")
+    for i, text in enumerate(["€uro", "", "x" * 10]):
+        write_to_shared_memory(space, i, text, shared)
+    assert view[0] == "€uro" and view[-1] == "x" * 10 and view[0:2] == ("€uro", "")
+    assert copy.deepcopy(view) == ("€uro", "", "x" * 10) and repr(view) == "SharedStrings(('€uro', '', 'xxxxxxxxxx'))"
+    write_to_shared_memory(space, 2, "ab", shared)  # shorter than before: only its bytes count
+    assert view[2] == "ab" and view.lengths.tolist() == [6, 0, 2]
+    with pytest.raises(ValueError, match=r"^TextSpace\(max_length=10\) cannot hold this observation \(str, 11 characters\)$"):
+        write_to_shared_memory(space, 0, "y" * 11, shared)
+    with pytest.raises(IndexError):
+        view[3]
