@@ -256,3 +256,15 @@ def test_shared_strings_in_process():
         write_to_shared_memory(space, 0, "y" * 11, shared)
     with pytest.raises(IndexError):
         view[3]
+
+
+def test_tagged_blocks_by_hand():
+    from opid_envs.core import tagged_blocks
+
+    blocks, opens, closes = tagged_blocks("<Think>a <b></think><action> go </ACTION><action>x</action><action>",
+                                          ("think", "action"))
+    assert blocks == [("think", "a <b>"), ("action", " go "), ("action", "x")]
+    assert (opens, closes) == ({"think": 1, "action": 3}, {"think": 1, "action": 2})
+    # a block runs to the first closing tag of its own name; other tags inside are its content
+    assert tagged_blocks("<a><b>in</b></a>", ("a", "b"))[0] == [("a", "<b>in</b>")]
+    assert tagged_blocks("no tags", ("a",)) == ([], {}, {})
