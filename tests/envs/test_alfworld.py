@@ -16,7 +16,7 @@ from gymnasium.utils.env_checker import check_env
 
 import opid_envs  # noqa: F401  (registers the ids)
 from opid_envs.alfworld import generate
-from opid_envs.alfworld.env import ALFWorldEnv
+from opid_envs.alfworld.env import INVALID_FEEDBACK, TASK_PREFIX, ALFWorldEnv
 from opid_envs.alfworld.experts import tracked_command
 from opid_envs.core import check_contract_info
 
@@ -337,3 +337,24 @@ def test_memoized_engine_matches_the_plain_engine(suite):
                             text=True, check=True, env={**os.environ, "PYTHONPATH": str(Path(opid_envs.__file__).parents[1])})
     plain = json.loads(result.stdout.strip().splitlines()[-1])
     assert [[o, sorted(a)] for o, a in plain] == ours
+
+
+def test_step_bookkeeping_on_the_easy_suite(easy_suite):
+    """What reset and step report, on a real game: the task line as the instruction, the game file, the
+    engine's commands without 'help'; an unknown command changes nothing and pays nothing."""
+    env = ALFWorldEnv(data_dir=easy_suite, split="train")
+    obs, info = env.reset(options={"task_id": 1})
+    assert obs.count(TASK_PREFIX) == 1 and info["task"] == obs.split(TASK_PREFIX)[1].strip()
+    assert info["task_type"] in ("pick_and_place_simple", "look_at_obj_in_light")
+    assert info["gamefile"] == str(_games(easy_suite, "train")[1])
+    commands = env.engine.state["admissible_commands"]
+    assert "help" in commands and info["admissible_actions"] == [c for c in commands if c != "help"]
+    state = env.engine.state
+    obs, reward, terminated, truncated, info = env.step("  fly to the moon ")
+    assert (obs, reward, terminated, info["action_valid"], info["won"]) == (INVALID_FEEDBACK, 0.0, False, False, False)
+    assert env.engine.state is state and env._history[-1] == (state, "fly to the moon", INVALID_FEEDBACK)
+    action = info["admissible_actions"][0]
+    obs, reward, terminated, truncated, info = env.step(f" {action} ")  # the command as the engine spells it
+    assert info["action_valid"] is True and obs == env.engine.state["feedback"] and obs != INVALID_FEEDBACK
+    assert env._history[-1] == (env.engine.state, action, obs) and len(env._history) == 3
+    assert info["admissible_actions"] == [c for c in env.engine.state["admissible_commands"] if c != "help"]

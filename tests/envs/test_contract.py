@@ -1,11 +1,15 @@
 """The text-env contract, held by the toy env and by the TextEnv base class."""
 
+import os
+import re
+
 import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import opid_envs
-from opid_envs.core import MissingDependencyError, Outcome, Task, TextEnv, TextSpace, check_contract_info, require
+from opid_envs.core import (MAX_ACTION_CHARS, MissingDependencyError, Outcome, Task, TextEnv, TextSpace,
+                            check_contract_info, require)
 
 
 def test_toy_env_passes_gymnasium_checker(toy_id):
@@ -166,3 +170,101 @@ def test_constructor_checks_and_step_before_reset():
     with pytest.raises(RuntimeError, match="call reset"):
         ScoresEveryStep().step("work")
     assert TextSpace(seed=3).sample() == TextSpace(seed=3).sample()  # the seed reaches the space's generator
+
+
+GOOD_INFO = {"task": "open the door", "task_id": 0, "task_type": "key_door", "split": "train",
+             "admissible_actions": ["go left"], "won": False}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"won": None}, "info['won'] must be a bool"),
+    ({"task": ""}, "info['task'] must be a non-empty str"),
+    ({"task": 3}, "info['task'] must be a non-empty str"),
+    ({"task_id": "0"}, "info['task_id'] must be an int"),
+    ({"task_type": None}, "info['task_type'] must be a str"),
+    ({"split": 1}, "info['split'] must be a str"),
+    ({"admissible_actions": ("go left",)}, "info['admissible_actions'] must be a list of str or None"),
+    ({"admissible_actions": ["go left", 2]}, "info['admissible_actions'] must be a list of str or None"),
+    ({"action_valid": 1}, "info['action_valid'] must be a bool"),
+])
+def test_contract_checker_names_the_broken_key(change, message):
+    """What a user's own env is checked with: each broken key is refused with its own message."""
+    info = {**GOOD_INFO, "action_valid": True, **change}
+    with pytest.raises(AssertionError, match=rf"^{re.escape(message)}$"):
+        check_contract_info(info, after_step=True)
+
+
+def test_contract_checker_keys_before_and_after_a_step():
+    check_contract_info(GOOD_INFO)
+    check_contract_info({**GOOD_INFO, "admissible_actions": None})  # free-text envs list no actions
+    with pytest.raises(AssertionError, match=r"^info misses contract keys \['action_valid'\]$"):
+        check_contract_info(GOOD_INFO, after_step=True)
+    with pytest.raises(AssertionError, match=r"^info misses contract keys \['task_id', 'won'\]$"):
+        check_contract_info({k: v for k, v in GOOD_INFO.items() if k not in ("task_id", "won")})
+
+
+def test_defaults_step_limit_and_action_bound():
+    env = ScoresEveryStep()
+    env.reset(seed=0)
+    flags = [env.step("work")[2:4] for _ in range(50)]
+    assert flags == [(False, False)] * 49 + [(False, True)]  # truncated at the 50th step, the documented default
+    space = TextSpace()
+    assert space.contains("x" * MAX_ACTION_CHARS) and not space.contains("x" * (MAX_ACTION_CHARS + 1))
+    assert space == TextSpace(MAX_ACTION_CHARS) and space != TextSpace(5) and space != "TextSpace"
+
+
+@pytest.mark.skipif("MUTANT_UNDER_TEST" in os.environ, reason="mutmut's trampoline adds a frame between caller and reset")
+def test_unknown_option_warning_points_at_the_callers_line():
+    env = ScoresEveryStep()
+    with pytest.warns(UserWarning, match="ignores unknown reset options") as warned:
+        env.reset(options={"level": 1})
+    assert warned[0].filename == __file__
+
+
+def test_action_length_limit_and_lone_surrogates():
+    from opid_envs.core import clean_text
+
+    env = ScoresEveryStep(max_steps=5)
+    env.reset(seed=0)
+    longest = "w" * MAX_ACTION_CHARS
+    obs, _, _, _, info = env.step(longest)  # at the limit: read
+    assert info["action_valid"] is True and obs == f"did {longest}"
+    obs, _, _, _, info = env.step(longest + "w")
+    assert info["action_valid"] is False
+    assert obs == f"Invalid action: the action is {MAX_ACTION_CHARS + 1} characters long; the limit is {MAX_ACTION_CHARS}. Nothing happens."
+    assert clean_text("a\ud800b\udfff") == "a\ufffdb\ufffd" and clean_text("é\U0001F600") == "é\U0001F600"
+    assert env.step("say \ud800")[0] == "did say \ufffd"  # the env gets the cleaned text
+
+
+def test_shared_strings_in_process():
+    """The vector env's observation transport, in this process (the fresh-interpreter test cannot be traced)."""
+    import copy
+
+    from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+
+    space = TextSpace(max_length=10)
+    shared = create_shared_memory(space, n=3)
+    view = read_from_shared_memory(space, shared, n=3)
+    assert len(view) == 3 and view.slot == 40 and view[:] == ("", "", "")
+    for i, text in enumerate(["€uro", "", "x" * 10]):
+        write_to_shared_memory(space, i, text, shared)
+    assert view[0] == "€uro" and view[-1] == "x" * 10 and view[0:2] == ("€uro", "")
+    assert copy.deepcopy(view) == ("€uro", "", "x" * 10) and repr(view) == "SharedStrings(('€uro', '', 'xxxxxxxxxx'))"
+    write_to_shared_memory(space, 2, "ab", shared)  # shorter than before: only its bytes count
+    assert view[2] == "ab" and view.lengths.tolist() == [6, 0, 2]
+    with pytest.raises(ValueError, match=r"^TextSpace\(max_length=10\) cannot hold this observation \(str, 11 characters\)$"):
+        write_to_shared_memory(space, 0, "y" * 11, shared)
+    with pytest.raises(IndexError):
+        view[3]
+
+
+def test_tagged_blocks_by_hand():
+    from opid_envs.core import tagged_blocks
+
+    blocks, opens, closes = tagged_blocks("<Think>a <b></think><action> go </ACTION><action>x</action><action>",
+                                          ("think", "action"))
+    assert blocks == [("think", "a <b>"), ("action", " go "), ("action", "x")]
+    assert (opens, closes) == ({"think": 1, "action": 3}, {"think": 1, "action": 2})
+    # a block runs to the first closing tag of its own name; other tags inside are its content
+    assert tagged_blocks("<a><b>in</b></a>", ("a", "b"))[0] == [("a", "<b>in</b>")]
+    assert tagged_blocks("no tags", ("a",)) == ([], {}, {})

@@ -197,3 +197,48 @@ def test_compact_variant_drops_zero_score_hits():
     assert obs.startswith("<information>Doc 1: (Title: ")
     with pytest.raises(ValueError, match="result_format"):
         gym.make("OPID/SearchQA-v0", result_format="xml")
+
+
+def test_scores_by_hand_with_several_gold_answers():
+    from opid_envs.searchqa.scoring import contains_answer
+
+    golds = ["Lageik River", "the Lageik"]
+    assert exact_match("Lageik", golds) == 1.0  # the second gold, articles dropped
+    assert exact_match("river", golds) == 0.0
+    # "Lageik river delta" vs "Lageik River": 2 shared tokens, precision 2/3, recall 1: F1 = 0.8
+    assert f1_score("Lageik river delta", ["Lageik River"]) == pytest.approx(0.8)
+    # vs "Lageik": 1 shared, precision 1/3, recall 1: F1 = 0.5; the best gold counts
+    assert f1_score("Lageik river delta", ["Lageik", "Lageik River"]) == pytest.approx(0.8)
+    assert f1_score("the river, river", ["river"]) == pytest.approx(2 * 0.5 * 1 / 1.5)  # a repeated token matches the gold once
+    assert f1_score("", ["river"]) == 0.0 and f1_score("river", []) == 0.0
+    # contains_answer: whole normalized words only; an empty gold never matches
+    assert contains_answer("It flows into the Lageik-River.", ["lageikriver"]) is True
+    assert contains_answer("The Lageik River flows.", ["Lageik River"]) is True
+    assert contains_answer("The Lageiks River flows.", ["Lageik"]) is False
+    assert contains_answer("anything", ["", "the"]) is False
+
+
+@pytest.mark.parametrize("action, message", [
+    ("<search> a </search> <search> b </search> <answer> c </answer>",
+     "expected exactly one <search> or <answer> block, found 3"),
+    ("<search> a <search> b </search>", "unbalanced or nested <search>/<answer> tags"),
+    ("<answer>\n \t</answer>", "the <answer> block is empty"),
+    ("plain words", "no <search> or <answer> block found"),
+])
+def test_invalid_action_messages(action, message):
+    from opid_envs.searchqa.env import parse_action
+
+    assert parse_action(action) == (None, "", message)
+
+
+def test_a_search_is_one_line_of_words_and_counted(env):
+    from opid_envs.searchqa.env import parse_action
+
+    assert parse_action("<think>x</think><search>  Pouva\n  Observatory </search>") == ("search", "Pouva Observatory", None)
+    env.reset(seed=0, options={"split": "train", "task_id": 0})
+    for n in (1, 2):
+        _, reward, terminated, truncated, info = env.step("<search> Pouva Observatory </search>")
+        assert (info["searches"], reward, terminated, truncated) == (n, 0.0, False, False)
+    assert env._queries == ["Pouva Observatory"] * 2 and len(env._seen) == 6  # topk 3, twice
+    _, info = env.reset(seed=0, options={"split": "train", "task_id": 0})
+    assert (info["em"], info["f1"], info["searches"], env._queries, env._seen) == (0.0, 0.0, 0, [], [])

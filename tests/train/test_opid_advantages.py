@@ -238,3 +238,89 @@ def test_analysis_counts_when_every_trajectory_is_analysed(setup):
     assert metrics["opid/analysed_trajectories"] == 2 and metrics["opid/failed_trajectories"] == 0
     assert metrics["opid/critical_step_ratio"] == 0.25  # 1 critical step among 4 analysed rows
     assert metrics["opid/skills_applied_episode"] == 3 and metrics["opid/skills_applied_step"] == 1
+
+
+@pytest.mark.parametrize("algorithm", ["opid", "sdar"])
+def test_the_teacher_builds_the_configured_analyzer_on_first_use_with_the_policy(setup, algorithm):
+    """No analyzer injected: the local analyzer of `analyzer.model: policy` is built once, from the config,
+    and the policy itself writes the analyses that route the skills."""
+    from opid_train.algorithms.sdar import SDAR
+    from opid_train.policy.base import Generation
+
+    batch, _, scorer, ctx = setup
+    reply = '{"episode_summary": "s", "episode_skill": "keep going right", "step_skills": {"1": "open it"}}'
+
+    class AnalysingScorer(SkillReadingScorer):
+        def __init__(self):
+            super().__init__()
+            self.asked = []
+
+        def generate(self, prompts, max_new_tokens, greedy=False, seed=None):
+            self.asked.append((len(prompts), max_new_tokens, greedy))
+            return [Generation(reply, [], [], []) for _ in prompts]
+
+    policy = AnalysingScorer()
+    ctx = PrepareContext(policy=policy, template=TEMPLATE, run_dir=ctx.run_dir, update=0)
+    cfg = train_config()
+    cfg.analyzer = AnalyzerConfig(backend="local", model="policy", cache=False, max_tokens=77)
+    algo = {"opid": OPID, "sdar": SDAR}[algorithm](cfg)
+    algo.prepare(batch, ctx)
+    algo.prepare(batch, ctx)
+    assert policy.asked == [(2, 77, True), (2, 77, True)]  # one analyzer, the configured one, per update
+    # route: the step skill at the critical step 1, the episode skill at step 0, for both trajectories
+    assert ctx.details["routed"] == [{"episode": "keep going right"}, {"step": "open it"}] * 2
+
+
+def test_skills_dump_line_by_hand(setup, tmp_path):
+    """Every field of a dumped line, text kept as written (ensure_ascii off), terms rounded to 4 places;
+    the dump makes its folder."""
+    from opid_train.algorithms.opid import dump_skills
+
+    batch, analyses, scorer, ctx = setup
+    batch.trajectories[0].task = "ouvrir la porte, café"
+    batch.trajectories[0].group_id, batch.trajectories[0].task_id = 7, 12
+    terms = {"episode": torch.full_like(batch.old_logp, 0.123456), "step": torch.full_like(batch.old_logp, -1.0)}
+    path = tmp_path / "new" / "folder" / "skills.jsonl"
+    routed = [{"episode": "go right"}, {"step": "open it"}, {}, {}]
+    dump_skills(path, 3, batch, [analyses[0], None], routed, terms)
+    raw = path.read_text(encoding="utf-8").splitlines()
+    assert "ouvrir la porte, café" in raw[0]
+    assert json.loads(raw[0]) == {
+        "update": 3, "group_id": 7, "traj_id": 0, "task_id": 12, "task": "ouvrir la porte, café", "won": True,
+        "step": 0, "analysed": True, "critical": False, "episode_skill": "go right", "step_skill": None,
+        "tokens": [1, 1, 1], "teacher_logp_diff": {"episode": [0.1235] * 3}}
+    assert json.loads(raw[3])["teacher_logp_diff"] == {} and json.loads(raw[3])["won"] is False
+
+
+def test_forgetting_the_updates_redone_after_a_resume(tmp_path):
+    from opid_train.algorithms.opid import forget_updates_from
+
+    path = tmp_path / "skills.jsonl"
+    forget_updates_from(path, 1)  # no dump yet: nothing to do, nothing written
+    assert not path.exists()
+    lines = ['{"update": 0, "task": "café"}\n', '{"other": "no update"}\n', '{"update": 1}\n', '\n', '{"update": 2}\n']
+    path.write_text("".join(lines), encoding="utf-8")
+    forget_updates_from(path, 1)
+    # updates 1 and 2 will be written again; a line without an update counts as before any, blank lines go
+    assert path.read_text(encoding="utf-8") == lines[0] + lines[1]
+    forget_updates_from(path, 5)
+    assert path.read_text(encoding="utf-8") == lines[0] + lines[1]
+
+
+def test_sdar_scores_only_the_teacher_prompts(setup):
+    """score_teacher's default leaves out the old policy's re-scoring (SDAR relies on it)."""
+    from opid_train.algorithms.opid import score_teacher
+
+    batch, _, scorer, ctx = setup
+    teacher = score_teacher(batch, ctx, [(0, "teacher", "with a skill")])
+    assert set(teacher) == {"teacher"} and scorer.texts == ["with a skill"]
+    torch.testing.assert_close(teacher["teacher"][0], PLAIN * batch.response_mask[0])
+    assert not teacher["teacher"][1:].any()
+
+
+def test_active_ratio_of_a_one_token_batch(tmp_path):
+    batch = make_batch([make_trajectory(0, 0, 1, True)], lengths=[1])
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {})})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    assert algo.prepare(batch, ctx)["opid/teacher_active_token_ratio"] == 1.0

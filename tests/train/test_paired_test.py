@@ -162,3 +162,69 @@ def test_the_main_jobs_verdict_tells_a_user_what_one_seed_could_not_show():
     gain = result([False] * 40, [True] * 20 + [False] * 20)  # 20 tasks up, none down
     text, stored = verdict({0: gain})
     assert stored["measurably_above"] and "SEEDS=" not in text
+
+
+def _tasks(changes_in_quarters):
+    """One task of 4 episodes per change: before wins none, after wins `q` (a change of q/4), or the reverse."""
+    return [([False] * 4, [True] * q + [False] * (4 - q)) if q >= 0 else ([True] * -q + [False] * (4 + q), [False] * 4)
+            for q in changes_in_quarters]
+
+
+def test_task_level_p_matches_the_exact_sign_flip_distribution():
+    import itertools
+
+    import numpy as np
+
+    from opid_train.evaluate import task_level_test
+
+    quarters = [4, 2, -1, 3, -2, 1, 4, -4, 2, 1]
+    d = np.array(quarters) / 4
+    # exact: the share of all 2^10 sign patterns whose signed sum reaches the observed one
+    exact = np.mean([np.dot(s, d) >= d.sum() - 1e-9 for s in itertools.product([-1, 1], repeat=len(d))])
+    r = task_level_test(_tasks(quarters))
+    assert r["p_one_sided"] == pytest.approx(exact, abs=0.015)  # 20,000 rounds: standard error < 0.004
+    assert (r["tasks"], r["improved"], r["worsened"], r["mean_change"]) == (10, 7, 3, pytest.approx(d.mean()))
+
+
+@pytest.mark.parametrize("rounds", [1, 1500, 20_000])  # with seed 7 the first pattern reaches the gain
+def test_task_level_p_counts_exactly_rounds_seeded_sign_flips(rounds):
+    """Reproducible: p = (k + 1) / (rounds + 1), k over the first `rounds` sign patterns of default_rng(seed)."""
+    import numpy as np
+
+    from opid_train.evaluate import task_level_test
+
+    quarters = [2, 1, -1, 3]
+    d = np.array(quarters) / 4
+    signs = np.random.default_rng(7).choice([-1.0, 1.0], size=(rounds, len(d)))
+    hits = int((signs @ d >= d.sum() - 1e-9).sum())
+    assert task_level_test(_tasks(quarters), rounds=rounds, seed=7)["p_one_sided"] == (hits + 1) / (rounds + 1)
+
+
+def test_task_level_defaults_are_20000_rounds_from_seed_0():
+    from opid_train.evaluate import task_level_test
+
+    tasks = _tasks([2, 1, -1, 3])
+    assert task_level_test(tasks) == task_level_test(tasks, rounds=20_000, seed=0)
+    assert task_level_test(tasks) != task_level_test(tasks, rounds=20_000, seed=1)
+    assert task_level_test(tasks) != task_level_test(tasks, rounds=20_001, seed=0)
+
+
+def test_table_as_printed():
+    from opid_train.evaluate import format_table
+
+    def row(episodes, success, score, steps, invalid):
+        return {"episodes": episodes, "success": success, "score": score, "mean_steps": steps,
+                "action_invalid_rate": invalid}
+
+    results = {"test": {"all": row(3, 2 / 3, 0.75, 4 / 3, 0.5),
+                        "by_type": {"look": row(1, 1.0, 1.0, 1.0, 1.0), "pick": row(2, 0.5, 0.625, 1.5, 1 / 3)}},
+               "valid_unseen": {"all": row(10, 0.1, 0.2, 12.0, 0.0), "by_type": {}}}
+    assert format_table(results, title="after RL").splitlines() == [
+        "after RL",
+        "split          task type                          episodes  success   score  steps  invalid",
+        "test           ALL                                       3    66.7%   0.750    1.3    50.0%",
+        "test           look                                      1   100.0%   1.000    1.0   100.0%",
+        "test           pick                                      2    50.0%   0.625    1.5    33.3%",
+        "valid_unseen   ALL                                      10    10.0%   0.200   12.0     0.0%",
+    ]
+    assert format_table(results).splitlines()[0].startswith("split ")  # no title line without a title

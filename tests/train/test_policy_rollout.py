@@ -83,6 +83,13 @@ def test_collect_groups_share_tasks_and_one_generate_call_per_turn(policy):
     assert len(batch) == sum(len(t.steps) for t in trajs)
     again = collect(policy, pool, [("train", 1), ("train", 3)], 3, seed=5, max_new_tokens=6, progress=False)
     assert [[s.response for s in t.steps] for t in again] == [[s.response for s in t.steps] for t in trajs]
+    capfd.readouterr()
+    defaults = RecordingPolicy(policy)  # sampled, once per task, seed 0, 24 new tokens, a progress bar
+    trajs = evaluate(defaults, pool, "test", greedy=False, temperature=0.5)
+    assert [t.task_id for t in trajs] == [0, 1, 2] and {c[1:] for c in defaults.calls} == {(False, 0.5, 24)}
+    assert "eval test" in capfd.readouterr().err
+    seeded = evaluate(policy, pool, "test", greedy=False, temperature=0.5, seed=0, progress=False)
+    assert [[s.response for s in t.steps] for t in seeded] == [[s.response for s in t.steps] for t in trajs]
 
 
 @pytest.mark.slow  # worker processes, each importing the stack
@@ -214,3 +221,46 @@ def test_trajectories_carry_the_envs_task_type(policy):
               for k, t in enumerate((0, 150, 300))]
     assert [t.task_type for t in trajs] == wanted and set(wanted) <= {"1-hop", "bridge", "comparison"}
     pool.close()
+
+
+class RecordingPolicy:
+    """Wraps a policy to record how each generate call was made (batch size, greedy, temperature, tokens)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def at_temperature(self, temperature):
+        return self.inner.at_temperature(temperature)
+
+    def generate(self, prompts, **kw):
+        self.calls.append((len(prompts), kw["greedy"], self.inner.temperature, kw["max_new_tokens"]))
+        return self.inner.generate(prompts, **kw)
+
+
+def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy, capfd):
+    from opid_train.evaluate import evaluate
+
+    own = policy.temperature
+    pool = EnvPool(EXPERT_ID, 4, {"max_steps": 2})
+    greedy = RecordingPolicy(policy)
+    # every test task (3), once each: greedy episodes would repeat each other, so `samples` is for sampling only
+    trajs = evaluate(greedy, pool, "test", samples=2, max_new_tokens=5, progress=False)
+    assert [(t.split, t.task_id, t.group_id) for t in trajs] == [("test", 0, 0), ("test", 1, 1), ("test", 2, 2)]
+    assert {c[1:] for c in greedy.calls} == {(True, own, 5)} and greedy.calls[0][0] == 3
+    sampled = RecordingPolicy(policy)
+    trajs = evaluate(sampled, pool, "train", episodes=3, greedy=False, samples=2, temperature=0.5, seed=1,
+                     max_new_tokens=6, progress=False)
+    # tasks 0, 1, 3 spread over the 5 train tasks, 2 samples each: 4 envs hold two tasks, so two chunks
+    assert [(t.task_id, t.group_id) for t in trajs] == [(0, 0), (0, 0), (1, 1), (1, 1), (3, 2), (3, 2)]
+    assert sampled.calls[0][0] == 4 and {c[1:] for c in sampled.calls} == {(False, 0.5, 6)}
+    assert policy.temperature == own  # restored after the evaluation
+    again = evaluate(policy, pool, "train", episodes=3, greedy=False, samples=2, temperature=0.5, seed=1,
+                     max_new_tokens=6, progress=False)
+    assert [[s.response for s in t.steps] for t in again] == [[s.response for s in t.steps] for t in trajs]
+    capfd.readouterr()
+    defaults = RecordingPolicy(policy)  # sampled, once per task, seed 0, 24 new tokens, a progress bar
+    trajs = evaluate(defaults, pool, "test", greedy=False, temperature=0.5)
+    assert [t.task_id for t in trajs] == [0, 1, 2] and {c[1:] for c in defaults.calls} == {(False, 0.5, 24)}
+    assert "eval test" in capfd.readouterr().err
+    seeded = evaluate(policy, pool, "test", greedy=False, temperature=0.5, seed=0, progress=False)
+    assert [[s.response for s in t.steps] for t in seeded] == [[s.response for s in t.steps] for t in trajs]

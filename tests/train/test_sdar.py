@@ -95,3 +95,76 @@ def test_bad_config_is_a_clear_error():
     cfg.sdar = SDARConfig(gate="hard")
     with pytest.raises(ValueError, match="gate"):
         SDAR(cfg)
+
+
+def test_prepare_reports_the_analysis_and_records_the_teacher_terms(tmp_path):
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    batch = make_batch(trajs, lengths=[3, 2, 1, 3])
+    algo = SDAR(train_config())
+    analyses = {0: Analysis("won", "go right", {1: "open the door"}), 1: None}
+    algo.teacher.analyzer = FixedAnalyzer(analyses)
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    metrics = algo.prepare(batch, ctx)
+    # trajectory 0 analysed (its step 1 critical), trajectory 1's analysis failed
+    assert {k: v for k, v in metrics.items() if k.startswith("sdar/") and "token" not in k} == {
+        "sdar/analysed_trajectories": 1.0, "sdar/failed_trajectories": 1.0, "sdar/critical_step_ratio": 0.5,
+        "sdar/skills_applied_episode": 1.0, "sdar/skills_applied_step": 1.0}
+    assert ctx.details["analyses"] == [analyses[0], None]
+    assert ctx.details["routed"] == [{"episode": "go right"}, {"step": "open the door"}, {}, {}]
+    # what the records show per token: T - l_old on the rows with a teacher (old logp is -1 in make_batch)
+    expected = torch.tensor([-0.5 + 1, -0.2 + 1, 0.0, 0.0])[:, None] * batch.response_mask
+    expected[2:] = 0
+    torch.testing.assert_close(ctx.details["teacher_terms"]["teacher"], expected)
+
+
+def test_a_batch_without_any_analysis_has_no_teacher_and_no_extra_loss(tmp_path):
+    batch = make_batch([make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)], lengths=[3, 2, 1, 3])
+    algo = SDAR(train_config())
+    algo.teacher.analyzer = FixedAnalyzer({0: None, 1: None})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    metrics = algo.prepare(batch, ctx)
+    assert torch.equal(batch.extras["teacher_logp"], torch.zeros_like(batch.old_logp))
+    assert metrics["sdar/teacher_active_token_ratio"] == 0.0 and metrics["sdar/analysed_trajectories"] == 0.0
+    assert not ctx.details["teacher_terms"]["teacher"].any()
+    assert algo.extra_loss(batch, torch.zeros_like(batch.old_logp)) == (None, {})
+
+
+def test_loss_diagnostics_by_hand():
+    logp = torch.full((1, 4), -1.0)
+    teacher = torch.tensor([[-1.0, 1.0, -2.0, 5.0]])  # gaps 0, 2, -1 and a padded token
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    loss, metrics = sdar_loss(logp, teacher, mask, coef=0.01, beta=5.0, gate="sigmoid")
+    g = torch.sigmoid(torch.tensor([0.0, 10.0, -5.0]))
+    want = 0.01 * (2 * g[1] - g[2]).item() / 3
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    assert metrics == {"sdar/gate_mean": pytest.approx(g.mean().item(), rel=1e-6),
+                       "sdar/gate_active_ratio": pytest.approx(1 / 3),  # a gate of exactly 1/2 is not active
+                       "sdar/gap_mean": pytest.approx(1 / 3), "sdar/loss": pytest.approx(want, rel=1e-6)}
+
+
+def test_unknown_teacher_context_is_named():
+    cfg = train_config()
+    cfg.sdar = SDARConfig(teacher_context="suffix")
+    with pytest.raises(ValueError, match=r"^unknown teacher context 'suffix'; choose one of \('routed', 'prefix'\)$"):
+        SDAR(cfg)
+
+
+def test_prepare_dumps_the_routed_skills_of_its_update(tmp_path):
+    import json
+
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    algo = SDAR(train_config())
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {1: "open the door"}), 1: None})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=3)
+    algo.prepare(make_batch(trajs, lengths=[3, 2, 1, 3]), ctx)
+    lines = [json.loads(x) for x in (tmp_path / "skills.jsonl").read_text().splitlines()]
+    assert [(x["update"], x["traj_id"], x["step"], x["episode_skill"], x["step_skill"]) for x in lines] == [
+        (3, 0, 0, "go right", None), (3, 0, 1, None, "open the door"), (3, 1, 0, None, None), (3, 1, 1, None, None)]
+
+
+def test_active_ratio_of_a_one_token_batch(tmp_path):
+    algo = SDAR(train_config())
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {})})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    metrics = algo.prepare(make_batch([make_trajectory(0, 0, 1, True)], lengths=[1]), ctx)
+    assert metrics["sdar/teacher_active_token_ratio"] == 1.0
