@@ -189,5 +189,5 @@ def test_model_folder_of_each_kind_of_path(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     assert model_folder_of(adapter) == adapter
     with pytest.raises(ValueError, match=r"^.*nothing: not a model folder, checkpoint or run folder \(or none of its "
-                                         r"checkpoints is whole\)$"):
+                                         r"checkpoints is whole; a verl checkpoint needs 'hf_model' .*\)$"):
         model_folder_of(tmp_path / "nothing")
