@@ -250,11 +250,17 @@ def test_corrupt_game_says_how_to_fix(suite, tmp_path):
         env.reset(options={"task_id": task_id})
 
 
-def test_lazy_generation_into_the_cache(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_easy_level(tmp_path, monkeypatch) -> generate.Level:
+    """The easy level cut to 2 / 1 / 1 games, generated into a cache under tmp_path."""
     monkeypatch.setenv("OPID_CACHE", str(tmp_path))
     tiny = generate.Level("easy", generate.LEVELS["easy"].task_types, "easy6",
                           {"train": 2, "valid_seen": 1, "valid_unseen": 1}, max_object_types=7)
     monkeypatch.setitem(generate.LEVELS, "easy", tiny)
+    return tiny
+
+
+def test_lazy_generation_into_the_cache(tmp_path, tiny_easy_level):
     env = gym.make("OPID/ALFWorld-v0", level="easy")
     root = tmp_path / "alfworld" / "easy"
     assert env.unwrapped.data_root == root and generate.read_manifest(root)["level"] == "easy"
@@ -266,14 +272,11 @@ def test_lazy_generation_into_the_cache(tmp_path, monkeypatch):
         gym.make("OPID/ALFWorld-v0", level="easy").reset(seed=0)
 
 
-def test_a_cached_suite_is_regenerated_when_its_level_changed_size(tmp_path, monkeypatch):
-    monkeypatch.setenv("OPID_CACHE", str(tmp_path))
-    small = generate.Level("easy", generate.LEVELS["easy"].task_types, "easy6",
-                           {"train": 2, "valid_seen": 1, "valid_unseen": 1}, max_object_types=7)
-    monkeypatch.setitem(generate.LEVELS, "easy", small)
+def test_a_cached_suite_is_regenerated_when_its_level_changed_size(tiny_easy_level, monkeypatch):
     env = gym.make("OPID/ALFWorld-v0", level="easy")
     first = [g.gamefile for g in env.unwrapped.games("valid_seen")]
-    monkeypatch.setitem(generate.LEVELS, "easy", replace(small, sizes={**small.sizes, "valid_seen": 3}))
+    grown_level = replace(tiny_easy_level, sizes={**tiny_easy_level.sizes, "valid_seen": 3})
+    monkeypatch.setitem(generate.LEVELS, "easy", grown_level)
     env = gym.make("OPID/ALFWorld-v0", level="easy")
     grown = [g.gamefile for g in env.unwrapped.games("valid_seen")]
     assert len(grown) == 3 and generate.read_manifest(env.unwrapped.data_root)["sizes"]["valid_seen"] == 3
