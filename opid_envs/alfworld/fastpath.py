@@ -24,7 +24,9 @@ _installed = False
 _planning = False
 _game_caches: list = []  # the per-game caches (translations, game logic), for forget_games()
 PARSE_CACHE = 8192  # distinct grammar strings and queries; a game adds only its task sentence
-TRANSLATION_CACHE = 32  # translated problems kept; a GRPO group resets one game many times
+# Translated problems kept (~0.4 MB each): a GRPO group resets one game many times, and the main job
+# plays each of its 400 evaluation games six times (two policies, sampled twice and greedy) minutes apart
+TRANSLATION_CACHE = 512
 LOGIC_CACHE = 16  # parsed (domain, grammar) pairs, shared by envs loading the same game
 
 
