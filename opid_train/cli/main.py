@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
@@ -95,6 +96,7 @@ def compare(cfg: TrainConfig, run_dir: Path) -> dict:
     pool = make_pool(cfg.env, cfg.tasks_per_update * cfg.group_size, cfg.env_kwargs, cfg.env_workers,
                      agent_config_for(cfg))
     results: dict = {}
+    start = time.monotonic()
     try:
         for name in ("initial", "final"):
             policy = hf_policy(run_dir / name, device=cfg.device, temperature=cfg.temperature)
@@ -105,8 +107,22 @@ def compare(cfg: TrainConfig, run_dir: Path) -> dict:
                     for split in cfg.eval.splits}
     finally:
         pool.close()
-    path.write_text(json.dumps({"key": key, "results": results}, indent=2))
+    path.write_text(json.dumps({"key": key, "results": results, "seconds": time.monotonic() - start}, indent=2))
     return results
+
+
+def seed_minutes(run_dir: Path) -> float | None:
+    """Minutes one seed of the job computed (demos + BC, RL updates, evaluation), from its run folder;
+    None when a part is missing (a warm start reused with --init, an evaluation stored before this was kept)."""
+    try:
+        warm = json.loads((run_dir / "warmstart.json").read_text())
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        evaluation = json.loads((run_dir / "main_eval.json").read_text())["seconds"]
+        seconds = warm["demo_seconds"] + warm["bc_seconds"] + evaluation + sum(
+            row.get("rollout_seconds", 0) + row.get("update_seconds", 0) + row.get("record_seconds", 0) for row in rows)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seconds / 60
 
 
 def table(all_results: dict[int, dict]) -> str:
@@ -128,9 +144,10 @@ def table(all_results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
-def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dict]:
+def verdict(all_results: dict[int, dict], alpha: float = 0.05, minutes: float | None = None) -> tuple[str, dict]:
     """Is RL measurably above the warm start? Decided with the task as the unit (`task_level_test`:
-    a task's episodes are not independent); the episode-level exact McNemar test is reported beside it."""
+    a task's episodes are not independent); the episode-level exact McNemar test is reported beside it.
+    `minutes`: what a seed of the job took here, for the advice on pooling seeds."""
     episodes = paired_comparison((res["initial"][split], res["final"][split])
                                  for res in all_results.values() for split in res["initial"])
     by_task = episodes["task_level"]
@@ -142,17 +159,18 @@ def verdict(all_results: dict[int, dict], alpha: float = 0.05) -> tuple[str, dic
             f"(threshold {alpha}); {episodes['gained']} episodes gained, {episodes['lost']} lost, "
             f"episode-level exact McNemar p = {episodes['p_one_sided']:.2g}")
     if not above:
-        text += "\n" + what_one_run_shows(by_task, len(all_results))
+        text += "\n" + what_one_run_shows(by_task, len(all_results), minutes)
     return text, {**episodes, "measurably_above": above, "alpha": alpha}
 
 
-def what_one_run_shows(by_task: dict, seeds: int) -> str:
+def what_one_run_shows(by_task: dict, seeds: int, minutes: float | None = None) -> str:
     """When the test finds no gain: how large a gain this evaluation could have found, and how to see more."""
     runs = "One seed is one RL run" if seeds == 1 else f"{seeds} seeds are {seeds} RL runs"
+    cost = f", about {minutes:.0f} minutes a seed here" if minutes else ""
     return (f"{runs}, and RL's gain varies between runs. An evaluation of {by_task['tasks']} tasks finds a mean gain "
             f"of about {100 * by_task['detectable_change']:.1f} points per task with 80 % power; this one measured "
             f"{100 * by_task['mean_change']:+.1f}. To see more, pool more seeds: `SEEDS=0,1,2 make run` "
-            f"(each seed is a run of this job; finished seeds are reused, not rerun).")
+            f"(each seed is a run of this job{cost}; finished seeds are reused, not rerun).")
 
 
 def seed_configs(args, base: TrainConfig) -> dict[int, TrainConfig]:
@@ -200,11 +218,13 @@ def run(args: MainCommand) -> None:
         for protocol, res in all_results[seed].items():
             print(f"{protocol}:\n{table({seed: res})}", flush=True)
     verdicts = {}
+    known = [m for m in (seed_minutes(Path(cfg.run_dir)) for cfg in configs.values()) if m]
+    minutes = sum(known) / len(known) if known else None
     for protocol in protocols(base):
         by_seed = {seed: res[protocol] for seed, res in all_results.items()}
         print(f"\nSuccess on the same evaluation episodes ({protocol}), warm start (BC) vs after RL:")
         print(table(by_seed))
-        text, verdicts[protocol] = verdict(by_seed)
+        text, verdicts[protocol] = verdict(by_seed, minutes=minutes)
         print(text)
     Path(args.run_root).mkdir(parents=True, exist_ok=True)
     (Path(args.run_root) / "results.json").write_text(json.dumps({str(k): v for k, v in all_results.items()}, indent=2))

@@ -159,9 +159,28 @@ def test_the_main_jobs_verdict_tells_a_user_what_one_seed_could_not_show():
     assert text.startswith("RL is NOT measurably above") and not stored["measurably_above"]
     assert "One seed is one RL run" in text and "SEEDS=0,1,2 make run" in text
     assert f"about {100 * stored['task_level']['detectable_change']:.1f} points" in text and "+0.0" in text
+    assert "minutes a seed" not in text  # the job did not know what a seed costs here
+    text, _ = verdict({0: level}, minutes=19.4)
+    assert "(each seed is a run of this job, about 19 minutes a seed here;" in text
     gain = result([False] * 40, [True] * 20 + [False] * 20)  # 20 tasks up, none down
     text, stored = verdict({0: gain})
     assert stored["measurably_above"] and "SEEDS=" not in text
+
+
+def test_a_seeds_minutes_add_up_its_warm_start_updates_and_evaluation(tmp_path):
+    import json
+
+    from opid_train.cli.main import seed_minutes
+
+    (tmp_path / "warmstart.json").write_text(json.dumps({"demo_seconds": 30, "bc_seconds": 330}))
+    (tmp_path / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(row) for row in [{"update": 0, "rollout_seconds": 100, "update_seconds": 50, "record_seconds": 10},
+                                              {"update": 1, "rollout_seconds": 80, "update_seconds": 40}]) + "\n")
+    assert seed_minutes(tmp_path) is None  # not evaluated yet
+    (tmp_path / "main_eval.json").write_text(json.dumps({"key": "k", "results": {}, "seconds": 600}))
+    assert seed_minutes(tmp_path) == (30 + 330 + 100 + 50 + 10 + 80 + 40 + 600) / 60
+    (tmp_path / "warmstart.json").unlink()  # RL from a reused warm start (--init): BC's time is unknown
+    assert seed_minutes(tmp_path) is None
 
 
 def _tasks(changes_in_quarters):
