@@ -60,34 +60,36 @@ class MainCommand:
     seeds: str = "0"  # comma-separated seeds, one full run each
     run_root: str = "runs/main"  # the runs go to <run-root>/<algo>-seed<seed>; results.json and verdict.json here
     config: str | None = None  # a YAML run config instead of opid_train/configs/main.yaml; flags override it
+    also_greedy: bool = False  # also compare both policies greedily, each task once (~1.5 min a seed on 2 cores)
     debug: bool = False  # show tracebacks of errors (also OPID_DEBUG=1)
 
 
-def protocols(cfg: TrainConfig) -> dict[str, dict]:
-    """The evaluation protocols of the comparison: the configured one first, greedy always."""
+def protocols(cfg: TrainConfig, also_greedy: bool = False) -> dict[str, dict]:
+    """The evaluation protocols of the comparison: the configured one, then greedy if asked."""
     if cfg.eval.greedy:
         return {"greedy": {"greedy": True}}
     temperature = cfg.eval.temperature or cfg.temperature
     sampled = {"greedy": False, "samples": cfg.eval.samples, "temperature": temperature}
-    return {f"sampled, T={temperature}, {cfg.eval.samples} per task": sampled, "greedy": {"greedy": True}}
+    return {f"sampled, T={temperature}, {cfg.eval.samples} per task": sampled} | (
+        {"greedy": {"greedy": True}} if also_greedy else {})
 
 
-def evaluation_key(cfg: TrainConfig, run_dir: Path) -> str:
+def evaluation_key(cfg: TrainConfig, run_dir: Path, also_greedy: bool = False) -> str:
     """What the comparison depends on: both policies' weights and the evaluation protocol."""
     digest = hashlib.sha256()
     for name in ("initial", "final"):
         for weights in sorted((run_dir / name).glob("*.safetensors")):
             digest.update(weights.read_bytes())
-    digest.update(json.dumps([protocols(cfg), cfg.env, cfg.env_kwargs, cfg.eval.splits, cfg.eval.episodes,
+    digest.update(json.dumps([protocols(cfg, also_greedy), cfg.env, cfg.env_kwargs, cfg.eval.splits, cfg.eval.episodes,
                               cfg.seed, cfg.max_new_tokens], sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
-def compare(cfg: TrainConfig, run_dir: Path) -> dict:
+def compare(cfg: TrainConfig, run_dir: Path, also_greedy: bool = False) -> dict:
     """Success of the warm start (run_dir/initial) and of the RL policy (run_dir/final) on the same
     episodes: {protocol: {"initial" | "final": {split: summary}}}. Stored in main_eval.json with the
     key of what it measured, so a rerun (after a kill, or to pool seeds) does not evaluate again."""
-    key, path = evaluation_key(cfg, run_dir), run_dir / "main_eval.json"
+    key, path = evaluation_key(cfg, run_dir, also_greedy), run_dir / "main_eval.json"
     if path.exists():
         stored = json.loads(path.read_text())
         if isinstance(stored, dict) and stored.get("key") == key:
@@ -100,7 +102,7 @@ def compare(cfg: TrainConfig, run_dir: Path) -> dict:
     try:
         for name in ("initial", "final"):
             policy = hf_policy(run_dir / name, device=cfg.device, temperature=cfg.temperature)
-            for protocol, how in protocols(cfg).items():
+            for protocol, how in protocols(cfg, also_greedy).items():
                 results.setdefault(protocol, {})[name] = {
                     split: summarize(evaluate(policy, pool, split, episodes=cfg.eval.episodes, seed=cfg.seed,
                                               max_new_tokens=cfg.max_new_tokens, progress=cfg.progress, **how))
@@ -214,13 +216,13 @@ def run(args: MainCommand) -> None:
         run_dir = Path(cfg.run_dir)
         print(f"== seed {seed}: warm start + {cfg.updates} {cfg.algo} updates -> {run_dir}", flush=True)
         train(replace(cfg, eval=replace(cfg.eval, splits=[])), resume=True)  # evaluated below, both policies
-        all_results[seed] = compare(cfg, run_dir)
+        all_results[seed] = compare(cfg, run_dir, args.also_greedy)
         for protocol, res in all_results[seed].items():
             print(f"{protocol}:\n{table({seed: res})}", flush=True)
     verdicts = {}
     known = [m for m in (seed_minutes(Path(cfg.run_dir)) for cfg in configs.values()) if m]
     minutes = sum(known) / len(known) if known else None
-    for protocol in protocols(base):
+    for protocol in protocols(base, args.also_greedy):
         by_seed = {seed: res[protocol] for seed, res in all_results.items()}
         print(f"\nSuccess on the same evaluation episodes ({protocol}), warm start (BC) vs after RL:")
         print(table(by_seed))

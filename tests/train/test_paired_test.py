@@ -247,3 +247,12 @@ def test_table_as_printed():
         "valid_unseen   ALL                                      10    10.0%   0.200   12.0     0.0%",
     ]
     assert format_table(results).splitlines()[0].startswith("split ")  # no title line without a title
+
+
+def test_the_main_job_compares_on_the_reference_protocol_and_greedy_only_when_asked():
+    from opid_train.cli.main import main_config, parse_args, protocols
+
+    cfg = main_config()
+    assert list(protocols(cfg)) == ["sampled, T=0.4, 2 per task"]
+    assert protocols(cfg, also_greedy=True)["greedy"] == {"greedy": True}
+    assert parse_args(["--also-greedy"]).also_greedy and not parse_args([]).also_greedy

@@ -128,7 +128,7 @@ def test_killed_after_checkpoint_resumes_with_the_same_next_step(tmp_path):
 def test_main_job_prints_warm_start_and_after_rl_on_the_same_episodes(tmp_path):
     cmd = [sys.executable, "-m", "opid_train.cli.main", "--seeds", "3", "--run-root", str(tmp_path / "main"),
            "--env", TOY, "--env-kwargs", '{"max_steps": 8}', "--eval.splits", "test", "--updates", "1",
-           *SMALL, "--warmstart.episodes", "3"]  # the last flag wins; RL trains on the other 2 tasks
+           *SMALL, "--warmstart.episodes", "3", "--also-greedy"]  # the last flag wins; RL trains on the other 2 tasks
     proc = subprocess.run(cmd, cwd=ROOT, env=environ(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warm start" in proc.stdout and "after RL" in proc.stdout
