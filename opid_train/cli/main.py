@@ -11,19 +11,14 @@ valid_unseen episodes and print both side by side.
 The job's config is opid_train/configs/main.yaml.
 
 Both policies play the same evaluation episodes: every valid_seen and valid_unseen task (200 + 200),
-sampled at T=0.4, 2 per task (the reference's evaluation temperature), and greedy. A one-sided
-paired randomization test with the task as the unit (`evaluate.task_level_test`), pooled over seeds
-and splits, decides whether RL is "measurably above" the warm start. The episode-level McNemar test
-is printed beside it. The verdict is printed and written to <run_root>/verdict.json. Each seed's
-comparison is stored with a key of both policies' weights, so rerunning a finished job, for example
-to pool seeds, evaluates nothing again.
-
-Measured with 60 + 60 evaluation tasks x 4 (commands and figures in docs/STUDIES.md): with this preset RL is
-measurably above the warm start. Over seeds 0-2 at T=0.4 success went from 69.3 to 75.3 % over
-1,440 paired episodes of 360 tasks (91 tasks improved, 46 worsened, p = 5e-5). Per seed the gains
-were +1.8, +6.6 and +9.4 points. Greedy went from 67.2 to 75.3 %. Two things made the difference:
-RL on tasks the warm start never saw, at T=0.6 (at T=1.0 the warm start wins only 10-30 % of its
-rollouts), and the invalid-action penalty. Without the penalty the gain was +0.4 points.
+sampled at T=0.4, 2 per task (the reference's evaluation temperature); `--also-greedy` adds greedy
+decoding. A one-sided paired randomization test with the task as the unit
+(`evaluate.task_level_test`), pooled over seeds and splits, decides whether RL is "measurably above"
+the warm start. The episode-level McNemar test is printed beside it. The verdict is printed and
+written to <run_root>/verdict.json. When it finds no gain it says how large a gain the evaluation
+could have found and how to pool seeds. Each seed's comparison is stored with a key of both
+policies' weights, so rerunning a finished job, for example to pool seeds, evaluates nothing again.
+What the job measured, seed by seed: README.md ("The main job") and docs/STUDIES.md.
 """
 
 from __future__ import annotations
