@@ -444,6 +444,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.grpo.reward is not None:
         choice("grpo.reward", cfg.grpo.reward, REWARDS)
     choice("grpo.loss_agg", cfg.grpo.loss_agg, ("token-mean", "traj-mean"))
+    if cfg.grpo.clip_ratio_c not in (None, 0) and not cfg.grpo.clip_ratio_c > 1:
+        raise bad("grpo.clip_ratio_c", cfg.grpo.clip_ratio_c, "expected 0 (no dual clip) or a number > 1")
     choice("analyzer.backend", cfg.analyzer.backend, BACKENDS)
     choice("opid.routing", cfg.opid.routing, ROUTING_MODES)
     choice("sdar.routing", cfg.sdar.routing, ROUTING_MODES)

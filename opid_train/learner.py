@@ -103,7 +103,8 @@ class Learner:
                     mask, adv, old = (micro.response_mask.to(dev), micro.advantages.to(dev), micro.old_logp.to(dev))
                     weight_tok = micro.extras["token_weight"].to(dev)
                     logp = self.policy.logprobs(micro.prompt_ids, micro.response_ids, micro.response_mask)
-                    pg_loss, pg_metrics = ppo_clip_loss(logp, old, adv, weight_tok, cfg.grpo.clip_eps)
+                    pg_loss, pg_metrics = ppo_clip_loss(logp, old, adv, weight_tok, cfg.grpo.clip_eps,
+                                                        cfg.grpo.clip_ratio_c)
                     loss = pg_loss
                     stats = {"pg_loss": pg_loss.item(), **pg_metrics}
                     if micro.ref_logp is not None:

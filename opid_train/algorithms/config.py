@@ -11,7 +11,7 @@ Routing = Literal["route", "additive", "episode_only", "step_only"]  # wrappers.
 OUTCOME_ADVANTAGES = get_args(OutcomeAdvantage)
 REWARDS = get_args(Reward)
 # GRPOConfig fields that the parity mode sets when they are left at None
-PARITY_FIELDS = ("outcome_advantage", "normalize_std", "reward", "reward_scale", "invalid_format_penalty")
+PARITY_FIELDS = ("outcome_advantage", "normalize_std", "reward", "reward_scale", "invalid_format_penalty", "clip_ratio_c")
 
 
 @dataclass
@@ -27,6 +27,10 @@ class GRPOConfig:
     reward: Reward | None = None  # "score": the env's outcome score in [0, 1]; "success": 1 if won else 0 (reference)
     reward_scale: float | None = None  # R = reward_scale * reward (the reference: 10 on ALFWorld and WebShop)
     clip_eps: float = 0.2  # PPO ratio clip: the ratio is kept within [1 - clip_eps, 1 + clip_eps]
+    # Dual-clip PPO (Ye et al. 2020; verl's actor.clip_ratio_c): a token with A < 0 loses at most
+    # -A * clip_ratio_c, so a token whose ratio ran far above 1 cannot push an unbounded loss. A number
+    # > 1 (the reference: 3.0), or 0 for off (ours: the loss without it); None: set by the parity mode.
+    clip_ratio_c: float | None = None
     kl_coef: float = 0.01  # low-variance KL to the reference policy; 0 turns it off
     invalid_format_penalty: float | None = None  # for format-invalid steps (0.1; the reference's search: 0.01)
     # Subtracted from the advantage of a step the env could not carry out (an action that is not

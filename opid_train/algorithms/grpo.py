@@ -19,7 +19,12 @@ penalties after normalization:
     A(r)    = A_ep(traj(r)) - invalid_format_penalty * [...] - invalid_action_penalty * [...]
 
 The learner minimises the token-level PPO loss
-    L_pg = token_mean( max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) ),  ratio = exp(logp - logp_old)
+    l      = max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)),  ratio = exp(logp - logp_old)
+    L_pg   = token_mean(l)
+with dual clip (Ye et al. 2020; `grpo.clip_ratio_c` = c > 1, the reference's 3.0; verl's
+compute_policy_loss_vanilla) a token with A < 0 loses at most -A * c, and the log-ratio is clamped to
+[-20, 20] before exp:
+    l      = min(l, -A * c)  where A < 0
 plus kl_coef * token_mean(k3), the low-variance KL estimate to the reference policy
     k3 = exp(logp_ref - logp) - (logp_ref - logp) - 1.
 With `loss_agg="traj-mean"` the means weight every trajectory equally instead of every token
@@ -72,17 +77,29 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def ppo_clip_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                  clip_eps: float) -> tuple[torch.Tensor, dict[str, float]]:
+                  clip_eps: float, clip_ratio_c: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped surrogate averaged with `mask` as token weights (0/1: token-mean); returns the loss and
-    its diagnostics (clip fraction, approx KL)."""
-    ratio = torch.exp(logp - old_logp)
+    its diagnostics (clip fraction, approx KL; with dual clip, `pg_clipfrac_lower`: the share of
+    tokens its bound capped, as verl names it). `clip_ratio_c` 0 or None: no dual clip."""
+    if clip_ratio_c and clip_ratio_c <= 1:
+        raise ValueError(f"clip_ratio_c must be > 1 for dual-clip PPO (or 0/None for off), got {clip_ratio_c}")
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio.clamp(-20, 20) if clip_ratio_c else log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_eps, 1 + clip_eps)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    token_loss = torch.maximum(unclipped, clipped)
+    metrics = {}
+    if clip_ratio_c:
+        bound = -advantages * clip_ratio_c
+        negative = advantages < 0
+        with torch.no_grad():
+            metrics["pg_clipfrac_lower"] = masked_mean((negative & (token_loss > bound)).float(), mask).item()
+        token_loss = torch.where(negative, torch.minimum(token_loss, bound), token_loss)
+    loss = masked_mean(token_loss, mask)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).float(), mask).item()
         approx_kl = masked_mean(0.5 * (logp - old_logp) ** 2, mask).item()
-    return loss, {"pg_clipfrac": clipfrac, "ppo_approx_kl": approx_kl}
+    return loss, {"pg_clipfrac": clipfrac, "ppo_approx_kl": approx_kl, **metrics}
 
 
 def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -92,12 +109,14 @@ def low_var_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def check_grpo_config(cfg):
-    """A clear error for an unknown estimator or reward before any work starts."""
+    """A clear error for an unknown estimator or reward, or a dual-clip bound <= 1, before any work starts."""
     if cfg.outcome_advantage not in OUTCOME_ADVANTAGES:
         raise ValueError(f"unknown grpo.outcome_advantage {cfg.outcome_advantage!r}; "
                          f"choose one of {OUTCOME_ADVANTAGES}")
     if cfg.reward not in REWARDS:
         raise ValueError(f"unknown grpo.reward {cfg.reward!r}; choose one of {REWARDS}")
+    if cfg.clip_ratio_c is not None and cfg.clip_ratio_c != 0 and not cfg.clip_ratio_c > 1:
+        raise ValueError(f"grpo.clip_ratio_c {cfg.clip_ratio_c!r}: expected 0 (no dual clip) or a number > 1")
     return cfg
 
 

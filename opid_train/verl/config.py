@@ -187,6 +187,9 @@ def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None)
     if "hf_model" not in (actor.checkpoint.save_contents or []):
         problems.append("actor_rollout_ref.actor.checkpoint.save_contents needs hf_model "
                         "(the Hugging Face folder opid-eval reads)")
+    if train.grpo.clip_ratio_c != actor.get("clip_ratio_c", 3.0):  # verl's actor always dual-clips (bound > 1)
+        problems.append(f"opid.grpo.clip_ratio_c {train.grpo.clip_ratio_c} (the parity mode's or yours) differs from "
+                        f"actor_rollout_ref.actor.clip_ratio_c {actor.get('clip_ratio_c', 3.0)}: set both to one bound > 1")
     if actor.use_kl_loss and actor.kl_loss_type not in ("low_var_kl", "k3"):
         problems.append(f"actor_rollout_ref.actor.kl_loss_type {actor.kl_loss_type!r}: opid's KL is low_var_kl")
     if problems:

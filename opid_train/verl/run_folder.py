@@ -21,6 +21,7 @@ from opid_train.config import TrainConfig, from_dict, to_dict
 
 # verl's actor metrics (after its trainer's "actor/" prefix) -> the local learner's names
 LOCAL_NAMES = {"actor/loss": "loss", "actor/pg_loss": "pg_loss", "actor/pg_clipfrac": "pg_clipfrac",
+               "actor/pg_clipfrac_lower": "pg_clipfrac_lower",
                "actor/kl_loss": "kl", "actor/grad_norm": "grad_norm"}
 PREFIXES = {"actor/sdar/": "sdar/"}  # SDAR's loss metrics, logged by the actor workers
 

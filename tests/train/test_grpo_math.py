@@ -57,6 +57,59 @@ def test_ppo_gradient_vanishes_on_clipped_tokens():
     assert new.grad[0, 1].item() == pytest.approx(-1.1 / 2, rel=1e-5)
 
 
+def test_dual_clip_caps_the_loss_of_negative_advantage_tokens():
+    old = torch.log(torch.tensor([[0.1, 0.1, 0.1, 0.1]]))
+    new = torch.log(torch.tensor([[0.5, 0.5, 0.2, 0.05]])).requires_grad_()  # ratios 5, 5, 2, 0.5
+    adv = torch.tensor([[-2.0, 1.0, -2.0, -2.0]])
+    loss, stats = ppo_clip_loss(new, old, adv, torch.ones(1, 4), clip_eps=0.2, clip_ratio_c=3.0)
+    loss.backward()
+    # A < 0, ratio 5: max(-A*5, -A*1.2) = 10, capped at -A*3 = 6 ; A > 0, ratio 5: max(-5, -1.2) = -1.2 as before
+    # A < 0, ratio 2: 4 < 6, not capped ; A < 0, ratio 0.5: max(1, 1.6) = 1.6 (the ordinary clip)
+    assert loss.item() == pytest.approx((6 - 1.2 + 4 + 1.6) / 4, rel=1e-6)
+    # the capped token's loss is the constant -A*3: no gradient; the uncapped one keeps -A * ratio / 4
+    assert new.grad[0].tolist() == pytest.approx([0.0, 0.0, 2 * 2 / 4, 0.0], abs=1e-6)
+    assert stats["pg_clipfrac_lower"] == pytest.approx(1 / 4)  # verl's name: the share the dual clip capped
+    assert stats["pg_clipfrac"] == pytest.approx(2 / 4)  # the ordinary clip: tokens 2 and 4
+
+    without = new.detach().requires_grad_()
+    loss, stats = ppo_clip_loss(without, old, adv, torch.ones(1, 4), clip_eps=0.2)
+    loss.backward()
+    assert loss.item() == pytest.approx((10 - 1.2 + 4 + 1.6) / 4, rel=1e-6)  # -A*5 without dual clip
+    assert without.grad[0, 0].item() == pytest.approx(2 * 5 / 4, rel=1e-6) and "pg_clipfrac_lower" not in stats
+
+
+@pytest.mark.parametrize("off", [None, 0, 0.0])
+def test_dual_clip_off_is_the_plain_clipped_loss(off):
+    gen = torch.Generator().manual_seed(3)
+    old = torch.randn(5, 7, generator=gen)
+    new = (old + 1.5 * torch.randn(5, 7, generator=gen)).requires_grad_()  # many ratios far outside [1/3, 3]
+    adv, mask = torch.randn(5, 7, generator=gen), (torch.rand(5, 7, generator=gen) > 0.3).float()
+    ratio = torch.exp(new - old)
+    plain = torch.maximum(-adv * ratio, -adv * ratio.clamp(0.8, 1.2))
+    want = (plain * mask).sum() / mask.sum()
+    (want_grad,) = torch.autograd.grad(want, new)
+    loss, stats = ppo_clip_loss(new, old, adv, mask, clip_eps=0.2, clip_ratio_c=off)
+    (grad,) = torch.autograd.grad(loss, new)
+    assert loss.item() == want.item() and torch.equal(grad, want_grad)  # bit for bit: the main job is unchanged
+    assert set(stats) == {"pg_clipfrac", "ppo_approx_kl"}
+    capped, _ = ppo_clip_loss(new, old, adv, mask, clip_eps=0.2, clip_ratio_c=3.0)
+    assert capped.item() < loss.item()  # these inputs have A < 0 tokens with ratios above 3
+
+
+def test_a_dual_clip_bound_of_one_or_less_is_refused():
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="clip_ratio_c must be > 1"):
+        ppo_clip_loss(x, x, x, torch.ones(1, 2), clip_eps=0.2, clip_ratio_c=1.0)
+    from opid_train.algorithms.config import GRPOConfig
+    from opid_train.algorithms.grpo import check_grpo_config
+
+    for bound in (0.5, 1, -3.0):
+        with pytest.raises(ValueError, match="grpo.clip_ratio_c"):
+            check_grpo_config(GRPOConfig(outcome_advantage="verl_agent", reward="score", clip_ratio_c=bound))
+    for bound in (None, 0, 1.5, 3.0):
+        check_grpo_config(GRPOConfig(outcome_advantage="verl_agent", reward="score", clip_ratio_c=bound))
+
+
 def test_low_var_kl_k3():
     logp = torch.log(torch.tensor([0.5, 0.2, 0.3]))
     ref = torch.log(torch.tensor([0.25, 0.2, 0.6]))
@@ -261,6 +314,7 @@ def test_defaults_are_the_reference_hyperparameters():
     grpo = grpo_with_parity(grpo, "reference", "OPID/ALFWorld-v0", "opid")
     assert (grpo.outcome_advantage, grpo.normalize_std, grpo.reward, grpo.reward_scale, grpo.invalid_format_penalty) == (
         "verl_agent", True, "success", 10.0, 0.1)
+    assert grpo.clip_ratio_c == 3.0  # dual-clip PPO, verl's default in the reference's ppo_trainer.yaml
     assert grpo.invalid_action_penalty == 0.0  # ours, off unless asked for
     opid = OPIDConfig()
     assert (opid.w_ep, opid.w_step, opid.routing, opid.normalize_teacher, opid.clip_teacher) == (

@@ -73,6 +73,25 @@ def test_update_uses_the_configured_clip_range(tmp_path, clip_eps, pg_loss, clip
     torch.testing.assert_close(moved[:, 0], want_first, atol=1e-7, rtol=0)
 
 
+@pytest.mark.parametrize("clip_ratio_c, pg_loss, lower", [
+    # the lost row's first token has ratio 4 (the stand-in's "probability" 2 over 0.5): its loss
+    # max(-A r, -A clip(r)) = 2 is capped at -A * 3 = 1.5 with dual clip; the other tokens as above
+    (3.0, (-0.6 - 0.55 + 1.5 + 0.45) / 4, 0.25),
+    (0, (-0.6 - 0.55 + 2.0 + 0.45) / 4, None),
+])
+def test_update_uses_the_configured_dual_clip(tmp_path, clip_ratio_c, pg_loss, lower):
+    policy = DirectLogProbs([[0.75, 0.55], [2.0, 0.45]])
+    cfg = learner_config(0.2)
+    cfg.grpo.clip_ratio_c = clip_ratio_c
+    metrics = Learner(policy, GRPO(cfg), cfg).update(
+        make_batch([one_step_trajectory(0, 1.0), one_step_trajectory(1, 0.0)]),
+        PrepareContext(policy=policy, template=PromptTemplate(), run_dir=tmp_path, update=0))
+    assert metrics["pg_loss"] == pytest.approx(pg_loss, abs=1e-6)
+    assert metrics.get("pg_clipfrac_lower") == lower  # reported only with dual clip on
+    grads = [-0.5 * 1.1 / 4, 0.5 * 0.9 / 4] + ([] if lower else [0.5 * 4 / 4])  # the capped token: no gradient
+    assert metrics["grad_norm"] == pytest.approx(math.sqrt(sum(g * g for g in grads)), rel=1e-5)
+
+
 @pytest.mark.parametrize("loss_agg", ["token-mean", "traj-mean"])
 def test_gradient_accumulation_does_not_change_the_step(tmp_path, loss_agg):
     """One micro-batch of all rows or one row at a time: the same loss and gradient (found by mutation

@@ -22,24 +22,33 @@ def test_tiny_policy_keeps_our_variants():
     assert cfg.parity == "ours" and (cfg.prompt, cfg.history_k) == ("webshop-compact", 2)
     assert cfg.env_kwargs == {"option_match": "value", "color_normalization": "longest"}
     g = cfg.grpo
-    assert (g.outcome_advantage, g.normalize_std, g.reward, g.reward_scale, g.invalid_format_penalty) == (
-        "per_trajectory_population_std", True, "score", 1.0, 0.1)
+    assert (g.outcome_advantage, g.normalize_std, g.reward, g.reward_scale, g.invalid_format_penalty, g.clip_ratio_c) == (
+        "per_trajectory_population_std", True, "score", 1.0, 0.1, 0)  # no dual clip: the tiny policy's loss as before
 
 
 @pytest.mark.parametrize("env, prompt, k, kwargs, grpo", [
-    ("OPID/ALFWorld-v0", "alfworld-reference", 5, {"max_steps": 30}, ("verl_agent", True, "success", 10.0, 0.1)),
+    ("OPID/ALFWorld-v0", "alfworld-reference", 5, {"max_steps": 30}, ("verl_agent", True, "success", 10.0, 0.1, 3.0)),
     ("OPID/WebShop-v0", "webshop-reference", 2, {"max_steps": 15, "option_match": "pair",
                                                  "color_normalization": "webshop"},
-     ("verl_agent", False, "success", 10.0, 0.1)),
+     ("verl_agent", False, "success", 10.0, 0.1, 3.0)),
     ("OPID/SearchQA-v0", "searchqa-reference", 4, {"max_steps": 4, "topk": 3, "result_format": "verl_agent",
                                                    "drop_zero_score_hits": False},
-     ("verl_agent", True, "success", 1.0, 0.01)),
+     ("verl_agent", True, "success", 1.0, 0.01, 3.0)),
 ])
 def test_a_pretrained_policy_gets_the_reference_per_env(env, prompt, k, kwargs, grpo):
     cfg = resolve_parity(TrainConfig(env=env, policy="smollm2-135m", algo="opid"))
     assert cfg.parity == "reference" and (cfg.prompt, cfg.history_k, cfg.env_kwargs) == (prompt, k, kwargs)
     assert tuple(getattr(cfg.grpo, f) for f in PARITY_FIELDS) == grpo
     assert resolve_parity(cfg) == cfg  # idempotent: a resumed run's config.yaml resolves to itself
+
+
+@pytest.mark.parametrize("env", ["OPID/ALFWorld-v0", "OPID/WebShop-v0", "OPID/SearchQA-v0", "OPIDTest/Anything-v0"])
+def test_dual_clip_is_the_references_3_and_off_in_ours(env):
+    for algo in ("grpo", "opid", "sdar"):
+        reference = resolve_parity(TrainConfig(env=env, policy="smollm2-135m", algo=algo))
+        ours = resolve_parity(TrainConfig(env=env, policy="tiny", algo=algo))
+        assert (reference.grpo.clip_ratio_c, ours.grpo.clip_ratio_c) == (3.0, 0)
+    assert resolve_parity(TrainConfig(env=env, grpo=GRPOConfig(clip_ratio_c=5.0))).grpo.clip_ratio_c == 5.0  # a run's own wins
 
 
 def test_what_a_run_sets_wins_over_the_preset():
@@ -103,7 +112,8 @@ def test_preset_files_are_complete_and_envs_accept_their_kwargs(name):
 def test_bad_parity_fields_are_errors_before_any_work():
     for kwargs, match in [({"prompt": "alfworld"}, "prompt template"), ({"history_k": -1}, "history_k"),
                           ({"grpo": GRPOConfig(outcome_advantage="per_group")}, "outcome_advantage"),
-                          ({"grpo": GRPOConfig(reward="won")}, "grpo.reward")]:
+                          ({"grpo": GRPOConfig(reward="won")}, "grpo.reward"),
+                          ({"grpo": GRPOConfig(clip_ratio_c=0.9)}, "grpo.clip_ratio_c")]:
         with pytest.raises(ValueError, match=match):
             resolve_parity(TrainConfig(env="OPID/ALFWorld-v0", **kwargs))
 

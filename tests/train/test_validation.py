@@ -76,6 +76,7 @@ def fails_in_one_line(capsys, entry, argv) -> str:
     (["--parity", "paper"], ["--parity 'paper'", "auto, reference, ours"]),
     (["--prompt", "alfworld-fancy"], ["--prompt 'alfworld-fancy'", "alfworld-reference"]),
     (["--grpo.outcome-advantage", "rloo"], ["--grpo.outcome-advantage 'rloo'", "verl_agent"]),
+    (["--grpo.clip-ratio-c", "1"], ["--grpo.clip-ratio-c 1.0", "0 (no dual clip) or a number > 1"]),
     (["--history-k", "-1"], ["--history-k -1", "integer >= 0"]),
     (["--record.every", "0"], ["--record.every 0", "integer >= 1"]),
 ])

@@ -92,6 +92,36 @@ def test_verls_ppo_loss_and_kl_equal_opids(trajectories, tiny_policy, tmp_path):
     torch.testing.assert_close(verl_kl * batch.response_mask, low_var_kl(logp, ref) * batch.response_mask)
 
 
+def test_dual_clip_equals_verls_compute_policy_loss_vanilla():
+    """Dual-clip PPO as the reference runs it (the preset's actor.clip_ratio_c 3.0): verl's loss, gradient
+    and clip shares equal the local learner's, on ratios far above 3 and log-ratios past verl's clamp at 20."""
+    from verl.trainer.ppo.core_algos import compute_policy_loss_vanilla
+    from verl.utils.config import omega_conf_to_dataclass
+
+    actor = omega_conf_to_dataclass(verl_config().actor_rollout_ref.actor)
+    assert actor.clip_ratio_c == 3.0
+    gen = torch.Generator().manual_seed(1)
+    old = torch.randn(6, 9, generator=gen)
+    log_ratio = 1.5 * torch.randn(6, 9, generator=gen)
+    log_ratio[0, :2] = torch.tensor([25.0, -25.0])  # past the clamp
+    adv, mask = torch.randn(6, 9, generator=gen), (torch.rand(6, 9, generator=gen) > 0.2).float()
+    adv[0, :2] = -1.0
+    assert ((log_ratio.exp() > 3) & (adv < 0) & (mask > 0)).sum() >= 5
+    logp = (old + log_ratio).requires_grad_()
+    verl_loss, verl_metrics = compute_policy_loss_vanilla(old, logp, adv, mask, loss_agg_mode=actor.loss_agg_mode,
+                                                          config=actor)
+    (verl_grad,) = torch.autograd.grad(verl_loss, logp)
+    local_loss, local_metrics = ppo_clip_loss(logp, old, adv, mask, actor.clip_ratio, actor.clip_ratio_c)
+    (local_grad,) = torch.autograd.grad(local_loss, logp)
+    torch.testing.assert_close(local_loss, verl_loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(local_grad, verl_grad, rtol=1e-6, atol=1e-7)
+    assert local_metrics["pg_clipfrac_lower"] == pytest.approx(verl_metrics["actor/pg_clipfrac_lower"])
+    assert local_metrics["pg_clipfrac_lower"] > 0
+    assert local_metrics["pg_clipfrac"] == pytest.approx(verl_metrics["actor/pg_clipfrac"])
+    off_loss, _ = ppo_clip_loss(logp, old, adv, mask, actor.clip_ratio)
+    assert off_loss.item() > verl_loss.item() + 0.1  # without dual clip these inputs' loss is not verl's
+
+
 def test_verls_padding_rows_carry_a_copied_record_that_the_advantage_step_drops(trajectories, tiny_policy, tmp_path):
     """verl pads a batch to a multiple of the GPUs with copies of its first row, extra_fields included;
     read naively, that copy is a repeated step and the advantage step refuses the batch."""

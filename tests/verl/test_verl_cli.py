@@ -49,6 +49,7 @@ def test_bundled_presets_compose_with_verls_config_and_take_the_parity_presets_n
     assert (train.parity, train.prompt, train.history_k) == ("reference", reference["prompt"], reference["history_k"])
     assert reference["env_kwargs"].items() <= train.env_kwargs.items()
     assert {k: getattr(train.grpo, k) for k in reference["grpo"]} == reference["grpo"]
+    assert actor.clip_ratio_c == train.grpo.clip_ratio_c == 3.0  # dual clip: verl's actor runs the reference's bound
     assert cfg.opid.prompt == reference["prompt"]  # written into the config the Ray workers read
     assert cfg.data.train_files == f"{train.run_dir}/tasks/train.jsonl"  # interpolated from the opid section
     assert "${" not in OmegaConf.to_yaml(cfg)  # resolved here: verl's workers need no opid resolver
@@ -78,6 +79,8 @@ def test_without_a_gpu_it_stops_with_one_line_naming_what_is_missing():
     ("data.train_batch_size=4", "verl rejects the config"),
     ("actor_rollout_ref.actor.no_such_key=1", "no_such_key"),
     ("opid_rollout.env_workers=0", "cannot step in threads"),
+    ("++opid.parity=ours", "opid.grpo.clip_ratio_c 0 (the parity mode's or yours) differs from "
+                           "actor_rollout_ref.actor.clip_ratio_c 3.0"),
 ])
 def test_config_mistakes_are_one_clear_error_before_any_work(override, expected):
     assert expected in error_of(["--backend=verl", "--preset", "alfworld", override])
