@@ -45,7 +45,7 @@ MAIN_CONFIG = CONFIG_DIR / "main.yaml"
 
 
 def main_config() -> TrainConfig:
-    """The job's config: opid_train/configs/main.yaml (21 minutes a seed measured alone on a 2-core CPU)."""
+    """The job's config: opid_train/configs/main.yaml (about 20 minutes a seed on a 2-core CPU)."""
     return load_yaml(MAIN_CONFIG)
 
 
