@@ -324,3 +324,29 @@ def test_active_ratio_of_a_one_token_batch(tmp_path):
     algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {})})
     ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
     assert algo.prepare(batch, ctx)["opid/teacher_active_token_ratio"] == 1.0
+
+
+def test_prepare_hands_the_analyses_and_raw_teacher_terms_to_the_records(setup):
+    """ctx.details feeds the trajectory records: the analyses as the analyzer wrote them (None where it
+    failed), and per component the raw logp_skill - logp_old on the tokens it scored, before any weight."""
+    batch, analyses, _, ctx = setup
+    run(setup, routing="route", w_ep=0.3, w_step=0.7)
+    mask = batch.response_mask
+    assert ctx.details["analyses"] == [analyses[0], None]
+    assert ctx.details["routed"] == [{"episode": "go right until the door"}, {"step": "open the door now"}, {}, {}]
+    terms = ctx.details["teacher_terms"]
+    assert set(terms) == {"episode", "step"}
+    torch.testing.assert_close(terms["episode"], torch.tensor([[WITH_EPISODE - PLAIN], [0.0], [0.0], [0.0]]) * mask)
+    torch.testing.assert_close(terms["step"], torch.tensor([[0.0], [WITH_STEP - PLAIN], [0.0], [0.0]]) * mask)
+
+
+def test_raw_mean_of_a_component_without_tokens_is_zero(tmp_path):
+    """The critical step's response is empty: its step skill is routed, but no token measures it."""
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    batch = make_batch(trajs, lengths=[3, 0, 1, 3])
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {1: "open it"}), 1: None})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    metrics = algo.prepare(batch, ctx)
+    assert metrics["opid/dlogp_step_raw_mean"] == 0.0
+    assert metrics["opid/dlogp_episode_raw_mean"] == pytest.approx(WITH_EPISODE - PLAIN)
