@@ -350,3 +350,22 @@ def test_raw_mean_of_a_component_without_tokens_is_zero(tmp_path):
     metrics = algo.prepare(batch, ctx)
     assert metrics["opid/dlogp_step_raw_mean"] == 0.0
     assert metrics["opid/dlogp_episode_raw_mean"] == pytest.approx(WITH_EPISODE - PLAIN)
+
+
+def test_score_prompts_tells_a_real_token_0_from_padding():
+    """Two responses to one prompt, [5, 0] with both tokens real and [5] padded with id 0: two distinct pairs.
+    Token 0 is a real token in most vocabularies; only the mask says which 0 is padding."""
+    from opid_train.algorithms.opid import score_prompts
+
+    class TokenScorer:  # log-prob -(id + 1) per real token, 0 on padding
+        def __init__(self):
+            self.rows = 0
+
+        def score(self, prompt_ids, response_ids, response_mask):
+            self.rows += len(prompt_ids)
+            return -(response_ids.float() + 1) * response_mask
+
+    scorer = TokenScorer()
+    got = score_prompts(scorer, [[7], [7]], torch.tensor([[5, 0], [5, 0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
+    assert scorer.rows == 2
+    torch.testing.assert_close(got, torch.tensor([[-6.0, -1.0], [-6.0, 0.0]]))
