@@ -369,3 +369,10 @@ def test_score_prompts_tells_a_real_token_0_from_padding():
     got = score_prompts(scorer, [[7], [7]], torch.tensor([[5, 0], [5, 0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
     assert scorer.rows == 2
     torch.testing.assert_close(got, torch.tensor([[-6.0, -1.0], [-6.0, 0.0]]))
+
+
+def test_normalizing_a_teacher_term_without_active_tokens_gives_zeros_not_nan():
+    """A routed component whose rows have no response token (an empty response): nothing to normalize over."""
+    d = torch.tensor([[1.0, 3.0], [5.0, 0.0]])
+    shaped = shape_teacher_term(d, torch.zeros(2, 2), normalize=True, clip=None)
+    assert shaped.tolist() == [[0.0, 0.0], [0.0, 0.0]]
