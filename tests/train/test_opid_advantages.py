@@ -376,3 +376,19 @@ def test_normalizing_a_teacher_term_without_active_tokens_gives_zeros_not_nan():
     d = torch.tensor([[1.0, 3.0], [5.0, 0.0]])
     shaped = shape_teacher_term(d, torch.zeros(2, 2), normalize=True, clip=None)
     assert shaped.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("gap", [1e-6, 2e-6, 4e-6])
+def test_teacher_term_with_a_std_at_most_eps_is_only_centred(gap):
+    """Two active terms 0 and gap: mean and population std gap / 2. A std at most eps (1e-6, reached
+    exactly at gap 2e-6) is noise: the terms are only centred, +-gap / 2, not blown up to +-1/2 by the
+    division; above it they are z-scores, +-(gap / 2) / (gap / 2 + eps)."""
+    half = gap / 2
+    expected = half if half <= 1e-6 else half / (half + 1e-6)
+    shaped = shape_teacher_term(torch.tensor([[0.0, gap]]), torch.ones(1, 2), normalize=True, clip=None)
+    torch.testing.assert_close(shaped, torch.tensor([[-expected, expected]]), rtol=1e-4, atol=0)
+
+
+def test_teacher_term_clipping_is_symmetric():
+    shaped = shape_teacher_term(torch.tensor([[-5.0, 1.0, 3.0]]), torch.ones(1, 3), normalize=False, clip=2.0)
+    assert shaped.tolist() == [[-2.0, 1.0, 2.0]]
