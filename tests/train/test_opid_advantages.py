@@ -392,3 +392,11 @@ def test_teacher_term_with_a_std_at_most_eps_is_only_centred(gap):
 def test_teacher_term_clipping_is_symmetric():
     shaped = shape_teacher_term(torch.tensor([[-5.0, 1.0, 3.0]]), torch.ones(1, 3), normalize=False, clip=2.0)
     assert shaped.tolist() == [[-2.0, 1.0, 2.0]]
+
+
+def test_critical_step_ratio_of_a_single_analysed_critical_step(tmp_path):
+    batch = make_batch([make_trajectory(0, 0, 1, True)], lengths=[2])
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {0: "open it"})})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    assert algo.prepare(batch, ctx)["opid/critical_step_ratio"] == 1.0  # 1 critical step of 1 analysed row
