@@ -18,6 +18,7 @@ markdown, ready to paste.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -196,10 +197,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rerun-survivors", action="store_true",
                         help="keep the group's last run, refresh its tests and retry only its survivors and timeouts "
                              "(after new tests)")
+    parser.add_argument("--mutants", nargs="+", metavar="GLOB",
+                        help="with --rerun-survivors: retry only the survivors whose names match one of these "
+                             "patterns (fnmatch, e.g. '*episode_advantages__mutmut_36' or '*grpo.x_group_*')")
     parser.add_argument("--report", type=Path, help="write the per-group counts and survivors as JSON here")
     args = parser.parse_args(argv)
     groups = [g for name in args.groups or list(GROUPS) for g in ALIASES.get(name, [name])]
     unknown = set(groups) - set(GROUPS)
+    if args.mutants and not args.rerun_survivors:
+        parser.error("--mutants selects among the survivors of a previous run: use it with --rerun-survivors")
     if unknown:
         parser.error(f"unknown groups {sorted(unknown)}; choose from {list(GROUPS)} or {list(ALIASES)}")
     if args.list:
@@ -215,22 +221,28 @@ def main(argv: list[str] | None = None) -> None:
         names: list[str] = []
         if args.rerun_survivors and (work / "mutants").is_dir():
             names = [k for k, s in statuses(work).items() if s not in KILLED or s == "timeout"]
+            if args.mutants:
+                names = [k for k in names if any(fnmatch.fnmatch(k, pattern) for pattern in args.mutants)]
             for tests in (work / "tests", work / "mutants" / "tests"):
                 shutil.rmtree(tests)
                 shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             configure(group, work)
-            print(f"{group}: retrying {len(names)} survivors with the current tests", flush=True)
+            print(f"{group}: retrying {len(names)} survivors, timeouts and unchecked mutants with the current tests",
+                  flush=True)
         else:
             prepare(group, work)
-        try:
-            run = mutmut(work, "run", "--max-children", str(args.max_children), *names,
-                         timeout=args.timeout_minutes * 60)
-        except subprocess.TimeoutExpired:
-            print(f"{group}: stopped after {args.timeout_minutes:g} minutes; the counts below are partial")
+        if args.rerun_survivors and not names:  # `mutmut run` without names would retry every mutant
+            print(f"{group}: no survivor to retry")
         else:
-            if run.returncode != 0:
-                print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
-                raise SystemExit(f"mutmut failed on group {group} (exit {run.returncode}); its copy is in {work}")
+            try:
+                run = mutmut(work, "run", "--max-children", str(args.max_children), *names,
+                             timeout=args.timeout_minutes * 60)
+            except subprocess.TimeoutExpired:
+                print(f"{group}: stopped after {args.timeout_minutes:g} minutes; the counts below are partial")
+            else:
+                if run.returncode != 0:
+                    print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+                    raise SystemExit(f"mutmut failed on group {group} (exit {run.returncode}); its copy is in {work}")
         tried = {k: s for k, s in statuses(work, update=True).items() if s != "not checked"}
         killed = sum(s in KILLED for s in tried.values())
         survivors = sorted(k for k, s in tried.items() if s not in KILLED)

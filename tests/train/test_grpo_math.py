@@ -7,7 +7,8 @@ import torch
 
 from opid_train.algorithms import ALGORITHMS, algorithm_class, make_algorithm
 from opid_train.algorithms.base import PrepareContext
-from opid_train.algorithms.grpo import GRPO, group_advantages, low_var_kl, masked_mean, ppo_clip_loss
+from opid_train.algorithms.grpo import (GRPO, episode_advantages, group_advantages, low_var_kl, masked_mean,
+                                       ppo_clip_loss, step_row_advantages)
 from opid_train.config import TrainConfig
 from opid_train.learner import make_batch
 from opid_train.types import Step, Trajectory
@@ -33,6 +34,33 @@ def test_group_advantages_normalize_by_default_and_take_integer_scores():
     torch.testing.assert_close(group_advantages(scores, groups, normalize_std=False), torch.tensor([0.75, -0.25, -0.25, -0.25]))
     # a group of one has no one to be compared with: advantage 0, not 0 / 0
     assert group_advantages(torch.tensor([0.7]), torch.tensor([3]), normalize_std=True).tolist() == [0.0]
+
+
+def test_step_row_advantages_normalize_by_default_and_take_integer_scores():
+    scores, groups = torch.tensor([1, 0, 0, 0]), torch.tensor([0, 0, 0, 0])  # e.g. won flags as ints
+    # mean 0.25; unbiased std sqrt((0.75^2 + 3 * 0.25^2) / 3) = 0.5
+    expected = torch.tensor([0.75, -0.25, -0.25, -0.25]) / (0.5 + 1e-6)
+    default = step_row_advantages(scores, groups)
+    assert default.dtype == torch.float32  # not the scores' int64, which would truncate 1.5 to 1 and -0.5 to 0
+    torch.testing.assert_close(default, expected)
+
+
+@pytest.mark.parametrize("advantages, std", [(group_advantages, 1e-6), (step_row_advantages, math.sqrt(2e-12))])
+def test_eps_keeps_a_near_tie_group_finite(advantages, std):
+    """Two scores 2e-6 apart: centred +-1e-6, std 1e-6 (population) or sqrt(2)e-6 (unbiased), so the
+    advantage is +-1e-6 / (std + 1e-6), not a division by a std of about 0."""
+    adv = advantages(torch.tensor([0.0, 2e-6]), torch.tensor([0, 0]))
+    expected = 1e-6 / (std + 1e-6)
+    torch.testing.assert_close(adv, torch.tensor([-expected, expected]), rtol=1e-3, atol=0)
+
+
+def test_episode_advantages_names_an_unknown_estimator():
+    """GRPO's constructor checks the name first; a direct caller of episode_advantages gets the same message."""
+    cfg = TrainConfig().grpo
+    cfg.outcome_advantage, cfg.reward, cfg.reward_scale = "per_group", "score", 1.0
+    batch = make_batch([_traj(0, 0, 1.0, [True])])
+    with pytest.raises(ValueError, match="unknown grpo.outcome_advantage 'per_group'; choose one of"):
+        episode_advantages(batch, cfg, torch.zeros(1))
 
 
 def test_ppo_clip_loss_hand_computed():

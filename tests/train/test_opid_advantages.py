@@ -324,3 +324,79 @@ def test_active_ratio_of_a_one_token_batch(tmp_path):
     algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {})})
     ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
     assert algo.prepare(batch, ctx)["opid/teacher_active_token_ratio"] == 1.0
+
+
+def test_prepare_hands_the_analyses_and_raw_teacher_terms_to_the_records(setup):
+    """ctx.details feeds the trajectory records: the analyses as the analyzer wrote them (None where it
+    failed), and per component the raw logp_skill - logp_old on the tokens it scored, before any weight."""
+    batch, analyses, _, ctx = setup
+    run(setup, routing="route", w_ep=0.3, w_step=0.7)
+    mask = batch.response_mask
+    assert ctx.details["analyses"] == [analyses[0], None]
+    assert ctx.details["routed"] == [{"episode": "go right until the door"}, {"step": "open the door now"}, {}, {}]
+    terms = ctx.details["teacher_terms"]
+    assert set(terms) == {"episode", "step"}
+    torch.testing.assert_close(terms["episode"], torch.tensor([[WITH_EPISODE - PLAIN], [0.0], [0.0], [0.0]]) * mask)
+    torch.testing.assert_close(terms["step"], torch.tensor([[0.0], [WITH_STEP - PLAIN], [0.0], [0.0]]) * mask)
+
+
+def test_raw_mean_of_a_component_without_tokens_is_zero(tmp_path):
+    """The critical step's response is empty: its step skill is routed, but no token measures it."""
+    trajs = [make_trajectory(0, 0, 2, True), make_trajectory(1, 0, 2, False)]
+    batch = make_batch(trajs, lengths=[3, 0, 1, 3])
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {1: "open it"}), 1: None})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    metrics = algo.prepare(batch, ctx)
+    assert metrics["opid/dlogp_step_raw_mean"] == 0.0
+    assert metrics["opid/dlogp_episode_raw_mean"] == pytest.approx(WITH_EPISODE - PLAIN)
+
+
+def test_score_prompts_tells_a_real_token_0_from_padding():
+    """Two responses to one prompt, [5, 0] with both tokens real and [5] padded with id 0: two distinct pairs.
+    Token 0 is a real token in most vocabularies; only the mask says which 0 is padding."""
+    from opid_train.algorithms.opid import score_prompts
+
+    class TokenScorer:  # log-prob -(id + 1) per real token, 0 on padding
+        def __init__(self):
+            self.rows = 0
+
+        def score(self, prompt_ids, response_ids, response_mask):
+            self.rows += len(prompt_ids)
+            return -(response_ids.float() + 1) * response_mask
+
+    scorer = TokenScorer()
+    got = score_prompts(scorer, [[7], [7]], torch.tensor([[5, 0], [5, 0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
+    assert scorer.rows == 2
+    torch.testing.assert_close(got, torch.tensor([[-6.0, -1.0], [-6.0, 0.0]]))
+
+
+def test_normalizing_a_teacher_term_without_active_tokens_gives_zeros_not_nan():
+    """A routed component whose rows have no response token (an empty response): nothing to normalize over."""
+    d = torch.tensor([[1.0, 3.0], [5.0, 0.0]])
+    shaped = shape_teacher_term(d, torch.zeros(2, 2), normalize=True, clip=None)
+    assert shaped.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+@pytest.mark.parametrize("gap", [1e-6, 2e-6, 4e-6])
+def test_teacher_term_with_a_std_at_most_eps_is_only_centred(gap):
+    """Two active terms 0 and gap: mean and population std gap / 2. A std at most eps (1e-6, reached
+    exactly at gap 2e-6) is noise: the terms are only centred, +-gap / 2, not blown up to +-1/2 by the
+    division; above it they are z-scores, +-(gap / 2) / (gap / 2 + eps)."""
+    half = gap / 2
+    expected = half if half <= 1e-6 else half / (half + 1e-6)
+    shaped = shape_teacher_term(torch.tensor([[0.0, gap]]), torch.ones(1, 2), normalize=True, clip=None)
+    torch.testing.assert_close(shaped, torch.tensor([[-expected, expected]]), rtol=1e-4, atol=0)
+
+
+def test_teacher_term_clipping_is_symmetric():
+    shaped = shape_teacher_term(torch.tensor([[-5.0, 1.0, 3.0]]), torch.ones(1, 3), normalize=False, clip=2.0)
+    assert shaped.tolist() == [[-2.0, 1.0, 2.0]]
+
+
+def test_critical_step_ratio_of_a_single_analysed_critical_step(tmp_path):
+    batch = make_batch([make_trajectory(0, 0, 1, True)], lengths=[2])
+    algo = OPID(train_config(routing="route"))
+    algo.teacher.analyzer = FixedAnalyzer({0: Analysis("won", "go right", {0: "open it"})})
+    ctx = PrepareContext(policy=SkillReadingScorer(), template=TEMPLATE, run_dir=tmp_path, update=0)
+    assert algo.prepare(batch, ctx)["opid/critical_step_ratio"] == 1.0  # 1 critical step of 1 analysed row
