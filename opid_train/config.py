@@ -37,6 +37,9 @@ class WarmstartConfig:
     epochs: int = 8  # behaviour-cloning passes over the demonstrations
     lr: float = 2e-3  # behaviour-cloning learning rate
     batch_size: int = 32  # demonstration steps per behaviour-cloning step
+    # rows per forward/backward (None: the run's micro_batch_size). A batch's rows are sorted by prompt
+    # length before they are split, so small micro-batches pad little: the same step, less compute
+    micro_batch_size: int | None = None
     max_minutes: float | None = None  # stop the SFT early after this many minutes
     skill_share: float = 0.0  # share of demo steps also shown with hindsight skills they follow (OPID/SDAR, tiny policy)
 
@@ -282,7 +285,8 @@ RANGES: dict[str, tuple[float, bool, float]] = {
     "tiny.intermediate_size": (1, True, math.inf), "tiny.vocab_size": (1, True, math.inf),
     "tiny.max_positions": (65, True, math.inf),  # prompts get the context less 64 tokens for the response
     "warmstart.episodes": (0, True, math.inf), "warmstart.epochs": (1, True, math.inf), "warmstart.lr": (0, False, math.inf),
-    "warmstart.batch_size": (1, True, math.inf), "warmstart.max_minutes": (0, False, math.inf),
+    "warmstart.batch_size": (1, True, math.inf), "warmstart.micro_batch_size": (1, True, math.inf),
+    "warmstart.max_minutes": (0, False, math.inf),
     "warmstart.skill_share": (0, True, 1), "record.every": (1, True, math.inf),
     "record.max_trajectories": (0, True, math.inf),
     "eval.episodes": (0, True, math.inf), "eval.samples": (1, True, math.inf), "eval.temperature": (0, False, math.inf),

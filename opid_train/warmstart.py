@@ -132,6 +132,7 @@ def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_
 
     A batch runs as micro-batches of `micro_batch_size` rows with accumulated gradients (the same
     step as one pass): a pretrained model's long prompts do not fit 32 at a time in a laptop's memory.
+    The batch's rows go longest prompt first, so each micro-batch pads its prompts little.
     """
     if not demos:
         raise ValueError("no demonstrations to clone")
@@ -149,7 +150,7 @@ def behaviour_clone(policy, demos: list[Demo], *, epochs: int, lr: float, batch_
     for epoch in range(epochs):
         losses = []
         for chunk in torch.randperm(len(demos), generator=gen).split(batch_size):
-            batch_rows = chunk.tolist()
+            batch_rows = sorted(chunk.tolist(), key=lambda r: len(prompts[r]), reverse=True)
             batch_tokens = sum(len(responses[r]) for r in batch_rows)
             opt.zero_grad(set_to_none=True)
             loss = 0.0

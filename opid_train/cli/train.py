@@ -120,7 +120,7 @@ def initial_policy(cfg: TrainConfig, pool, run_dir: Path, log) -> tuple:
     if demos:
         metrics.update(behaviour_clone(policy, demos, epochs=cfg.warmstart.epochs, lr=cfg.warmstart.lr,
                                        batch_size=cfg.warmstart.batch_size, seed=cfg.seed,
-                                       micro_batch_size=cfg.micro_batch_size,
+                                       micro_batch_size=cfg.warmstart.micro_batch_size or cfg.micro_batch_size,
                                        max_minutes=cfg.warmstart.max_minutes, progress=cfg.progress,
                                        on_epoch=lambda e, loss, secs: log(
                                            f"BC epoch {e + 1}/{cfg.warmstart.epochs}: loss {loss:.3f} ({secs:.0f} s)")))

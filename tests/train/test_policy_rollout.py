@@ -152,13 +152,17 @@ def test_behaviour_cloning_in_micro_batches_takes_the_same_steps():
         p = load_policy("tiny", texts=texts, seed=0, tiny=TINY)
         rows = []
         own_logprobs = p.logprobs
-        p.logprobs = lambda ids, r, m: rows.append(len(ids)) or own_logprobs(ids, r, m)
+        p.logprobs = lambda ids, r, m: rows.append([len(x) for x in ids]) or own_logprobs(ids, r, m)
         began, epochs_seen = time.monotonic(), []
         out = behaviour_clone(p, demos, epochs=2, lr=1e-2, batch_size=8, seed=0, micro_batch_size=micro, progress=False,
                               on_epoch=lambda *report: epochs_seen.append(report))
         assert 0 < out["bc_seconds"] <= time.monotonic() - began  # the clock the time cap reads
         assert [e for e, _, _ in epochs_seen] == [0, 1] and epochs_seen[-1][1] == out["bc_loss"]  # progress without bars
-        assert max(rows) == (8 if micro is None else 3)
+        assert max(map(len, rows)) == (8 if micro is None else 3)
+        if micro:  # longest prompts first within each batch of 8, so micro-batches pad little
+            per_batch = [sum(rows[k:k + 3], []) for k in range(0, len(rows), 3)]
+            assert all(lengths == sorted(lengths, reverse=True) for lengths in per_batch)
+            assert any(len(set(lengths)) > 1 for lengths in per_batch)  # not a vacuous order: lengths differ
         weights.append(torch.cat([w.detach().flatten() for w in p.parameters()]))
         losses.append(out["bc_loss"])
     assert torch.allclose(weights[0], weights[1], atol=1e-5, rtol=1e-4)
@@ -188,7 +192,7 @@ def test_update_skips_rows_without_loss_and_takes_the_same_step(policy, tmp_path
         p = copy.deepcopy(policy)
         rows, grads = [], []
         own_logprobs = p.logprobs
-        p.logprobs = lambda ids, r, m: rows.append(len(ids)) or own_logprobs(ids, r, m)
+        p.logprobs = lambda ids, r, m: rows.append([len(x) for x in ids]) or own_logprobs(ids, r, m)
         learner = Learner(p, algorithm, cfg)
         own_step = learner.optimizer.step
         learner.optimizer.step = lambda: grads.append([w.grad.clone() for w in p.parameters()]) or own_step()
@@ -257,3 +261,20 @@ def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy, capfd):
     assert "eval test" in capfd.readouterr().err
     seeded = evaluate(policy, pool, "test", greedy=False, temperature=0.5, seed=0, progress=False)
     assert [[s.response for s in t.steps] for t in seeded] == [[s.response for s in t.steps] for t in trajs]
+
+
+@pytest.mark.parametrize("warmstart_micro, expected", [(None, 5), (2, 2)])
+def test_warm_start_runs_its_own_micro_batch_size(tmp_path, monkeypatch, warmstart_micro, expected):
+    """`warmstart.micro_batch_size` sets BC's micro-batches; unset, BC takes the run's."""
+    from opid_train.cli import train as train_cli
+    from opid_train.config import TrainConfig, WarmstartConfig
+
+    monkeypatch.setenv("OPID_CACHE", str(tmp_path / "cache"))
+    seen = []
+    own_clone = train_cli.behaviour_clone
+    monkeypatch.setattr(train_cli, "behaviour_clone", lambda *a, **kw: seen.append(kw["micro_batch_size"]) or own_clone(*a, **kw))
+    cfg = TrainConfig(env=EXPERT_ID, policy="tiny", tiny=TINY, micro_batch_size=5, progress=False,
+                      warmstart=WarmstartConfig(episodes=2, epochs=1, micro_batch_size=warmstart_micro))
+    pool = EnvPool(EXPERT_ID, 2)
+    train_cli.initial_policy(cfg, pool, tmp_path, log=lambda *_: None)
+    assert seen == [expected]
