@@ -191,3 +191,18 @@ def test_model_folder_of_each_kind_of_path(tmp_path):
     with pytest.raises(ValueError, match=r"^.*nothing: not a model folder, checkpoint or run folder \(or none of its "
                                          r"checkpoints is whole; a verl checkpoint needs 'hf_model' .*\)$"):
         model_folder_of(tmp_path / "nothing")
+
+
+def test_model_folder_of_a_verl_run_is_its_newest_whole_hugging_face_export(tmp_path):
+    """verl saves global_step_N/actor/huggingface (its weights only with hf_model in save_contents): a run folder,
+    its checkpoints folder or one global_step_N names the newest whole export, by step number."""
+    run = tmp_path / "run"
+    export = lambda step: run / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface"  # noqa: E731
+    for step in (2, 10, 12):
+        OneTensorPolicy(float(step)).save(export(step))
+    (export(12) / "model.safetensors").unlink()  # config and tokenizer only (no hf_model): skipped
+    (run / "checkpoints" / "global_step_11").mkdir()  # no export at all: skipped
+    (run / "checkpoints" / "global_step_x" / "actor" / "huggingface").mkdir(parents=True)  # not a step
+    assert model_folder_of(run) == export(10)  # 10 > 2 by number, not by name
+    assert model_folder_of(run / "checkpoints") == export(10)
+    assert model_folder_of(run / "checkpoints" / "global_step_2") == export(2)
