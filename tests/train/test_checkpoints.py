@@ -206,3 +206,37 @@ def test_model_folder_of_a_verl_run_is_its_newest_whole_hugging_face_export(tmp_
     assert model_folder_of(run) == export(10)  # 10 > 2 by number, not by name
     assert model_folder_of(run / "checkpoints") == export(10)
     assert model_folder_of(run / "checkpoints" / "global_step_2") == export(2)
+
+
+def test_resume_loads_the_optimizer_state_onto_the_policys_device(tmp_path):
+    """A run saved on one device resumes on another (a GPU run resumed on the CPU): the optimizer state goes where
+    the loaded policy is. The meta device stands in for the other device."""
+    damaged_run(tmp_path)
+
+    def load_on_meta(folder):
+        policy = load_one_tensor(folder)
+        policy.device = torch.device("meta")
+        return policy
+
+    resumed = load_newest_checkpoint(tmp_path, load_on_meta, log=lambda _: None)
+    assert resumed.optimizer_state["state"][0]["exp_avg"].device == torch.device("meta")
+
+
+def test_resume_unpickles_nothing_but_tensors_from_an_optimizer_file(tmp_path):
+    """optimizer.pt is read with weights_only: a file holding any other object (unpickling one can run code) does
+    not load, and the resume falls back to the checkpoint before it."""
+    root = damaged_run(tmp_path)
+    torch.save({"state": {}, "param_groups": [], "extra": Path("not a tensor")}, root / "update_00003" / "optimizer.pt")
+    said = []
+    assert load_newest_checkpoint(tmp_path, load_one_tensor, log=said.append).update == 2
+    assert said[0].startswith(f"checkpoint {root / 'update_00003'} does not load (UnpicklingError: ")
+
+
+def test_a_latest_pointer_that_is_not_utf8_is_reported_not_fatal(tmp_path):
+    root = damaged_run(tmp_path)
+    (root / "latest").write_bytes(b"update_\xff\xfe")
+    said = []
+    assert load_newest_checkpoint(tmp_path, load_one_tensor, log=said.append).update == 3
+    named = "update_\ufffd\ufffd"  # each byte that is not UTF-8 read as the replacement character
+    assert said[0] == (f"{root / 'latest'} names {named!r}, which is not a checkpoint: "
+                       "looking for the newest checkpoint that loads")
