@@ -66,6 +66,14 @@ def test_a_save_writes_model_optimizer_and_update_then_points_latest_at_it(tmp_p
     assert torch.equal(load_file(str(final / "model" / "model.safetensors"))["weight"], torch.full((2,), 5.0))
 
 
+def test_a_stray_file_named_like_a_temp_folder_does_not_stop_a_save(tmp_path):
+    """Clearing the temp folders of killed saves never fails a save: a file where one was expected is left alone."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".tmp_update_00009").write_text("not a folder")
+    assert learner().save_checkpoint(tmp_path, 7) == tmp_path / "checkpoints" / "update_00007"
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "update_00007"
+
+
 @pytest.mark.parametrize("keep, kept", [(KEEP_CHECKPOINTS, ["update_00003", "update_00004"]),
                                         (1, ["update_00004"]), (3, ["update_00002", "update_00003", "update_00004"])])
 def test_rotation_keeps_the_newest_keep_and_never_a_later_one(tmp_path, keep, kept):
