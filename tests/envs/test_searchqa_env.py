@@ -13,7 +13,8 @@ import opid_envs  # noqa: F401  (registers OPID/SearchQA-v0)
 from opid_envs.core import check_contract_info
 from opid_envs.searchqa.corpus import Document
 from opid_envs.searchqa.env import SearchQAEnv, format_hits
-from opid_envs.searchqa.retrieval import Hit
+from opid_envs.searchqa.datasets import load_dataset
+from opid_envs.searchqa.retrieval import Hit, Retriever
 from opid_envs.searchqa.scoring import exact_match, f1_score, normalize_answer
 
 
@@ -96,11 +97,13 @@ def test_empty_and_huge_queries_do_not_crash(env):
 def test_answer_scores_exact_match_and_reports_f1(env):
     _, info = env.reset(seed=0, options={"split": "test", "task_id": 3})
     gold = env._item.answers[0]
-    _, reward, terminated, _, info = env.step(f"<answer> THE {gold.upper()}. </answer>")
+    obs, reward, terminated, _, info = env.step(f"<answer> THE {gold.upper()}. </answer>")
     assert terminated and reward == 1.0 and info["won"] and info["em"] == 1.0 and info["f1"] == 1.0
+    assert obs == f"Your answer: THE {gold.upper()}.. Correct." and info["answer"] == f"THE {gold.upper()}."
     env.reset(seed=0, options={"split": "test", "task_id": 3})
-    _, reward, terminated, _, info = env.step("<answer> certainly not it </answer>")
+    obs, reward, terminated, _, info = env.step("<answer> certainly \n not  it </answer>")
     assert terminated and reward == 0.0 and not info["won"] and info["gold_answers"] == [gold]
+    assert obs == "Your answer: certainly not it. Incorrect." and info["answer"] == "certainly not it"
 
 
 def test_truncates_after_four_turns(env):
@@ -184,6 +187,11 @@ def test_result_formats_by_hand():
         "result": 'Doc 1: "Kutho Workshop"\nA forge in the hills.\nDoc 2: "Pouva"\nAn observatory.\nSecond line.\n'}
     assert format_hits(hits, "compact") == ("<information>Doc 1: (Title: Kutho Workshop) A forge in the hills.\n"
                                            "Doc 2: (Title: Pouva) An observatory.\nSecond line.\n</information>")
+    assert format_hits(hits) == format_hits(hits, "searchr1")  # Search-R1's text by default
+    # no hits (a server or a filter can return none): each format says so in its own words
+    assert format_hits([], "searchr1") == "<information></information>"
+    assert format_hits([], "verl_agent") == '<information>{"result": "No search results found."}</information>'
+    assert format_hits([], "compact") == "<information>No document matches the query.</information>"
     with pytest.raises(ValueError, match="result_format"):
         format_hits(hits, "markdown")
 
@@ -221,6 +229,7 @@ def test_scores_by_hand_with_several_gold_answers():
 @pytest.mark.parametrize("action, message", [
     ("<search> a </search> <search> b </search> <answer> c </answer>",
      "expected exactly one <search> or <answer> block, found 3"),
+    ("<search> a </search><answer> b </answer>", "expected exactly one <search> or <answer> block, found 2"),
     ("<search> a <search> b </search>", "unbalanced or nested <search>/<answer> tags"),
     ("<answer>\n \t</answer>", "the <answer> block is empty"),
     ("plain words", "no <search> or <answer> block found"),
@@ -242,3 +251,54 @@ def test_a_search_is_one_line_of_words_and_counted(env):
     assert env._queries == ["Pouva Observatory"] * 2 and len(env._seen) == 6  # topk 3, twice
     _, info = env.reset(seed=0, options={"split": "train", "task_id": 0})
     assert (info["em"], info["f1"], info["searches"], env._queries, env._seen) == (0.0, 0.0, 0, [], [])
+
+
+class FixedHits(Retriever):
+    """A stand-in retriever, in a unit test of the env's own search step: these hits for any query, the
+    first k of them, recording each k it was asked for."""
+
+    def __init__(self, hits):
+        self.hits, self.asked = hits, []
+
+    def batch_search(self, queries, k=3):
+        self.asked.append(k)
+        return [self.hits[:k] for _ in queries]
+
+
+def test_a_dataset_and_a_retriever_given_as_objects_are_used_as_they_are():
+    dataset = load_dataset("synthetic")
+    scores = {"A": 2.5, "B": 0.0, "C": 0.5, "D": 1.0, "E": 3.0}
+    retriever = FixedHits([_hit(title, f"text {title}.", score) for title, score in scores.items()])
+    env = SearchQAEnv(dataset=dataset, retriever=retriever, topk=4, result_format="compact", drop_zero_score_hits=True)
+    assert env.dataset is dataset and env.retriever is retriever
+    env.reset(seed=0, options={"split": "train", "task_id": 0})
+    obs, _, _, _, info = env.step("<search> anything </search>")
+    # the top 4 asked for; only the hit with score 0 dropped (0.5 and 1.0 are kept)
+    assert retriever.asked == [4] and info["action_valid"]
+    assert obs == "<information>Doc 1: (Title: A) text A.\nDoc 2: (Title: C) text C.\nDoc 3: (Title: D) text D.\n</information>"
+    assert len(env._seen) == 3
+
+
+def test_topk_is_how_many_documents_a_search_shows_and_must_be_at_least_1():
+    env = SearchQAEnv(topk=1)
+    env.reset(seed=0, options={"split": "train", "task_id": 0})
+    obs, *_ = env.step("<search> founded river city </search>")
+    assert re.findall(r"Doc (\d+)\(Title: ", obs) == ["1"]
+    with pytest.raises(ValueError, match=r"^topk must be >= 1, got 0$"):
+        SearchQAEnv(topk=0)
+
+
+def test_split_and_render_mode_are_the_base_envs():
+    env = SearchQAEnv(split="test", render_mode="ansi")
+    assert (env.split, env.render_mode) == ("test", "ansi")
+    _, info = env.reset(seed=0)
+    assert info["split"] == "test" and info["task"] in {item.question for item in env.dataset.split("test")}
+
+
+def test_random_actions_before_any_reset_are_well_formed():
+    from opid_envs.searchqa.env import parse_action
+
+    env, rng = SearchQAEnv(), random.Random(0)
+    actions = [env.random_action(rng) for _ in range(20)]
+    assert {action.split(">")[0] for action in actions} == {"<search", "<answer"}
+    assert all(parse_action(action)[2] is None for action in actions)

@@ -66,6 +66,14 @@ def test_a_save_writes_model_optimizer_and_update_then_points_latest_at_it(tmp_p
     assert torch.equal(load_file(str(final / "model" / "model.safetensors"))["weight"], torch.full((2,), 5.0))
 
 
+def test_a_stray_file_named_like_a_temp_folder_does_not_stop_a_save(tmp_path):
+    """Clearing the temp folders of killed saves never fails a save: a file where one was expected is left alone."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".tmp_update_00009").write_text("not a folder")
+    assert learner().save_checkpoint(tmp_path, 7) == tmp_path / "checkpoints" / "update_00007"
+    assert (tmp_path / "checkpoints" / "latest").read_text() == "update_00007"
+
+
 @pytest.mark.parametrize("keep, kept", [(KEEP_CHECKPOINTS, ["update_00003", "update_00004"]),
                                         (1, ["update_00004"]), (3, ["update_00002", "update_00003", "update_00004"])])
 def test_rotation_keeps_the_newest_keep_and_never_a_later_one(tmp_path, keep, kept):
@@ -191,3 +199,52 @@ def test_model_folder_of_each_kind_of_path(tmp_path):
     with pytest.raises(ValueError, match=r"^.*nothing: not a model folder, checkpoint or run folder \(or none of its "
                                          r"checkpoints is whole; a verl checkpoint needs 'hf_model' .*\)$"):
         model_folder_of(tmp_path / "nothing")
+
+
+def test_model_folder_of_a_verl_run_is_its_newest_whole_hugging_face_export(tmp_path):
+    """verl saves global_step_N/actor/huggingface (its weights only with hf_model in save_contents): a run folder,
+    its checkpoints folder or one global_step_N names the newest whole export, by step number."""
+    run = tmp_path / "run"
+    export = lambda step: run / "checkpoints" / f"global_step_{step}" / "actor" / "huggingface"  # noqa: E731
+    for step in (2, 10, 12):
+        OneTensorPolicy(float(step)).save(export(step))
+    (export(12) / "model.safetensors").unlink()  # config and tokenizer only (no hf_model): skipped
+    (run / "checkpoints" / "global_step_11").mkdir()  # no export at all: skipped
+    (run / "checkpoints" / "global_step_x" / "actor" / "huggingface").mkdir(parents=True)  # not a step
+    assert model_folder_of(run) == export(10)  # 10 > 2 by number, not by name
+    assert model_folder_of(run / "checkpoints") == export(10)
+    assert model_folder_of(run / "checkpoints" / "global_step_2") == export(2)
+
+
+def test_resume_loads_the_optimizer_state_onto_the_policys_device(tmp_path):
+    """A run saved on one device resumes on another (a GPU run resumed on the CPU): the optimizer state goes where
+    the loaded policy is. The meta device stands in for the other device."""
+    damaged_run(tmp_path)
+
+    def load_on_meta(folder):
+        policy = load_one_tensor(folder)
+        policy.device = torch.device("meta")
+        return policy
+
+    resumed = load_newest_checkpoint(tmp_path, load_on_meta, log=lambda _: None)
+    assert resumed.optimizer_state["state"][0]["exp_avg"].device == torch.device("meta")
+
+
+def test_resume_unpickles_nothing_but_tensors_from_an_optimizer_file(tmp_path):
+    """optimizer.pt is read with weights_only: a file holding any other object (unpickling one can run code) does
+    not load, and the resume falls back to the checkpoint before it."""
+    root = damaged_run(tmp_path)
+    torch.save({"state": {}, "param_groups": [], "extra": Path("not a tensor")}, root / "update_00003" / "optimizer.pt")
+    said = []
+    assert load_newest_checkpoint(tmp_path, load_one_tensor, log=said.append).update == 2
+    assert said[0].startswith(f"checkpoint {root / 'update_00003'} does not load (UnpicklingError: ")
+
+
+def test_a_latest_pointer_that_is_not_utf8_is_reported_not_fatal(tmp_path):
+    root = damaged_run(tmp_path)
+    (root / "latest").write_bytes(b"update_\xff\xfe")
+    said = []
+    assert load_newest_checkpoint(tmp_path, load_one_tensor, log=said.append).update == 3
+    named = "update_\ufffd\ufffd"  # each byte that is not UTF-8 read as the replacement character
+    assert said[0] == (f"{root / 'latest'} names {named!r}, which is not a checkpoint: "
+                       "looking for the newest checkpoint that loads")

@@ -136,6 +136,45 @@ def test_a_dual_clip_bound_of_one_or_less_is_refused():
             check_grpo_config(GRPOConfig(outcome_advantage="verl_agent", reward="score", clip_ratio_c=bound))
     for bound in (None, 0, 1.5, 3.0):
         check_grpo_config(GRPOConfig(outcome_advantage="verl_agent", reward="score", clip_ratio_c=bound))
+    loss, _ = ppo_clip_loss(torch.tensor([[math.log(2.0)]]), torch.zeros(1, 1), torch.tensor([[-1.0]]), torch.ones(1, 1),
+                            clip_eps=0.2, clip_ratio_c=1.5)  # a bound just above 1 is taken: ratio 2 is capped at 1.5
+    assert loss.item() == pytest.approx(1.5)
+
+
+def _one_token_loss(log_ratio: float, advantage: float, **dual_clip) -> tuple[float, float]:
+    """The loss of one token with this log-ratio and advantage, and its gradient in logp."""
+    new = torch.tensor([[log_ratio]], requires_grad=True)
+    loss, _ = ppo_clip_loss(new, torch.zeros(1, 1), torch.tensor([[advantage]]), torch.ones(1, 1), clip_eps=0.2,
+                            **dual_clip)
+    (grad,) = torch.autograd.grad(loss, new)
+    return loss.item(), grad.item()
+
+
+def test_dual_clip_clamps_the_log_ratio_to_20_either_way_and_plain_ppo_does_not():
+    """With dual clip the log-ratio is clamped to [-20, 20] before exp, as verl's compute_policy_loss_vanilla:
+    a ratio far out of range keeps a finite loss and a zero gradient (exp(100) is inf in float32, and the
+    clip's zero gradient times inf is NaN). Without dual clip the loss is the plain one, unclamped."""
+    e = lambda x: torch.exp(torch.tensor(x)).item()  # noqa: E731  (float32, as the loss computes it)
+    assert _one_token_loss(100.0, 1.0, clip_ratio_c=3.0) == (pytest.approx(-1.2), 0.0)  # the clip's -A * 1.2
+    assert _one_token_loss(100.0, -1.0, clip_ratio_c=3.0) == (pytest.approx(3.0), 0.0)  # the dual clip's -A * c
+    assert _one_token_loss(21.0, -1.0, clip_ratio_c=1e10) == (pytest.approx(e(20.0), rel=1e-6), 0.0)  # e^20, not e^21
+    assert _one_token_loss(-30.0, 1.0, clip_ratio_c=3.0) == (pytest.approx(-e(-20.0), rel=1e-6), 0.0)  # e^-20
+    for off in (None, 0):
+        loss, grad = _one_token_loss(-30.0, 1.0, clip_ratio_c=off)
+        assert (loss, grad) == (pytest.approx(-e(-30.0), rel=1e-6), pytest.approx(-e(-30.0), rel=1e-6))
+        assert _one_token_loss(21.0, -1.0, clip_ratio_c=off)[0] == pytest.approx(e(21.0), rel=1e-6)
+
+
+def test_pg_clipfrac_lower_counts_a_token_only_when_the_bound_lowers_its_loss():
+    """A token whose loss equals -A * c exactly is not capped: verl counts `clip_pg_losses1 > pg_losses3`."""
+    new = torch.tensor([[0.7, 0.7]])
+    ratio = torch.exp(new[0, 0]).item()  # 2.01..., exactly representable: the bound below equals the loss
+    loss, stats = ppo_clip_loss(new, torch.zeros(1, 2), torch.tensor([[-1.0, -1.0]]), torch.ones(1, 2), clip_eps=0.2,
+                                clip_ratio_c=ratio)
+    assert loss.item() == ratio and stats["pg_clipfrac_lower"] == 0.0
+    loss, stats = ppo_clip_loss(new, torch.zeros(1, 2), torch.tensor([[-1.0, -1.0]]), torch.tensor([[1.0, 0.0]]),
+                                clip_eps=0.2, clip_ratio_c=1.5)
+    assert loss.item() == pytest.approx(1.5) and stats["pg_clipfrac_lower"] == 1.0
 
 
 def test_low_var_kl_k3():
