@@ -192,7 +192,7 @@ def test_update_skips_rows_without_loss_and_takes_the_same_step(policy, tmp_path
         p = copy.deepcopy(policy)
         rows, grads = [], []
         own_logprobs = p.logprobs
-        p.logprobs = lambda ids, r, m: rows.append([len(x) for x in ids]) or own_logprobs(ids, r, m)
+        p.logprobs = lambda ids, r, m: rows.append(len(ids)) or own_logprobs(ids, r, m)
         learner = Learner(p, algorithm, cfg)
         own_step = learner.optimizer.step
         learner.optimizer.step = lambda: grads.append([w.grad.clone() for w in p.parameters()]) or own_step()
