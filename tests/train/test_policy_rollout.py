@@ -1,5 +1,6 @@
 """The tiny HF policy and the batched collector on the toy env (fast, in process)."""
 
+import math
 import time
 
 import pytest
@@ -159,8 +160,13 @@ def test_behaviour_cloning_in_micro_batches_takes_the_same_steps():
         assert 0 < out["bc_seconds"] <= time.monotonic() - began  # the clock the time cap reads
         assert [e for e, _, _ in epochs_seen] == [0, 1] and epochs_seen[-1][1] == out["bc_loss"]  # progress without bars
         assert max(map(len, rows)) == (8 if micro is None else 3)
-        if micro:  # longest prompts first within each batch of 8, so micro-batches pad little
-            per_batch = [sum(rows[k:k + 3], []) for k in range(0, len(rows), 3)]
+        if micro is None:
+            batch_sizes = list(map(len, rows))  # one call per batch: 8 rows, the last of an epoch maybe fewer
+        else:  # longest prompts first within each batch, so micro-batches pad little
+            calls, per_batch = iter(rows), []
+            for size in batch_sizes:
+                per_batch.append(sum((next(calls) for _ in range(math.ceil(size / micro))), []))
+            assert next(calls, None) is None
             assert all(lengths == sorted(lengths, reverse=True) for lengths in per_batch)
             assert any(len(set(lengths)) > 1 for lengths in per_batch)  # not a vacuous order: lengths differ
         weights.append(torch.cat([w.detach().flatten() for w in p.parameters()]))
