@@ -86,6 +86,27 @@ def test_rotation_keeps_the_newest_keep_and_never_a_later_one(tmp_path, keep, ke
     assert KEEP_CHECKPOINTS == 2  # the newest and the one before it, to fall back to
 
 
+def test_a_save_whose_rotation_cannot_remove_an_old_checkpoint_still_succeeds(tmp_path, monkeypatch):
+    """Removing old checkpoints is housekeeping: when the file system refuses (a folder another user owns,
+    a file held open on a network share), the new checkpoint is already whole and pointed at, so the
+    save returns instead of ending a long run."""
+    saver = learner()
+    for update in (1, 2):
+        saver.save_checkpoint(tmp_path, update)
+    real_rmtree = shutil.rmtree
+
+    def rmtree_refused_for_update_1(path, ignore_errors=False, **kwargs):
+        if Path(path).name == "update_00001":
+            if not ignore_errors:
+                raise PermissionError(13, "Permission denied", str(path))
+            return
+        real_rmtree(path, ignore_errors=ignore_errors, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree_refused_for_update_1)
+    assert saver.save_checkpoint(tmp_path, 3) == tmp_path / "checkpoints" / "update_00003"
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "update_00003"
+    assert names(tmp_path) == ["latest", "update_00001", "update_00002", "update_00003"]
+
 def test_checkpoint_folders_are_newest_first_and_only_numbered_folders(tmp_path):
     root = tmp_path / "checkpoints"
     for name in ("update_00010", "update_00009", "update_00100", "update_x", "update_0001a"):
