@@ -83,6 +83,14 @@ def test_prepare_keeps_grpo_advantage_and_stores_the_teacher(tmp_path):
     assert algo.extra_loss(batch.select([2, 3]), torch.zeros(2, 3))[0] is None  # no teacher: no term
 
 
+def test_score_chunk_rows_bounds_the_teacher_prompts_per_forward_pass(tmp_path):
+    """`score_chunk_rows` is the memory bound of the teacher pass: 1 scores the two teacher prompts
+    (an episode skill and a step skill) in two forward passes, with the same values as one pass."""
+    _, batch, scorer, _ = _sdar(tmp_path, score_chunk_rows=1)
+    assert scorer.calls == 2
+    torch.testing.assert_close(batch.extras["teacher_logp"][:, 0], torch.tensor([-0.5, -0.2, 0.0, 0.0]))
+
+
 def test_prefix_teacher_context(tmp_path):
     _, _, scorer, _ = _sdar(tmp_path, teacher_context="prefix", routing="additive")
     teacher_texts = [t for t in scorer.texts if t.startswith("[Privileged Skill Information]")]
