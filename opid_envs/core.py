@@ -149,7 +149,8 @@ class TextSpace(gym.Space[str]):
 class SharedStrings(Sequence[str]):
     """A batch of strings in shared memory: what `AsyncVectorEnv` reads its workers' text
     observations from. Each env has a slot of `max_length` x 4 bytes (UTF-8 at its widest) and a
-    byte count, so reading or writing costs the text's length, not the slot's. A deep copy (the
+    byte count, so reading or writing costs the text's length, not the slot's. Any str comes back as
+    written, lone surrogates included (`surrogatepass` both ways), as through a pipe. A deep copy (the
     vector env's default, `copy=True`) is a plain tuple of str, as without shared memory."""
 
     def __init__(self, space: TextSpace, shared, n: int):
@@ -166,7 +167,7 @@ class SharedStrings(Sequence[str]):
             return tuple(self[i] for i in range(*index.indices(len(self))))
         index = range(len(self))[index]
         start = index * self.slot
-        return self.data[start : start + int(self.lengths[index])].tobytes().decode("utf-8")
+        return self.data[start : start + int(self.lengths[index])].tobytes().decode("utf-8", errors="surrogatepass")
 
     def write(self, index: int, text: str) -> None:
         raw = np.frombuffer(text.encode("utf-8", errors="surrogatepass"), dtype=np.uint8)

@@ -258,6 +258,18 @@ def test_shared_strings_in_process():
         view[3]
 
 
+def test_shared_strings_carry_a_lone_surrogate_exactly():
+    """An env's observation is any str: one with a lone surrogate (e.g. from JSON's "\\ud800") crosses the
+    shared memory as it was written, as it crosses a pipe without shared memory, and is not a crash on read."""
+    from gymnasium.vector.utils import create_shared_memory, read_from_shared_memory, write_to_shared_memory
+
+    space = TextSpace(max_length=4)
+    shared = create_shared_memory(space, n=2)
+    view = read_from_shared_memory(space, shared, n=2)
+    write_to_shared_memory(space, 1, "a\udfffb\ud800", shared)
+    assert view[1] == "a\udfffb\ud800" and view.lengths.tolist() == [0, 8]
+
+
 def test_tagged_blocks_by_hand():
     from opid_envs.core import tagged_blocks
 
