@@ -269,6 +269,29 @@ def test_evaluate_plays_the_chosen_tasks_in_pool_sized_chunks(policy, capfd):
     assert [[s.response for s in t.steps] for t in seeded] == [[s.response for s in t.steps] for t in trajs]
 
 
+def test_evaluate_samples_by_its_seed_and_prints_nothing_without_progress(policy, capfd):
+    """A sampled evaluation is the seed's: another seed draws other responses (the same seed the same
+    ones, above); `progress=False` keeps stderr clean for logs and scripts."""
+    from opid_train.evaluate import evaluate
+
+    pool = EnvPool(EXPERT_ID, 4, {"max_steps": 2})
+    capfd.readouterr()
+    runs = [evaluate(policy, pool, "train", episodes=3, greedy=False, samples=2, temperature=1.0, seed=seed,
+                     max_new_tokens=6, progress=False) for seed in (0, 1)]
+    assert [[s.response for s in t.steps] for t in runs[0]] != [[s.response for s in t.steps] for t in runs[1]]
+    assert "eval train" not in capfd.readouterr().err
+
+
+def test_evaluate_with_fewer_envs_than_a_tasks_samples_twice_plays_one_task_at_a_time(policy):
+    from opid_train.evaluate import evaluate
+
+    small = RecordingPolicy(policy)
+    trajs = evaluate(small, EnvPool(EXPERT_ID, 3, {"max_steps": 2}), "train", episodes=2, greedy=False, samples=2,
+                     temperature=0.5, max_new_tokens=5, progress=False)
+    assert [(t.task_id, t.group_id) for t in trajs] == [(0, 0), (0, 0), (2, 1), (2, 1)]
+    assert max(c[0] for c in small.calls) == 2  # one task's two samples per generate call
+
+
 @pytest.mark.parametrize("warmstart_micro, expected", [(None, 5), (2, 2)])
 def test_warm_start_runs_its_own_micro_batch_size(tmp_path, monkeypatch, warmstart_micro, expected):
     """`warmstart.micro_batch_size` sets BC's micro-batches; unset, BC takes the run's."""
