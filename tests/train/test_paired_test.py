@@ -144,7 +144,9 @@ def test_task_level_test_says_what_change_an_evaluation_of_its_size_can_detect()
     assert task_level_test([up, up, flat, down])["detectable_change"] == pytest.approx(z * (11 / 12) ** 0.5 / 2)
     # four times the tasks: sum of squared deviations 4 * 11/4, sd sqrt(11/15), over sqrt(16)
     assert task_level_test([up, up, flat, down] * 4)["detectable_change"] == pytest.approx(z * (11 / 15) ** 0.5 / 4)
-    assert task_level_test([flat])["detectable_change"] == 0.0
+    # two tasks already have a spread: d = [1, -1], sd sqrt(2), over sqrt(2); one task has none
+    assert task_level_test([up, down])["detectable_change"] == pytest.approx(z)
+    assert task_level_test([flat])["detectable_change"] == 0.0 and task_level_test([up])["detectable_change"] == 0.0
 
 
 def test_the_main_jobs_verdict_tells_a_user_what_one_seed_could_not_show():
