@@ -282,6 +282,20 @@ def test_evaluate_samples_by_its_seed_and_prints_nothing_without_progress(policy
     assert "eval train" not in capfd.readouterr().err
 
 
+def test_evaluate_draws_each_chunk_from_its_own_seed(policy):
+    """Tasks are independent evidence (the task-level test counts them so): a chunk of tasks does not
+    replay another chunk's random draws. In a 7-cell corridor every train task starts the same (the key
+    at cell 0), so chunks [0, 1] and [2, 3] see the same prompts, and only their seeds tell them apart."""
+    from opid_train.evaluate import evaluate
+
+    pool = EnvPool(EXPERT_ID, 4, {"max_steps": 2, "length": 7})
+    trajs = evaluate(policy, pool, "train", episodes=4, greedy=False, samples=2, temperature=1.0, max_new_tokens=6,
+                     progress=False)
+    assert len({t.steps[0].prompt for t in trajs}) == 1 and [t.group_id for t in trajs] == [0, 0, 1, 1, 2, 2, 3, 3]
+    first, second = ([[s.response for s in t.steps] for t in trajs[i:i + 4]] for i in (0, 4))
+    assert first != second
+
+
 def test_evaluate_with_fewer_envs_than_a_tasks_samples_twice_plays_one_task_at_a_time(policy):
     from opid_train.evaluate import evaluate
 
