@@ -3,7 +3,7 @@
     score = r_type * (n_attr + n_opt + r_price) / (|goal attributes| + |goal options| + 1)
 
 - n_attr: goal attributes found on the product, by fuzzy match (token_set_ratio > 85) against the
-  product's attributes, else as a substring of its title, bullet points or description;
+  product's attributes, else as a substring of its title, of its bullet points or of its description;
 - n_opt: goal options matched (token_set_ratio > 85) by a chosen option, colors normalized first.
   WebShop's way (the default): a synthetic goal holds its options as a dict, and WebShop iterates its
   items, so each goal option is matched as the string of its (name, value) pair, "('size', '1 fl oz')";
@@ -208,10 +208,12 @@ def type_reward(product, goal, nouns: Callable[[str], frozenset[str]]) -> tuple[
 
 
 def attribute_matches(product, goal_attributes: Iterable[str]) -> int:
-    text = " ".join((product.title, " ".join(product.bullets), product.description)).lower()
+    """Goal attributes found on the product. Like WebShop, the title, the bullet points (joined) and the
+    description are searched one at a time: an attribute split across two of them is not found."""
+    texts = [product.title.lower(), " ".join(product.bullets).lower(), product.description.lower()]
     count = 0
     for wanted in goal_attributes:
-        if any(fuzzy_match(have, wanted) for have in product.attributes) or wanted.lower() in text:
+        if any(fuzzy_match(have, wanted) for have in product.attributes) or any(wanted.lower() in t for t in texts):
             count += 1
     return count
 

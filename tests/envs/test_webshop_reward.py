@@ -56,6 +56,15 @@ def test_attribute_terms():
     assert attribute_matches(p, ["paraben free", "gluten free", "waterproof"]) == 2
 
 
+def test_an_attribute_is_found_within_one_text_field_like_webshop():
+    """WebShop looks for a goal attribute in the title, in the bullet points joined by spaces, and in the
+    description, one at a time: words that only meet across two of them are not the attribute."""
+    p = product(title="Acme Lipstick", bullets=("Waterproof formula", "Long wear"), description="Made in Italy.")
+    assert attribute_matches(p, ["lipstick waterproof"]) == 0  # end of the title + start of the bullets
+    assert attribute_matches(p, ["wear made"]) == 0  # end of the bullets + start of the description
+    assert attribute_matches(p, ["formula long"]) == 1  # across two bullet points: one joined text
+
+
 def test_option_terms_with_our_color_normalization():
     assert normalize_color("Bright Red") == "red"
     assert normalize_color("navy blue stripe") == "navy blue"  # the longest color wins
@@ -77,6 +86,25 @@ def test_webshop_color_normalization_is_its_alphabetical_scan():
     # a human goal (options as values): "light blue" wanted, "navy blue" bought -> a match there, not in ours
     assert option_matches(["navy blue"], [("", "light blue")]) == 1
     assert option_matches(["navy blue"], [("", "light blue")], color_normalization="longest") == 0
+
+
+def test_webshop_normalization_applies_to_the_goal_and_the_bought_option_alike():
+    # "rose gold" is "gold" in WebShop's scan ("gold" comes before "rose"), and stays "rose gold" in ours
+    assert option_matches(["rose"], [("", "rose gold")]) == 0  # "rose" vs "gold"
+    assert option_matches(["rose gold"], [("", "rose")]) == 0  # "gold" vs "rose"
+    ours = {"color_normalization": "longest"}
+    assert option_matches(["rose"], [("", "rose gold")], **ours) == 1  # "rose" is in "rose gold"
+    assert option_matches(["rose gold"], [("", "rose")], **ours) == 1
+
+
+def test_our_color_normalization_applies_inside_a_pair_and_reaches_the_score():
+    ours = {"color_normalization": "longest"}
+    assert goal_option_strings([("color", "Navy Blue Stripe")], **ours) == ["('color', 'navy blue')"]
+    assert option_matches(["navy blue"], [("color", "navy blue stripe")], **ours) == 1
+    # a human goal's "light blue": "blue" to WebShop, as "navy blue" is; two colors to ours
+    g = goal(options=(("", "light blue"),))
+    assert score_purchase(product(), g, ["navy blue"], fallback_nouns).options_matched == 1
+    assert score_purchase(product(), g, ["navy blue"], fallback_nouns, **ours).options_matched == 0
 
 
 @pytest.mark.parametrize("bought, wanted", [("16 fl oz", ("size", "1 fl oz")), ("xx-large", ("size", "x-large"))])
@@ -194,6 +222,14 @@ def test_each_type_rule_alone_gives_full_credit():
 def test_auto_noun_finder_is_spacy_when_installed():
     want = "spacy" if spacy_available() else "fallback"
     assert noun_finder_name(get_noun_finder("auto")) == want and noun_finder_name(get_noun_finder()) == want
+
+
+def test_auto_noun_finder_is_the_fallback_without_spacy(monkeypatch):
+    """Without the nouns extra, 'auto' takes the documented fallback instead of failing."""
+    import opid_envs.webshop.reward as reward
+
+    monkeypatch.setattr(reward, "spacy_available", lambda: False)
+    assert get_noun_finder("auto") is fallback_nouns and get_noun_finder() is fallback_nouns
 
 
 def test_fallback_noun_finder_keeps_content_words():

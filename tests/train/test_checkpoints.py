@@ -107,6 +107,7 @@ def test_a_save_whose_rotation_cannot_remove_an_old_checkpoint_still_succeeds(tm
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "update_00003"
     assert names(tmp_path) == ["latest", "update_00001", "update_00002", "update_00003"]
 
+
 def test_checkpoint_folders_are_newest_first_and_only_numbered_folders(tmp_path):
     root = tmp_path / "checkpoints"
     for name in ("update_00010", "update_00009", "update_00100", "update_x", "update_0001a"):
@@ -114,6 +115,17 @@ def test_checkpoint_folders_are_newest_first_and_only_numbered_folders(tmp_path)
     (root / "update_00200").write_text("a file")
     assert checkpoint_folders(tmp_path) == [root / "update_00100", root / "update_00010", root / "update_00009"]
     assert checkpoint_folders(tmp_path / "elsewhere") == []
+
+
+def test_checkpoint_folders_are_ordered_by_update_number_past_five_digits(tmp_path):
+    """A save names its folder update_{update:05d}, so update 100000 gets six digits: newest is the
+    highest number, though update_99999 sorts after update_100000 by name."""
+    saver = learner()
+    for update in (99_999, 100_000):
+        saver.save_checkpoint(tmp_path, update)
+    root = tmp_path / "checkpoints"
+    assert checkpoint_folders(tmp_path) == [root / "update_100000", root / "update_99999"]
+    assert latest_checkpoint(tmp_path) == root / "update_100000"
 
 
 def damaged_run(tmp_path: Path) -> Path:

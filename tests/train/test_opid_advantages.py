@@ -307,6 +307,44 @@ def test_forgetting_the_updates_redone_after_a_resume(tmp_path):
     assert path.read_text(encoding="utf-8") == lines[0] + lines[1]
 
 
+DUMP_AND_RESUME = """
+import pickle, sys
+from pathlib import Path
+from opid_train.algorithms.opid import dump_skills, forget_updates_from
+
+path, batch = Path(sys.argv[1]), pickle.loads(Path(sys.argv[2]).read_bytes())
+for update in (1, 2):
+    dump_skills(path, update, batch, [None], [{}])
+forget_updates_from(path, 2)  # resumed from the checkpoint of update 1
+"""
+
+
+def test_the_skills_dump_is_utf8_on_an_ascii_locale(tmp_path):
+    """A run on a machine whose locale is plain C (ASCII, as in a bare container) dumps a task written "café"
+    and forgets the updates its resume redoes exactly as a run on a UTF-8 locale does."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import opid_train
+    from opid_train.algorithms.opid import dump_skills, forget_updates_from
+
+    batch = make_batch([make_trajectory(0, 0, 1, True, task="ouvrir la porte, café")], lengths=[2])
+    utf8 = tmp_path / "utf8.jsonl"
+    for update in (1, 2):
+        dump_skills(utf8, update, batch, [None], [{}])
+    forget_updates_from(utf8, 2)
+    assert [json.loads(line)["task"] for line in utf8.read_text(encoding="utf-8").splitlines()] == ["ouvrir la porte, café"]
+    (tmp_path / "batch.pkl").write_bytes(pickle.dumps(batch))
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONPATH": str(Path(opid_train.__file__).parents[1])}
+    run = subprocess.run([sys.executable, "-c", DUMP_AND_RESUME, str(tmp_path / "c.jsonl"), str(tmp_path / "batch.pkl")],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "c.jsonl").read_bytes() == utf8.read_bytes()
+
+
 def test_sdar_scores_only_the_teacher_prompts(setup):
     """score_teacher's default leaves out the old policy's re-scoring (SDAR relies on it)."""
     from opid_train.algorithms.opid import score_teacher
@@ -369,6 +407,26 @@ def test_score_prompts_tells_a_real_token_0_from_padding():
     got = score_prompts(scorer, [[7], [7]], torch.tensor([[5, 0], [5, 0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]]))
     assert scorer.rows == 2
     torch.testing.assert_close(got, torch.tensor([[-6.0, -1.0], [-6.0, 0.0]]))
+
+
+def test_score_prompts_chunks_prompts_of_similar_length_together():
+    """A chunk is padded to its longest prompt, so the pairs are sorted by prompt length before they are cut
+    into chunks (a short prompt is not padded to a long one); the rows still come back in the order given."""
+    from opid_train.algorithms.opid import score_prompts
+
+    class LengthScorer:  # log-prob: the prompt's length, on every real token
+        def __init__(self):
+            self.chunks = []
+
+        def score(self, prompt_ids, response_ids, response_mask):
+            self.chunks.append([len(p) for p in prompt_ids])
+            return torch.tensor([[float(len(p))] for p in prompt_ids]) * response_mask
+
+    scorer = LengthScorer()
+    prompts = [[1] * 5, [2], [3] * 5, [4]]
+    got = score_prompts(scorer, prompts, torch.ones(4, 1, dtype=torch.long), torch.ones(4, 1), chunk_rows=2)
+    assert scorer.chunks == [[1, 1], [5, 5]]
+    assert got[:, 0].tolist() == [5.0, 1.0, 5.0, 1.0]
 
 
 def test_normalizing_a_teacher_term_without_active_tokens_gives_zeros_not_nan():
