@@ -97,6 +97,15 @@ def left_padded(right_padded: torch.Tensor, lengths: list[int], response_width: 
 class OpidTrainer(PPOTrainerSync):
     """verl's synchronous trainer; its advantage step is opid's (GRPO, OPID or SDAR's advantage)."""
 
+    def __init__(self, config):
+        super().__init__(config)
+        # verl reads any mode but "sync" as asynchronous (async replay buffer, prompts refilled one at a
+        # time, the TransferQueue checkpointed with the batch just trained, replayed on resume): this
+        # trainer, registered under its own name, runs as "sync"
+        self.trainer_mode = "sync"
+        self.parameter_sync_step = self.config.trainer.v1.get("sync", {}).get("parameter_sync_step", 1)
+        self.replay_buffer = self._build_replay_buffer()
+
     def _setup_opid(self):
         from omegaconf import OmegaConf
         from verl.utils.tokenizer.continuous_token_wiring import create_continuous_token_builder
