@@ -57,6 +57,9 @@ class ActorScorer:
                                   self.prompt_length)
 
     def score(self, prompt_ids, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
         keys = [f"opid-teacher-{self.trainer.global_steps}-{i}" for i in range(len(prompt_ids))]
         fields = []
         for p, r, m in zip(prompt_ids, response_ids, response_mask):
@@ -66,20 +69,28 @@ class ActorScorer:
             mask = torch.ones(n, dtype=torch.long)  # the fields verl's v1 agent-loop worker stores per row
             fields.append({"prompts": prompts, "responses": responses, "response_mask": mask, "loss_mask": mask,
                            "input_ids": input_ids, "position_ids": torch.arange(len(input_ids))})
-        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
-
         meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields))
         try:
+            # verl's dispatch splits the rows over the actor's data-parallel ranks, and a rank's worker
+            # fails on an empty share: synthetic rows fill up to a multiple of the ranks, as verl pads its own
+            meta = upsample_batch_to_divisible_size(meta, self.data_parallel_size(), self.tokenizer.eos_token_id)
             meta.extra_info.update({"calculate_entropy": False, "compute_loss": False,
                                     "temperature": self.trainer.config.actor_rollout_ref.rollout.temperature})
             self.trainer.actor_rollout_wg.compute_log_prob(meta)
             data = tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["log_probs", "response_mask"])
             logp = response_from_nested(data["log_probs"], data["response_mask"]).to_padded_tensor(0.0)
         finally:
-            tq.kv_clear(keys=keys, partition_id="train")
+            tq.kv_clear(keys=meta.keys, partition_id="train")
         out = torch.zeros(response_mask.shape, dtype=torch.float32)
         out[:, : logp.shape[1]] = logp[:, : out.shape[1]].float().cpu()
         return out * response_mask
+
+    def data_parallel_size(self) -> int:
+        """The actor's data-parallel ranks, read as verl's `_balance_batch` reads them."""
+        group = self.trainer.actor_rollout_wg
+        if "actor" not in group._dispatch_info:
+            group._dispatch_info["actor"] = group._query_dispatch_info("actor")
+        return max(group._dispatch_info["actor"]) + 1
 
 
 def left_padded(right_padded: torch.Tensor, lengths: list[int], response_width: int) -> dict[str, torch.Tensor]:
@@ -139,7 +150,7 @@ class OpidTrainer(PPOTrainerSync):
         fields = ["prompts", "responses", "response_mask", "old_log_probs", "extra_fields"]
         raw = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         response_mask = raw["response_mask"]
-        extra = list(raw.pop("extra_fields"))
+        extra = raw.pop("extra_fields").tolist()  # the dicts (iterating the column gives NonTensorData)
         records = np.empty(len(extra), dtype=object)
         records[:] = step_records(extra, batch.tags)
         lengths = raw["prompts"].offsets().diff().tolist()
