@@ -99,6 +99,10 @@ class ActorWorkers:
 
     compute_ref_log_prob = compute_log_prob
 
+    def set_loss_fn(self, loss_fn) -> None:
+        """verl sends the loss function to every worker process (Ray pickles it)."""
+        self.loss_fn = ray.cloudpickle.loads(ray.cloudpickle.dumps(loss_fn))
+
 
 class InProcessRollout:
     """verl's AgentLoopManagerTQ with one AgentLoopWorkerTQ living in this process instead of a Ray actor
@@ -156,8 +160,8 @@ def opid_trainer(algo: str, policy, tmp_path):
     trainer.actor_rollout_wg = trainer.ref_policy_wg = ActorWorkers(policy, DP)
     trainer.checkpoint_manager = trainer.reward_loop_manager = NoServers()
     trainer.agent_loop_manager = InProcessRollout(cfg, policy, TinyServer(policy, seed=1))
-    trainer.global_steps = 0
-    trainer._setup_opid()  # the rest of on_init_end (the weight sync is NoServers')
+    trainer._load_checkpoint()  # none yet: step 0
+    trainer.on_init_end()  # verl's weight sync (NoServers'), the run folder, SDAR's loss for the workers
     trainer.global_steps = 1  # what fit() sets before its first step
     trainer.prev_step_profile = trainer.curr_step_profile = trainer.next_step_profile = False
     from verl.utils.skip import SkipManager
@@ -280,6 +284,12 @@ def test_one_verl_step_through_the_transfer_queue_gives_the_local_learners_advan
             assert out.abs().sum() > 0
     if algo == "opid":
         assert metrics["opid/teacher_active_token_ratio"] > 0
+    if algo == "sdar":  # the actor workers' loss: verl's PPO loss + the gated term reading the fields above
+        from opid_train.verl.loss import SdarPPOLoss
+
+        loss_fn = trainer.actor_rollout_wg.loss_fn
+        assert isinstance(loss_fn, SdarPPOLoss) and loss_fn.sdar == trainer.opid.sdar
+        assert loss_fn.config.clip_ratio == trainer.config.actor_rollout_ref.actor.clip_ratio
 
     trainer._compute_metrics(batch, metrics, {**timing, "step": sum(timing.values())}, global_steps=1, epoch=0)
     tq.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
