@@ -74,9 +74,10 @@ class ActorScorer:
                            "input_ids": input_ids, "position_ids": torch.arange(len(input_ids))})
         meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields))
         try:
-            # verl's dispatch splits the rows over the actor's data-parallel ranks, and a rank's worker
-            # fails on an empty share: synthetic rows fill up to a multiple of the ranks, as verl pads its own
-            meta = upsample_batch_to_divisible_size(meta, self.data_parallel_size(), self.tokenizer.eos_token_id)
+            # verl's dispatch splits the rows over the actor's data-parallel ranks; a rank's worker fails on
+            # an empty share, or on one its micro-batch size does not divide: synthetic rows fill up, as verl
+            # pads its own batches
+            meta = upsample_batch_to_divisible_size(meta, self.rows_multiple(), self.tokenizer.eos_token_id)
             meta.extra_info.update({"calculate_entropy": False, "compute_loss": False,
                                     "temperature": self.trainer.config.actor_rollout_ref.rollout.temperature})
             self.trainer.actor_rollout_wg.compute_log_prob(meta)
@@ -88,12 +89,15 @@ class ActorScorer:
         out[:, : logp.shape[1]] = logp[:, : out.shape[1]].float().cpu()
         return out * response_mask
 
-    def data_parallel_size(self) -> int:
-        """The actor's data-parallel ranks, read as verl's `_balance_batch` reads them."""
+    def rows_multiple(self) -> int:
+        """The actor's data-parallel ranks (read as verl's `_balance_batch` reads them), times the log-prob
+        micro-batch size when the micro-batches are counted in rows (no dynamic batch size)."""
         group = self.trainer.actor_rollout_wg
         if "actor" not in group._dispatch_info:
             group._dispatch_info["actor"] = group._query_dispatch_info("actor")
-        return max(group._dispatch_info["actor"]) + 1
+        rollout = self.trainer.config.actor_rollout_ref.rollout
+        micro = 1 if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
+        return (max(group._dispatch_info["actor"]) + 1) * micro
 
 
 def left_padded(right_padded: torch.Tensor, lengths: list[int], response_width: int) -> dict[str, torch.Tensor]:

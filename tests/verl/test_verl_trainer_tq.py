@@ -37,8 +37,8 @@ from tests.verl.conftest import TinyServer, verl_config
 TASKS, GROUP, DP = 2, 4, 3  # tasks per update, rollouts per task, data-parallel ranks of the stand-in actor
 
 
-def step_config(algo: str, run_dir):
-    return verl_config([f"opid.algo={algo}", "opid.analyzer.backend=offline", f"opid.run_dir={run_dir}",
+def step_config(algo: str, run_dir, overrides=()):
+    return verl_config([*overrides, f"opid.algo={algo}", "opid.analyzer.backend=offline", f"opid.run_dir={run_dir}",
                         f"data.train_batch_size={TASKS}", f"actor_rollout_ref.actor.ppo_mini_batch_size={TASKS}",
                         f"actor_rollout_ref.rollout.n={GROUP}",
                         "actor_rollout_ref.rollout.calculate_log_probs=true", "trainer.val_before_train=false",
@@ -62,13 +62,19 @@ def transfer_queue():
 class ActorWorkers:
     """Stand-in for verl's actor worker group. verl's dispatch splits a KVBatchMeta over the data-parallel
     ranks; on each, verl's `tqbridge` reads the rows it names (plus its extra_info) from the TransferQueue
-    and writes the worker's outputs back. Here the worker is the tiny policy's forward over each unpadded
-    row, reading what verl's FSDP engine reads (input_ids, position_ids, loss_mask, temperature) and
-    returning what it returns (log_probs over prompt + response, entropy on request)."""
+    and writes the worker's outputs back. Here the worker splits its share into micro-batches with verl's
+    own `prepare_micro_batches` (the engine's settings injected as verl's worker injects them), then runs
+    the tiny policy's forward over each unpadded row, reading what verl's FSDP engine reads (input_ids,
+    position_ids, loss_mask, temperature) and returning what it returns (log_probs over prompt +
+    response, entropy on request)."""
 
-    def __init__(self, policy, dp_size: int):
+    def __init__(self, policy, dp_size: int, config):
         from verl.utils.transferqueue_utils import tqbridge
 
+        rollout = config.actor_rollout_ref.rollout
+        self.engine = dict(use_dynamic_bsz=rollout.log_prob_use_dynamic_bsz,
+                           max_token_len_per_gpu=rollout.log_prob_max_token_len_per_gpu,
+                           micro_batch_size_per_gpu=rollout.log_prob_micro_batch_size_per_gpu)
         self.policy = policy
         self._dispatch_info = {"actor": list(range(dp_size))}
         self.shares: list[list[int]] = []  # rows per rank, per call
@@ -76,6 +82,10 @@ class ActorWorkers:
 
     @torch.no_grad()
     def forward(self, data: TensorDict) -> TensorDict:
+        from verl.workers.engine.utils import prepare_micro_batches
+
+        tu.assign_non_tensor(data, **{k: v for k, v in self.engine.items() if k not in data.keys()})
+        prepare_micro_batches(data)  # refuses a share that its micro-batch size does not divide
         temperature = float(data["temperature"])
         data["loss_mask"]  # the engine normalises its loss by it: a row set without it fails there
         entropy = tu.get_non_tensor_data(data=data, key="calculate_entropy", default=False)
@@ -144,12 +154,12 @@ class NoServers:
         pass
 
 
-def opid_trainer(algo: str, policy, tmp_path):
+def opid_trainer(algo: str, policy, tmp_path, overrides=()):
     """`OpidTrainer` as verl's task runner builds it, with the GPU parts of `init()` replaced."""
     from opid_train.verl.dataset import write_task_file
     from opid_train.verl.trainer import OpidTrainer
 
-    cfg = step_config(algo, tmp_path / "run")
+    cfg = step_config(algo, tmp_path / "run", overrides)
     for split, name in (("train", "train"), ("train", "val")):
         write_task_file(tmp_path / "run" / "tasks" / f"{name}.jsonl", EXPERT_ID, {"max_steps": 4}, split, TASKS)
     trainer = OpidTrainer(cfg)  # verl's constructor: replay buffer, roles, modes
@@ -157,7 +167,7 @@ def opid_trainer(algo: str, policy, tmp_path):
     trainer._init_dataloader()
     trainer._init_resource_pool_mgr()
     trainer.ref_in_actor = False
-    trainer.actor_rollout_wg = trainer.ref_policy_wg = ActorWorkers(policy, DP)
+    trainer.actor_rollout_wg = trainer.ref_policy_wg = ActorWorkers(policy, DP, cfg)
     trainer.checkpoint_manager = trainer.reward_loop_manager = NoServers()
     trainer.agent_loop_manager = InProcessRollout(cfg, policy, TinyServer(policy, seed=1))
     trainer._load_checkpoint()  # none yet: step 0
@@ -225,16 +235,18 @@ def test_the_opid_trainer_runs_as_verls_sync_trainer(tmp_path):
 
 @pytest.mark.slow
 def test_the_teacher_pass_on_fewer_rows_than_ranks(transfer_queue, tiny_policy, tmp_path):
-    """One teacher row and three data-parallel ranks: verl would hand one rank nothing; the pass pads the rows
-    as verl pads its batches, scores the row as the tiny policy does and leaves no key behind."""
-    trainer = opid_trainer("opid", tiny_policy, tmp_path)
+    """One teacher row, three data-parallel ranks, micro-batches of 2 rows: verl would hand two ranks nothing
+    and one a share its micro-batch size does not divide; the pass pads the rows as verl pads its batches,
+    scores the row as the tiny policy does and leaves no key behind."""
+    trainer = opid_trainer("opid", tiny_policy, tmp_path, ["actor_rollout_ref.actor.use_dynamic_bsz=false",
+                                                           "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2"])
     prompt = trainer.opid_scorer.encode_prompt("Your task is to: open the door. You see a key.")
     assert prompt == tiny_policy.encode_prompt("Your task is to: open the door. You see a key.")
     responses, mask = torch.tensor([[5, 9, 13, 0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     before = set(tq.kv_list("train").get("train", {}))
     logp = trainer.opid_scorer.score([prompt], responses, mask)
     torch.testing.assert_close(logp, tiny_policy.score([prompt], responses, mask), rtol=1e-5, atol=1e-5)
-    assert trainer.actor_rollout_wg.shares == [[1] * DP]
+    assert trainer.actor_rollout_wg.shares == [[2] * DP]
     assert set(tq.kv_list("train").get("train", {})) == before
 
 
@@ -242,7 +254,8 @@ def test_the_teacher_pass_on_fewer_rows_than_ranks(transfer_queue, tiny_policy, 
 @pytest.mark.parametrize("algo", ["grpo", "opid", "sdar"])
 def test_one_verl_step_through_the_transfer_queue_gives_the_local_learners_advantages(
         algo, transfer_queue, tiny_policy, tmp_path):
-    trainer = opid_trainer(algo, tiny_policy, tmp_path)
+    # micro-batches by tokens: with the rows counted, verl's own old-log-prob pass refuses this batch's shares
+    trainer = opid_trainer(algo, tiny_policy, tmp_path, ["actor_rollout_ref.actor.use_dynamic_bsz=true"])
     trainer.opid_scorer = scorer = RecordingScorer(trainer.opid_scorer)
     metrics, timing = {}, {}
     batch = trainer.step(metrics, timing)  # rollout .. advantages (verl's _step_once), no actor update
