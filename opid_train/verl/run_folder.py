@@ -63,8 +63,11 @@ def run_config(cfg, train: TrainConfig) -> TrainConfig:
     for key, path in VERL_OWNS.items():
         if key == "init":
             continue  # the same path as `policy`; a verl run starts from it
+        value = get_path(resolved, path)
+        if value is None:  # unset in verl, e.g. micro-batch rows when it splits by tokens (verl_config.yaml has how)
+            continue
         section, _, name = key.rpartition(".")
         target = data[section] if section else data
-        target[name] = get_path(resolved, path)
+        target[name] = value
     data["minibatch_size"] *= data["group_size"]  # verl counts prompts (x rollout.n), the local learner rows
     return dataclasses.replace(from_dict(TrainConfig, data), init=None)

@@ -238,8 +238,10 @@ def test_the_teacher_pass_on_fewer_rows_than_ranks(transfer_queue, tiny_policy, 
     """One teacher row, three data-parallel ranks, micro-batches of 2 rows: verl would hand two ranks nothing
     and one a share its micro-batch size does not divide; the pass pads the rows as verl pads its batches,
     scores the row as the tiny policy does and leaves no key behind."""
-    trainer = opid_trainer("opid", tiny_policy, tmp_path, ["actor_rollout_ref.actor.use_dynamic_bsz=false",
-                                                           "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2"])
+    rows_counted = ["actor_rollout_ref.actor.use_dynamic_bsz=false", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+                    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+                    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2"]
+    trainer = opid_trainer("opid", tiny_policy, tmp_path, rows_counted)
     prompt = trainer.opid_scorer.encode_prompt("Your task is to: open the door. You see a key.")
     assert prompt == tiny_policy.encode_prompt("Your task is to: open the door. You see a key.")
     responses, mask = torch.tensor([[5, 9, 13, 0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
@@ -254,8 +256,7 @@ def test_the_teacher_pass_on_fewer_rows_than_ranks(transfer_queue, tiny_policy, 
 @pytest.mark.parametrize("algo", ["grpo", "opid", "sdar"])
 def test_one_verl_step_through_the_transfer_queue_gives_the_local_learners_advantages(
         algo, transfer_queue, tiny_policy, tmp_path):
-    # micro-batches by tokens: with the rows counted, verl's own old-log-prob pass refuses this batch's shares
-    trainer = opid_trainer(algo, tiny_policy, tmp_path, ["actor_rollout_ref.actor.use_dynamic_bsz=true"])
+    trainer = opid_trainer(algo, tiny_policy, tmp_path)
     trainer.opid_scorer = scorer = RecordingScorer(trainer.opid_scorer)
     metrics, timing = {}, {}
     batch = trainer.step(metrics, timing)  # rollout .. advantages (verl's _step_once), no actor update
