@@ -84,6 +84,7 @@ class ActorWorkers:
     def forward(self, data: TensorDict) -> TensorDict:
         from verl.workers.engine.utils import prepare_micro_batches
 
+        assert data["input_ids"].is_nested, "verl's engine takes rows unpadded (nested input_ids)"
         tu.assign_non_tensor(data, **{k: v for k, v in self.engine.items() if k not in data.keys()})
         prepare_micro_batches(data)  # refuses a share that its micro-batch size does not divide
         temperature = float(data["temperature"])
