@@ -12,11 +12,12 @@ SDAR's teacher log-probs go next to the advantages (`loss.sdar_fields`) and the 
 It also writes the run folder as the local backend does (`run_folder.py`): metrics.jsonl under the
 local names after verl computed its metrics, records from the advantage step's Batch, curves at the end.
 
-Run on CPU (`tests/verl/test_verl_trainer_tq.py`): verl's `fit` for one update up to the actor update,
-with the real TransferQueue on a local Ray, verl's agent-loop worker, replay buffer, padding and log-prob
-steps, and this class's advantage step, teacher pass, metrics hook, `on_init_end` and `fit`; the actor
-worker group is the tiny policy behind verl's TransferQueue bridge. Not run here: verl's GPU workers
-(FSDP log-probs and actor update, vLLM servers, weight sync), validation and checkpoints inside `fit`.
+Run on CPU (`tests/verl/test_verl_trainer_tq.py`): verl's `fit` for one update and its validation, all
+but the actor update, with the real TransferQueue on a local Ray, verl's agent-loop worker, replay
+buffer, padding and log-prob steps, and this class's advantage step, teacher pass, metrics hook,
+`on_init_end` and `fit`; the actor worker group is the tiny policy behind verl's TransferQueue bridge.
+Not run here: verl's GPU workers (FSDP log-probs and actor update, vLLM servers, weight sync) and
+checkpoints inside `fit`.
 """
 
 from __future__ import annotations

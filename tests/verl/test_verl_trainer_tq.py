@@ -317,14 +317,15 @@ def test_one_verl_step_through_the_transfer_queue_gives_the_local_learners_advan
 
 @pytest.mark.slow
 def test_fit_runs_a_step_and_leaves_the_local_run_folder(transfer_queue, tiny_policy, tmp_path):
-    """verl's own `fit` loop (through `OpidTrainer.fit`) for one update, without the actor update and the
-    validation: metrics.jsonl and curves.png as a local run leaves them, the TransferQueue emptied."""
+    """verl's own `fit` loop (through `OpidTrainer.fit`) for one update and its validation, without the actor
+    update: metrics.jsonl and curves.png as a local run leaves them, the TransferQueue emptied."""
     trainer = opid_trainer("opid", tiny_policy, tmp_path, ["trainer.total_training_steps=1", "trainer.save_freq=0",
-                                                           "trainer.test_freq=0"])
+                                                           "trainer.test_freq=1"])
     trainer.global_steps = 0  # as after on_init_end; fit counts from there
     trainer._init_dump_executor()
     trainer.fit(trainer.agent_loop_manager)
     (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert line["update"] == 0 and line["opid/teacher_active_token_ratio"] > 0 and line["training/global_step"] == 1
+    assert f"val-core/{EXPERT_ID}/reward/mean@1" in line  # verl's validation played the val tasks
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     assert not tq.kv_list("train").get("train")
