@@ -78,6 +78,10 @@ def test_without_a_gpu_it_stops_with_one_line_naming_what_is_missing():
     ("actor_rollout_ref.rollout.n=1", "a GRPO group needs at least 2 rollouts"),
     ("actor_rollout_ref.rollout.temperature=0", "verl rejects the config"),  # verl: sampled eval needs temperature > 0
     ("actor_rollout_ref.actor.no_such_key=1", "no_such_key"),
+    ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward must be false"),
+    ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.rollout_is / rollout_rs"),
+    ("actor_rollout_ref.actor.ppo_max_token_len_per_gpu=1024", "ppo_max_token_len_per_gpu 1024 is below the longest row"),
+    ("data.max_prompt_length=20000", "log_prob_max_token_len_per_gpu 16384 is below the longest row"),
     ("opid_rollout.env_workers=0", "cannot step in threads"),
     ("++opid.parity=ours", "opid.grpo.clip_ratio_c 0 (the parity mode's or yours) differs from "
                            "actor_rollout_ref.actor.clip_ratio_c 3.0"),
