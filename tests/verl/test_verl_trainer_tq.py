@@ -25,6 +25,7 @@ import transfer_queue as tq
 from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 from verl.utils import tensordict_utils as tu
+from verl.utils.skip import SkipManager
 
 from opid_train.algorithms import PrepareContext, make_algorithm
 from opid_train.learner import make_batch
@@ -175,9 +176,7 @@ def opid_trainer(algo: str, policy, tmp_path, overrides=()):
     trainer.on_init_end()  # verl's weight sync (NoServers'), the run folder, SDAR's loss for the workers
     trainer.global_steps = 1  # what fit() sets before its first step
     trainer.prev_step_profile = trainer.curr_step_profile = trainer.next_step_profile = False
-    from verl.utils.skip import SkipManager
-
-    SkipManager.init(cfg)
+    SkipManager.init(cfg)  # as fit() does
     return trainer
 
 
