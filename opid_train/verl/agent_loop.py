@@ -100,17 +100,22 @@ class OpidEnvAgentLoop(AgentLoopBase):
         traj["score"] = float(state.reward) if state.done else 0.0
         traj["won"] = bool(state.info.get("won", False)) if state.done else False
         traj["final_observation"] = state.context.observation if state.done else None  # the records' last text
-        return [step_output(step, traj, out.num_preempted, gen_s, env_s) for step, out, gen_s, env_s in steps]
+        return [step_output(step, traj, out.num_preempted, gen_s, env_s, out.extra_fields)
+                for step, out, gen_s, env_s in steps]
 
 
 def step_output(step: Step, traj: dict, num_preempted: int | None = None, generate_s: float = 0.0,
-                env_s: float = 0.0) -> AgentLoopOutput:
-    """One training row: the step's tokens, its episode's score as verl's reward, its record."""
+                env_s: float = 0.0, server_fields: dict | None = None) -> AgentLoopOutput:
+    """One training row: the step's tokens, its episode's score as verl's reward, its record.
+
+    `server_fields` are the server's `extra_fields` for this step's generation: verl's v1 worker tags the
+    row with their weight versions (`min_global_steps`, `max_global_steps`), which its metrics read."""
     return AgentLoopOutput(
         prompt_ids=step.prompt_ids, response_ids=step.response_ids, response_mask=[1] * len(step.response_ids),
         response_logprobs=step.old_logprobs or None, reward_score=traj["score"], num_turns=2,
         metrics=AgentLoopMetrics(generate_sequences=generate_s, tool_calls=env_s,
                                  num_preempted=-1 if num_preempted is None else num_preempted),
         # reward_extra_info: verl's v1 worker copies it from the last output to the others
-        extra_fields={"opid": step_to_record(step, traj), "reward_extra_info": {}, "turn_scores": [], "tool_rewards": []},
+        extra_fields={**(server_fields or {}), "opid": step_to_record(step, traj), "reward_extra_info": {},
+                      "turn_scores": [], "tool_rewards": []},
     )

@@ -179,6 +179,21 @@ def check_agreement(cfg, train: TrainConfig, options: OpidRollout | None = None)
         problems.append("trainer.use_v1 must be true (one training row per env step needs verl's v1 trainer)")
     if cfg.algorithm.adv_estimator != "grpo":
         problems.append("algorithm.adv_estimator must be 'grpo' (the outcome baseline opid's advantage step replaces)")
+    algorithm = cfg.algorithm
+    if algorithm.use_kl_in_reward:
+        problems.append("algorithm.use_kl_in_reward must be false (opid's advantage step replaces the one that "
+                        "applies it; the KL term is the actor's kl_loss)")
+    correction = algorithm.get("rollout_correction") or {}
+    if (correction.get("rollout_is") or correction.get("rollout_rs")) and not correction.get("bypass_mode"):
+        problems.append("algorithm.rollout_correction.rollout_is / rollout_rs: opid's advantage step replaces the "
+                        "one that computes their weights; leave them null")
+    longest = cfg.data.max_prompt_length + cfg.data.max_response_length
+    for role, budget in (("actor", "ppo_max_token_len_per_gpu"), ("rollout", "log_prob_max_token_len_per_gpu")):
+        section = cfg.actor_rollout_ref[role]
+        dynamic = section.get("use_dynamic_bsz", section.get("log_prob_use_dynamic_bsz", False))
+        if dynamic and section[budget] < longest:
+            problems.append(f"actor_rollout_ref.{role}.{budget} {section[budget]} is below the longest row "
+                            f"(data.max_prompt_length + max_response_length = {longest}): verl cannot split it")
     if int(rollout.n) < 2:
         problems.append(f"actor_rollout_ref.rollout.n is {rollout.n}: a GRPO group needs at least 2 rollouts")
     if train.algo not in ("grpo", "opid", "sdar"):

@@ -29,14 +29,14 @@ PREFIXES = {"actor/sdar/": "sdar/"}  # SDAR's loss metrics, logged by the actor 
 def local_metrics(verl_metrics: dict[str, Any]) -> dict[str, Any]:
     """One update's verl metrics under the local backend's names where both have the quantity
     (verl's others, e.g. perf/ and timing_s/, kept under their own names), plus rollout_seconds and
-    update_seconds from verl's timings."""
+    update_seconds from verl's timings; numpy and torch values (verl computes many) as Python numbers."""
     out = {}
     for key, value in verl_metrics.items():
         name = LOCAL_NAMES.get(key, key)
         for prefix, local in PREFIXES.items():
             if key.startswith(prefix):
                 name = local + key.removeprefix(prefix)
-        out[name] = value
+        out[name] = value.tolist() if hasattr(value, "tolist") else value
     if "timing_s/gen" in verl_metrics:
         out["rollout_seconds"] = verl_metrics["timing_s/gen"]
         if "timing_s/step" in verl_metrics:
@@ -63,8 +63,11 @@ def run_config(cfg, train: TrainConfig) -> TrainConfig:
     for key, path in VERL_OWNS.items():
         if key == "init":
             continue  # the same path as `policy`; a verl run starts from it
+        value = get_path(resolved, path)
+        if value is None:  # unset in verl, e.g. micro-batch rows when it splits by tokens (verl_config.yaml has how)
+            continue
         section, _, name = key.rpartition(".")
         target = data[section] if section else data
-        target[name] = get_path(resolved, path)
+        target[name] = value
     data["minibatch_size"] *= data["group_size"]  # verl counts prompts (x rollout.n), the local learner rows
     return dataclasses.replace(from_dict(TrainConfig, data), init=None)

@@ -12,8 +12,12 @@ SDAR's teacher log-probs go next to the advantages (`loss.sdar_fields`) and the 
 It also writes the run folder as the local backend does (`run_folder.py`): metrics.jsonl under the
 local names after verl computed its metrics, records from the advantage step's Batch, curves at the end.
 
-Not run here: this class needs verl's GPU workers; the CPU tests cover the advantage step it calls
-(`tests/verl/test_verl_advantage.py`) and pin the verl signatures it relies on (test_verl_contract).
+Run on CPU (`tests/verl/test_verl_trainer_tq.py`): verl's `fit` for one update and its validation, all
+but the actor update, with the real TransferQueue on a local Ray, verl's agent-loop worker, replay
+buffer, padding and log-prob steps, and this class's advantage step, teacher pass, metrics hook,
+`on_init_end` and `fit`; the actor worker group is the tiny policy behind verl's TransferQueue bridge.
+Not run here: verl's GPU workers (FSDP log-probs and actor update, vLLM servers, weight sync) and
+checkpoints inside `fit`.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class ActorScorer:
                                   self.prompt_length)
 
     def score(self, prompt_ids, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
         keys = [f"opid-teacher-{self.trainer.global_steps}-{i}" for i in range(len(prompt_ids))]
         fields = []
         for p, r, m in zip(prompt_ids, response_ids, response_mask):
@@ -66,20 +73,32 @@ class ActorScorer:
             mask = torch.ones(n, dtype=torch.long)  # the fields verl's v1 agent-loop worker stores per row
             fields.append({"prompts": prompts, "responses": responses, "response_mask": mask, "loss_mask": mask,
                            "input_ids": input_ids, "position_ids": torch.arange(len(input_ids))})
-        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
-
         meta = tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(fields))
         try:
+            # verl's dispatch splits the rows over the actor's data-parallel ranks; a rank's worker fails on
+            # an empty share, or on one its micro-batch size does not divide: synthetic rows fill up, as verl
+            # pads its own batches
+            meta = upsample_batch_to_divisible_size(meta, self.rows_multiple(), self.tokenizer.eos_token_id)
             meta.extra_info.update({"calculate_entropy": False, "compute_loss": False,
                                     "temperature": self.trainer.config.actor_rollout_ref.rollout.temperature})
             self.trainer.actor_rollout_wg.compute_log_prob(meta)
             data = tq.kv_batch_get(keys=keys, partition_id="train", select_fields=["log_probs", "response_mask"])
             logp = response_from_nested(data["log_probs"], data["response_mask"]).to_padded_tensor(0.0)
         finally:
-            tq.kv_clear(keys=keys, partition_id="train")
+            tq.kv_clear(keys=meta.keys, partition_id="train")
         out = torch.zeros(response_mask.shape, dtype=torch.float32)
         out[:, : logp.shape[1]] = logp[:, : out.shape[1]].float().cpu()
         return out * response_mask
+
+    def rows_multiple(self) -> int:
+        """The actor's data-parallel ranks (read as verl's `_balance_batch` reads them), times the log-prob
+        micro-batch size when the micro-batches are counted in rows (no dynamic batch size)."""
+        group = self.trainer.actor_rollout_wg
+        if "actor" not in group._dispatch_info:
+            group._dispatch_info["actor"] = group._query_dispatch_info("actor")
+        rollout = self.trainer.config.actor_rollout_ref.rollout
+        micro = 1 if rollout.log_prob_use_dynamic_bsz else int(rollout.log_prob_micro_batch_size_per_gpu)
+        return (max(group._dispatch_info["actor"]) + 1) * micro
 
 
 def left_padded(right_padded: torch.Tensor, lengths: list[int], response_width: int) -> dict[str, torch.Tensor]:
@@ -96,6 +115,15 @@ def left_padded(right_padded: torch.Tensor, lengths: list[int], response_width: 
 @register_trainer(TRAINER_MODE)
 class OpidTrainer(PPOTrainerSync):
     """verl's synchronous trainer; its advantage step is opid's (GRPO, OPID or SDAR's advantage)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        # verl reads any mode but "sync" as asynchronous (async replay buffer, prompts refilled one at a
+        # time, the TransferQueue checkpointed with the batch just trained, replayed on resume): this
+        # trainer, registered under its own name, runs as "sync"
+        self.trainer_mode = "sync"
+        self.parameter_sync_step = self.config.trainer.v1.get("sync", {}).get("parameter_sync_step", 1)
+        self.replay_buffer = self._build_replay_buffer()
 
     def _setup_opid(self):
         from omegaconf import OmegaConf
@@ -130,7 +158,7 @@ class OpidTrainer(PPOTrainerSync):
         fields = ["prompts", "responses", "response_mask", "old_log_probs", "extra_fields"]
         raw = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         response_mask = raw["response_mask"]
-        extra = list(raw.pop("extra_fields"))
+        extra = raw.pop("extra_fields").tolist()  # the dicts (iterating the column gives NonTensorData)
         records = np.empty(len(extra), dtype=object)
         records[:] = step_records(extra, batch.tags)
         lengths = raw["prompts"].offsets().diff().tolist()

@@ -32,6 +32,7 @@ class TinyServer:
         self.generator = torch.Generator().manual_seed(seed)
         self.calls = 0
         self.on_call = None  # test hook: called with the call count
+        self.global_steps = 0  # the weight version a verl server reports (set at each weight sync)
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
         from verl.workers.rollout.replica import TokenOutput
@@ -58,7 +59,10 @@ class TinyServer:
                     break
                 step = model(input_ids=torch.tensor([[token]]), use_cache=True, **self.policy._cache_kwargs(step))
         await asyncio.sleep(0)  # a real server answers asynchronously
-        return TokenOutput(token_ids=out, log_probs=logps if sampling_params.get("logprobs") else None)
+        # verl's vLLM server reports its weight version; verl's LLMServerClient adds min/max from it
+        versions = dict.fromkeys(("global_steps", "min_global_steps", "max_global_steps"), self.global_steps)
+        return TokenOutput(token_ids=out, log_probs=logps if sampling_params.get("logprobs") else None,
+                           extra_fields=versions)
 
 
 @pytest.fixture(scope="session")

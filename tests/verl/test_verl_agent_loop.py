@@ -31,11 +31,11 @@ def alfworld_suite(tmp_path_factory):
                                        progress=False))
 
 
-def play(policy, config, env_id, env_kwargs, task_id=0, sessions=(0, 1), split="train", temperature=1.0):
+def play(policy, config, env_id, env_kwargs, task_id=0, sessions=(0, 1), split="train", temperature=1.0, server=None):
     params = {"temperature": temperature, "top_p": 1.0, "top_k": -1, "logprobs": True}
 
     async def both():
-        loop = agent_loop(policy, config)  # made on the running event loop, as verl's worker does
+        loop = agent_loop(policy, config, server)  # made on the running event loop, as verl's worker does
         runs = [loop.run(dict(params), env_id=env_id, env_kwargs=json.dumps(env_kwargs), split=split, task_id=task_id,
                          seed=3, uid="task-a", session_id=s, raw_prompt=[]) for s in sessions]
         return await asyncio.gather(*runs)
@@ -118,6 +118,18 @@ def test_history_window_comes_from_the_preset(tiny_policy):
     assert len(outputs) >= 3
     assert all(len(o.extra_fields["opid"]["context"]["history"]) <= 1 for o in outputs)
     assert len(outputs[2].extra_fields["opid"]["context"]["history"]) == 1
+
+
+def test_rows_carry_the_weight_version_the_server_reported(tiny_policy):
+    """verl's v1 worker tags each row with `extra_fields` min/max_global_steps (the weight versions its
+    server generated with) and verl's `_compute_metrics` reads them as ints: rows without them fail there."""
+    server = TinyServer(tiny_policy)
+    server.global_steps = 3
+    (outputs,) = play(tiny_policy, verl_config(), EXPERT_ID, {"max_steps": 2}, sessions=(0,), server=server)
+    assert outputs
+    for out in outputs:
+        assert out.extra_fields["min_global_steps"] == 3 and out.extra_fields["max_global_steps"] == 3
+        assert out.extra_fields["opid"]["t"] >= 0  # the record is still there
 
 
 class BlockingKeyDoor(KeyDoorEnv):

@@ -76,8 +76,12 @@ def test_without_a_gpu_it_stops_with_one_line_naming_what_is_missing():
     ("+opid.lr=1e-5", "opid.lr -> actor_rollout_ref.actor.optim.lr"),
     ("opid.algo=ppo", "opid.algo 'ppo' is not grpo, opid or sdar"),
     ("actor_rollout_ref.rollout.n=1", "a GRPO group needs at least 2 rollouts"),
-    ("data.train_batch_size=4", "verl rejects the config"),
+    ("actor_rollout_ref.rollout.temperature=0", "verl rejects the config"),  # verl: sampled eval needs temperature > 0
     ("actor_rollout_ref.actor.no_such_key=1", "no_such_key"),
+    ("algorithm.use_kl_in_reward=true", "algorithm.use_kl_in_reward must be false"),
+    ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction.rollout_is / rollout_rs"),
+    ("actor_rollout_ref.actor.ppo_max_token_len_per_gpu=1024", "ppo_max_token_len_per_gpu 1024 is below the longest row"),
+    ("data.max_prompt_length=20000", "log_prob_max_token_len_per_gpu 16384 is below the longest row"),
     ("opid_rollout.env_workers=0", "cannot step in threads"),
     ("++opid.parity=ours", "opid.grpo.clip_ratio_c 0 (the parity mode's or yours) differs from "
                            "actor_rollout_ref.actor.clip_ratio_c 3.0"),
@@ -115,3 +119,42 @@ def test_an_unknown_backend_is_one_line(capsys):
 def test_sdar_composes_with_its_reference_coefficients():
     _, train, _ = compose_preset("alfworld", ["trainer.n_gpus_per_node=1", "opid.algo=sdar"])
     assert train.algo == "sdar" and (train.sdar.coef, train.sdar.beta, train.sdar.gate) == (0.01, 5.0, "sigmoid")
+
+
+LAUNCHES = {"1 GPU": ["trainer.n_gpus_per_node=1"], "8 GPUs": [], "4 nodes": ["trainer.nnodes=4"]}  # the README's lines
+
+
+@pytest.mark.parametrize("launch", sorted(LAUNCHES))
+@pytest.mark.parametrize("preset", ["alfworld", "webshop", "searchqa"])
+def test_every_launch_line_gives_verls_workers_shares_they_can_split(preset, launch):
+    """verl pads a step's rows to a multiple of the ranks and of an update's mini-batch, and each rank splits
+    its share of a log-prob pass, and of every mini-batch, into micro-batches (`prepare_micro_batches`).
+    With micro-batches counted in rows it refuses a share their size does not divide, and per-step rows
+    make any count: the 8-GPU paper run would stop at its first update."""
+    import math
+
+    import torch
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine.utils import prepare_micro_batches
+
+    cfg, _, _ = compose_preset(preset, LAUNCHES[launch])
+    ranks = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    longest = cfg.data.max_prompt_length + cfg.data.max_response_length
+
+    def split(rows: int, dynamic: bool, micro_rows, max_tokens: int):
+        if dynamic:  # micro-batches by tokens take any count (the longest row must fit); balancing 1,000s of rows is slow
+            rows = min(rows, 8)
+        ids = torch.nested.as_nested_tensor([torch.zeros(longest, dtype=torch.long)] * rows, layout=torch.jagged)
+        share = TensorDict({"input_ids": ids}, batch_size=rows)
+        tu.assign_non_tensor(share, use_dynamic_bsz=dynamic, micro_batch_size_per_gpu=micro_rows,
+                             max_token_len_per_gpu=max_tokens)  # as verl's worker sets them from the config
+        assert prepare_micro_batches(share)[0]
+
+    mini_rows = actor.ppo_mini_batch_size * rollout.n
+    split(mini_rows // ranks, actor.use_dynamic_bsz, actor.ppo_micro_batch_size_per_gpu, actor.ppo_max_token_len_per_gpu)
+    step_multiple = math.lcm(ranks, mini_rows)  # verl's _balance_batch pads a step's rows to it
+    for times in (1, 3):
+        split(step_multiple * times // ranks, rollout.log_prob_use_dynamic_bsz, rollout.log_prob_micro_batch_size_per_gpu,
+              rollout.log_prob_max_token_len_per_gpu)

@@ -81,6 +81,21 @@ def test_metrics_jsonl_has_the_local_names_from_verls_metrics(tmp_path):
     assert not {"actor/pg_loss", "actor/kl_loss", "actor/sdar/gate_mean"} & set(row)
 
 
+def test_verls_numpy_and_torch_metric_values_reach_metrics_jsonl(tmp_path):
+    """verl's _compute_metrics returns numpy scalars (e.g. training/num_turns/max, an int32) and 0-d tensors;
+    json cannot write them as they are."""
+    import numpy as np
+    import torch
+
+    verl_metrics = {"training/num_turns/max": np.int32(2), "critic/score/mean": np.float32(0.25),
+                    "training/off_policy/trajectory_spans/max": np.int64(1), "actor/entropy": torch.tensor(1.5)}
+    logger = MetricsLogger(tmp_path, {}, tensorboard=False)
+    logger.log(0, local_metrics(verl_metrics))
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row == {"update": 0, "training/num_turns/max": 2, "critic/score/mean": 0.25,
+                   "training/off_policy/trajectory_spans/max": 1, "actor/entropy": 1.5}
+
+
 def test_records_from_the_verl_advantage_step_equal_the_local_ones(trajectories, tiny_policy, tmp_path):
     cfg = with_overrides(TrainConfig(), {"algo": "opid", "opid.w_ep": 0.1, "opid.w_step": 0.1})
     template = agent_config(EXPERT_ID).template
