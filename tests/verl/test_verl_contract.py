@@ -111,6 +111,17 @@ def test_v1_trainer_seams():
     from opid_train.verl.trainer import TRAINER_MODE
 
     require(trainer_base.get_trainer_cls(TRAINER_MODE).__name__ == "OpidTrainer", "get_trainer_cls", "trainer.py")
+    balance = inspect.getsource(trainer_base.PPOTrainer._balance_batch)
+    require("_dispatch_info" in balance and "_query_dispatch_info" in balance,
+            "the actor's data-parallel ranks as verl's _balance_batch reads them", "trainer.py (ActorScorer.rows_multiple)")
+    init = inspect.getsource(trainer_base.PPOTrainer.__init__)
+    require(all(name in init for name in ("trainer_mode", "parameter_sync_step", "_build_replay_buffer")),
+            "the trainer mode, parameter_sync_step and replay buffer set in PPOTrainer.__init__",
+            "trainer.py (OpidTrainer.__init__ runs as sync)")
+    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+
+    require(params(upsample_batch_to_divisible_size) == ["batch", "batch_multiple", "eos_token_id"],
+            "upsample_batch_to_divisible_size(batch, batch_multiple, eos_token_id)", "trainer.py (ActorScorer.score)")
 
 
 def test_data_and_loss_seams():
