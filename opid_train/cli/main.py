@@ -24,6 +24,7 @@ What the job measured, seed by seed: README.md ("The main job") and docs/STUDIES
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import sys
 import time
@@ -42,11 +43,29 @@ from opid_train.presets import CONFIG_DIR, agent_config_for, resolve_parity
 from opid_train.rollout import make_pool
 
 MAIN_CONFIG = CONFIG_DIR / "main.yaml"
+MEASURED_VERSIONS = CONFIG_DIR / "measured-versions.txt"  # what the README's figures ran on; `make install` pins them
 
 
 def main_config() -> TrainConfig:
     """The job's config: opid_train/configs/main.yaml (about 20 minutes a seed on a 2-core CPU)."""
     return load_yaml(MAIN_CONFIG)
+
+
+def version_drift(constraints: Path = MEASURED_VERSIONS, installed=importlib.metadata.version) -> list[str]:
+    """The packages this install has in other versions than the job's figures were measured with:
+    other versions can change the games or the float order, so the same seed draws other rollouts."""
+    drift = []
+    for line in constraints.read_text().splitlines():
+        name, _, measured = line.split("#")[0].strip().partition("==")
+        if not measured:
+            continue
+        try:
+            version = installed(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "none"
+        if version.split("+")[0] != measured:  # 2.13.0+cpu is 2.13.0
+            drift.append(f"{name} {version} (measured: {measured})")
+    return drift
 
 
 @dataclass
@@ -206,6 +225,10 @@ def main(argv: list[str] | None = None) -> None:
 def run(args: MainCommand) -> None:
     base = args.run
     configs = seed_configs(args, base)
+    if drift := version_drift():
+        print(f"note: this install differs from the one the README's figures were measured with: {', '.join(drift)}; "
+              f"the same seed may give another run (`make install` installs {MEASURED_VERSIONS.name}'s versions)",
+              flush=True)
     all_results: dict[int, dict] = {}
     for seed, cfg in configs.items():
         run_dir = Path(cfg.run_dir)
