@@ -11,13 +11,17 @@ SDAR's teacher log-probs go next to the advantages (`loss.sdar_fields`) and the 
 
 It also writes the run folder as the local backend does (`run_folder.py`): metrics.jsonl under the
 local names after verl computed its metrics, records from the advantage step's Batch, curves at the end.
+A step's checkpoint is saved after its metrics line (verl saves before its validation); on resume the
+run folder's lines, skills and records of the updates after the checkpoint are dropped (`_setup_opid`).
 
-Run on CPU (`tests/verl/test_verl_trainer_tq.py`): verl's `fit` for one update and its validation, all
-but the actor update, with the real TransferQueue on a local Ray, verl's agent-loop worker, replay
+Run on CPU (`tests/verl/test_verl_trainer_tq.py`): verl's `fit` for up to four updates and its validation,
+all but the actor update, with the real TransferQueue on a local Ray, verl's agent-loop worker, replay
 buffer, padding and log-prob steps, and this class's advantage step, teacher pass, metrics hook,
 `on_init_end` and `fit`; the actor worker group is the tiny policy behind verl's TransferQueue bridge.
-Not run here: verl's GPU workers (FSDP log-probs and actor update, vLLM servers, weight sync) and
-checkpoints inside `fit`.
+Checkpoints inside `fit` and a resume from them: verl's `_save_checkpoint` / `_load_checkpoint`, the
+actor's part by verl's `FSDPCheckpointManager` over the tiny policy under torch FSDP (1-rank gloo group).
+Not run here: verl's GPU workers (FSDP engine: log-probs, actor update, its save/load around the
+checkpoint manager; vLLM servers, weight sync).
 """
 
 from __future__ import annotations
@@ -124,6 +128,7 @@ class OpidTrainer(PPOTrainerSync):
         self.trainer_mode = "sync"
         self.parameter_sync_step = self.config.trainer.v1.get("sync", {}).get("parameter_sync_step", 1)
         self.replay_buffer = self._build_replay_buffer()
+        self.checkpoint_due = False
 
     def _setup_opid(self):
         from omegaconf import OmegaConf
@@ -182,10 +187,21 @@ class OpidTrainer(PPOTrainerSync):
         return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id,
                                fields=TensorDict(out, batch_size=len(batch)))
 
+    def _save_checkpoint(self):
+        """Deferred to after the step's metrics line (`_compute_metrics`). verl's `fit` saves before the
+        step's validation and metrics: a run killed in between resumed after an update with no line."""
+        self.checkpoint_due = True
 
     def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
         super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)
-        self.opid_metrics.log(global_steps - 1, local_metrics(metrics))
+        line = local_metrics(metrics)
+        line.pop("timing_s/save_checkpoint", None)  # the deferred save's (~0 s); the save comes after the line
+        self.opid_metrics.log(global_steps - 1, line)
+        if self.checkpoint_due:
+            self.checkpoint_due = False
+            t0 = time.monotonic()
+            super()._save_checkpoint()
+            metrics["timing_s/save_checkpoint"] = time.monotonic() - t0  # verl's loggers log `metrics` after this
 
     def fit(self, agent_loop_manager):
         try:

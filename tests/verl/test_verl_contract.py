@@ -96,6 +96,10 @@ def test_v1_trainer_seams():
             "PPOTrainer._compute_metrics (where metrics.jsonl is written)", "trainer.py")
     require(params(trainer_base.PPOTrainer.fit) == ["self", "agent_loop_manager"] and
             params(PPOTrainerSync.on_init_end) == ["self"], "PPOTrainer.fit / on_init_end", "trainer.py")
+    fit = inspect.getsource(trainer_base.PPOTrainer.fit)
+    require(-1 < fit.find("self._save_checkpoint()") < fit.find("self._compute_metrics("),
+            "fit's order (a step's _save_checkpoint before its _compute_metrics, where the save is deferred to)",
+            "trainer.py")
     save = inspect.getsource(trainer_base.PPOTrainer._save_checkpoint)
     require('f"global_step_{self.global_steps}"' in save and '"actor"' in save,
             "the checkpoint layout global_step_N/actor (opid-eval looks there)", "../learner.py (verl_hf_folder)")

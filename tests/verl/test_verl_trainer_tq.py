@@ -60,6 +60,60 @@ def transfer_queue():
         ray.shutdown()
 
 
+@pytest.fixture
+def gloo_group():
+    """This process as a 1-rank torch.distributed gloo group, as each of verl's FSDP workers is one rank of its."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+class FsdpActor:
+    """The actor's model, optimizer and LR schedule as verl's FSDP engine builds them (`FSDPEngine.
+    _build_model_optimizer`: torch FSDP with verl's wrap policy, verl's `build_optimizer` and constant
+    schedule), on the CPU in the gloo group, under verl's own `FSDPCheckpointManager` (the actor's checkpoint
+    config: save_contents with hf_model), which is what verl's engine saves and loads with. The engine
+    itself does not run on a CPU: `initialize` logs GPU memory (verl/workers/engine/fsdp/transformer_impl.py:609
+    -> verl/utils/profiler/performance.py:54, torch.cuda.mem_get_info) and gives FSDP the CUDA device
+    (transformer_impl.py:441), and its `save_checkpoint` first moves a CPU module to the GPU
+    (transformer_impl.py:886 -> verl/utils/fsdp_utils.py:224); torch's FSDP needs device_id="cpu" here."""
+
+    def __init__(self, model_path, tokenizer, config):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
+        from verl.utils.config import omega_conf_to_dataclass
+        from verl.utils.fsdp_utils import get_fsdp_wrap_policy
+        from verl.utils.torch_functional import get_constant_schedule_with_warmup
+        from transformers import AutoModelForCausalLM
+        from verl.workers.config.optimizer import build_optimizer
+
+        actor = config.actor_rollout_ref.actor
+        assert actor.strategy == "fsdp"  # the presets' (FSDP1)
+        module = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)  # verl trains in fp32
+        wrap = get_fsdp_wrap_policy(module, omega_conf_to_dataclass(actor.fsdp_config).wrap_policy)
+        self.module = FSDP(module, auto_wrap_policy=wrap, device_id=torch.device("cpu"))
+        self.optimizer = build_optimizer(self.module.parameters(), omega_conf_to_dataclass(actor.optim))
+        self.lr_scheduler = get_constant_schedule_with_warmup(optimizer=self.optimizer, num_warmup_steps=0)
+        self.checkpoint = FSDPCheckpointManager(model=self.module, optimizer=self.optimizer,
+                                                lr_scheduler=self.lr_scheduler, processing_class=tokenizer,
+                                                checkpoint_config=omega_conf_to_dataclass(actor.checkpoint))
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The full (unsharded) weights, as verl gathers them for the Hugging Face export."""
+        from verl.utils.fsdp_utils import get_fsdp_full_state_dict
+
+        return {k: v.clone() for k, v in get_fsdp_full_state_dict(self.module).items()}
+
+
 class ActorWorkers:
     """Stand-in for verl's actor worker group. verl's dispatch splits a KVBatchMeta over the data-parallel
     ranks; on each, verl's `tqbridge` reads the rows it names (plus its extra_info) from the TransferQueue
@@ -69,14 +123,15 @@ class ActorWorkers:
     position_ids, loss_mask, temperature) and returning what it returns (log_probs over prompt +
     response, entropy on request)."""
 
-    def __init__(self, policy, dp_size: int, config):
+    def __init__(self, policy, dp_size: int, config, actor: FsdpActor | None = None):
         from verl.utils.transferqueue_utils import tqbridge
 
         rollout = config.actor_rollout_ref.rollout
         self.engine = dict(use_dynamic_bsz=rollout.log_prob_use_dynamic_bsz,
                            max_token_len_per_gpu=rollout.log_prob_max_token_len_per_gpu,
                            micro_batch_size_per_gpu=rollout.log_prob_micro_batch_size_per_gpu)
-        self.policy = policy
+        self.model = actor.module if actor else policy.model
+        self.actor = actor
         self._dispatch_info = {"actor": list(range(dp_size))}
         self.shares: list[list[int]] = []  # rows per rank, per call
         self.bridged = tqbridge()(self.forward)
@@ -93,7 +148,7 @@ class ActorWorkers:
         entropy = tu.get_non_tensor_data(data=data, key="calculate_entropy", default=False)
         out = {"log_probs": [], "entropy": []}
         for ids, positions in zip(data["input_ids"].unbind(), data["position_ids"].unbind(), strict=True):
-            logits = self.policy.model(input_ids=ids[None], position_ids=positions[None]).logits[0].float()
+            logits = self.model(input_ids=ids[None], position_ids=positions[None]).logits[0].float()
             logp = torch.log_softmax(logits / temperature, dim=-1)
             nxt = torch.cat([ids[1:], ids[:1]])  # verl rolls the labels; the last position is dropped later
             out["log_probs"].append(logp.gather(-1, nxt[:, None]).squeeze(-1))
@@ -114,6 +169,14 @@ class ActorWorkers:
     def set_loss_fn(self, loss_fn) -> None:
         """verl sends the loss function to every worker process (Ray pickles it)."""
         self.loss_fn = ray.cloudpickle.loads(ray.cloudpickle.dumps(loss_fn))
+
+    def save_checkpoint(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None) -> None:
+        """verl's worker: `TrainingWorker.save_checkpoint` -> `FSDPEngine.save_checkpoint` -> its
+        `FSDPCheckpointManager`; the engine's step before it moves the model to the GPU, a no-op here."""
+        self.actor.checkpoint.save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)
+
+    def load_checkpoint(self, local_path, hdfs_path=None, del_local_after_load=False) -> None:
+        self.actor.checkpoint.load_checkpoint(local_path, hdfs_path, del_local_after_load)
 
 
 class InProcessRollout:
@@ -156,25 +219,27 @@ class NoServers:
         pass
 
 
-def opid_trainer(algo: str, policy, tmp_path, overrides=()):
-    """`OpidTrainer` as verl's task runner builds it, with the GPU parts of `init()` replaced."""
+def opid_trainer(algo: str, policy, tmp_path, overrides=(), actor: FsdpActor | None = None, dp: int = DP,
+                 train_tasks: int = TASKS):
+    """`OpidTrainer` as verl's task runner builds it, with the GPU parts of `init()` replaced; verl's
+    `_load_checkpoint` has run (global_steps: the step of the checkpoint it resumed from, else 0)."""
     from opid_train.verl.dataset import write_task_file
     from opid_train.verl.trainer import OpidTrainer
 
     cfg = step_config(algo, tmp_path / "run", overrides)
-    for split, name in (("train", "train"), ("train", "val")):
-        write_task_file(tmp_path / "run" / "tasks" / f"{name}.jsonl", EXPERT_ID, {"max_steps": 4}, split, TASKS)
+    for name, count in (("train", train_tasks), ("val", TASKS)):
+        write_task_file(tmp_path / "run" / "tasks" / f"{name}.jsonl", EXPERT_ID, {"max_steps": 4}, "train", count)
     trainer = OpidTrainer(cfg)  # verl's constructor: replay buffer, roles, modes
     trainer.tokenizer, trainer.processor = policy.tokenizer, None
     trainer._init_dataloader()
     trainer._init_resource_pool_mgr()
     trainer.ref_in_actor = False
-    trainer.actor_rollout_wg = trainer.ref_policy_wg = ActorWorkers(policy, DP, cfg)
+    trainer.actor_rollout_wg = trainer.ref_policy_wg = ActorWorkers(policy, dp, cfg, actor)
     trainer.checkpoint_manager = trainer.reward_loop_manager = NoServers()
     trainer.agent_loop_manager = InProcessRollout(cfg, policy, TinyServer(policy, seed=1))
-    trainer._load_checkpoint()  # none yet: step 0
+    trainer._load_checkpoint()  # trainer.resume_mode (verl's default: auto)
     trainer.on_init_end()  # verl's weight sync (NoServers'), the run folder, SDAR's loss for the workers
-    trainer.global_steps = 1  # what fit() sets before its first step
+    trainer._init_dump_executor()
     trainer.prev_step_profile = trainer.curr_step_profile = trainer.next_step_profile = False
     SkipManager.init(cfg)  # as fit() does
     return trainer
@@ -258,6 +323,7 @@ def test_one_verl_step_through_the_transfer_queue_gives_the_local_learners_advan
         algo, transfer_queue, tiny_policy, tmp_path):
     trainer = opid_trainer(algo, tiny_policy, tmp_path)
     trainer.opid_scorer = scorer = RecordingScorer(trainer.opid_scorer)
+    trainer.global_steps = 1  # what fit() sets before its first step
     metrics, timing = {}, {}
     batch = trainer.step(metrics, timing)  # rollout .. advantages (verl's _step_once), no actor update
 
@@ -320,11 +386,103 @@ def test_fit_runs_a_step_and_leaves_the_local_run_folder(transfer_queue, tiny_po
     update: metrics.jsonl and curves.png as a local run leaves them, the TransferQueue emptied."""
     trainer = opid_trainer("opid", tiny_policy, tmp_path, ["trainer.total_training_steps=1", "trainer.save_freq=0",
                                                            "trainer.test_freq=1"])
-    trainer.global_steps = 0  # as after on_init_end; fit counts from there
-    trainer._init_dump_executor()
     trainer.fit(trainer.agent_loop_manager)
     (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert line["update"] == 0 and line["opid/teacher_active_token_ratio"] > 0 and line["training/global_step"] == 1
     assert f"val-core/{EXPERT_ID}/reward/mean@1" in line  # verl's validation played the val tasks
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     assert not tq.kv_list("train").get("train")
+
+
+class Killed(Exception):
+    """The run's process dying (a preempted node)."""
+
+
+def run_lines(run_dir):
+    """metrics.jsonl's lines; per update: skills.jsonl's lines, and the task ids and step count of the
+    training trajectories in records.jsonl.gz."""
+    from collections import Counter, defaultdict
+
+    from opid_train.records import RECORDS_FILE, read_records
+
+    metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
+    skills = Counter(json.loads(line)["update"] for line in (run_dir / "skills.jsonl").read_text().splitlines())
+    tasks, steps = defaultdict(list), Counter()
+    for record in read_records(run_dir / RECORDS_FILE):
+        if record.get("phase") == "train":
+            tasks[record["update"]].append(record["task_id"])
+            steps[record["update"]] += len(record["steps"])
+    return metrics, skills, {u: sorted(ids) for u, ids in tasks.items()}, steps
+
+
+@pytest.mark.slow
+def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(transfer_queue, tiny_policy, gloo_group,
+                                                                             tmp_path):
+    """verl's `fit` with save_freq 2 saves through verl's `_save_checkpoint` (the actor's shards, optimizer,
+    extra state and Hugging Face export by verl's FSDPCheckpointManager, the dataloader state, the tracker);
+    the run dies in step 4's validation, after update 2 was logged past its last checkpoint (step 2). A second
+    trainer on the same run folder, resume_mode auto: verl's `_load_checkpoint` finds step 2 and loads the
+    actor (its weights, perturbed before, come back) and the dataloader; `fit` goes on at step 3, and
+    metrics.jsonl, skills.jsonl and records.jsonl.gz hold each update once. opid-eval reads the export
+    of the last step. The actor is not updated (no GPU workers), so its optimizer state is empty."""
+    from opid_train.learner import model_folder_of
+    from opid_train.policy.presets import hf_policy
+
+    run_dir, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
+    overrides = ["trainer.total_training_steps=4", "trainer.save_freq=2", "trainer.test_freq=4",
+                 "trainer.resume_mode=auto", "actor_rollout_ref.actor.use_kl_loss=false"]  # no reference pass: faster
+    cfg = step_config("opid", run_dir, overrides)
+    tiny_policy.model.save_pretrained(tmp_path / "model")  # verl's actor loads the model path's folder
+    first_actor = FsdpActor(tmp_path / "model", tiny_policy.tokenizer, cfg)
+    first = opid_trainer("opid", tiny_policy, tmp_path, overrides, first_actor, dp=1,  # 1 rank, as the gloo group
+                         train_tasks=3 * TASKS)  # 3 updates an epoch: the dataloader's position tells
+    assert first.global_steps == 0
+
+    def killed_in_validation():
+        raise Killed
+
+    first._validate = killed_in_validation
+    with pytest.raises(Killed):
+        first.fit(first.agent_loop_manager)
+    saved = first_actor.weights()
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "2"
+    assert sorted(p.name for p in ckpt.glob("global_step_*")) == ["global_step_2"]
+    step2 = ckpt / "global_step_2"
+    for name in ("model_world_size_1_rank_0.pt", "optim_world_size_1_rank_0.pt", "extra_state_world_size_1_rank_0.pt",
+                 "fsdp_config.json", "huggingface/config.json", "huggingface/model.safetensors"):
+        assert (step2 / "actor" / name).is_file(), name
+    assert (step2 / "data.pt").is_file()
+    metrics, skills, tasks, _ = run_lines(run_dir)
+    assert [json.loads(line)["update"] for line in metrics] == [0, 1, 2]
+    assert sorted(skills) == sorted(tasks) == [0, 1, 2, 3]
+    assert tasks[0] != tasks[2]  # different tasks: a dataloader not restored would replay update 0's
+    # the cluster died with the run: a new one starts with an empty TransferQueue
+    tq.kv_clear(keys=list(tq.kv_list("train").get("train", {})), partition_id="train")
+
+    second_actor = FsdpActor(tmp_path / "model", tiny_policy.tokenizer, cfg)
+    with torch.no_grad():
+        for param in second_actor.module.parameters():
+            param.add_(0.5)  # a fresh actor: its weights are not the checkpoint's until loaded
+    assert not torch.equal(second_actor.weights()["lm_head.weight"], saved["lm_head.weight"])
+    second = opid_trainer("opid", tiny_policy, tmp_path, overrides, second_actor, dp=1, train_tasks=3 * TASKS)
+    assert second.global_steps == 2
+    loaded = second_actor.weights()
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert [json.loads(line)["update"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+
+    second.fit(second.agent_loop_manager)
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "4"
+    resumed, skills, resumed_tasks, steps = run_lines(run_dir)
+    assert resumed[:2] == metrics[:2]  # the updates before the checkpoint, untouched
+    assert [json.loads(line)["update"] for line in resumed] == [0, 1, 2, 3]
+    assert [json.loads(line)["training/global_step"] for line in resumed] == [1, 2, 3, 4]
+    assert f"val-core/{EXPERT_ID}/reward/mean@1" in json.loads(resumed[-1])
+    assert {u: len(ids) for u, ids in resumed_tasks.items()} == {u: TASKS * GROUP for u in range(4)}  # recorded once
+    assert resumed_tasks[2] == tasks[2]  # the dataloader went on where the checkpoint left it
+    assert skills == steps  # one skills line per step row of each update
+
+    folder = model_folder_of(run_dir)  # what `opid-eval --checkpoint RUN_DIR` evaluates
+    assert folder == ckpt / "global_step_4" / "actor" / "huggingface"
+    exported = hf_policy(folder).model.state_dict()
+    for name, value in second_actor.weights().items():
+        torch.testing.assert_close(exported[name].float(), value, rtol=0, atol=0)
