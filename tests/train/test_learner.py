@@ -342,6 +342,14 @@ def test_loss_rows_drop_zero_advantage_rows_only_without_kl_or_extra_loss_longes
     assert with_extra.loss_rows(batch, index).tolist() == [3, 1, 2, 4, 0]  # equal lengths keep the minibatch's order
     batch.ref_logp = torch.zeros(5, 1)
     assert plain.loss_rows(batch, index).tolist() == [3, 1, 2, 4, 0]
+    # a minibatch of 20 prompts of one length keeps the seeded order (torch's unstable sort reorders ties
+    # from 17 rows on), so which rows share a micro-batch follows the seeded permutation
+    steps = [copy.deepcopy(steps[1]) for _ in range(20)]
+    batch = make_batch([Trajectory(env_id="x", split="train", task="t", task_id=0, task_type="k", group_id=0,
+                                   traj_id=0, steps=steps)])
+    batch.advantages = torch.ones(20, 1)
+    index = torch.randperm(20, generator=torch.Generator().manual_seed(0))
+    assert plain.loss_rows(batch, index).tolist() == index.tolist()
 
 
 def test_make_batch_by_hand():
