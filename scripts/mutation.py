@@ -42,6 +42,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "opid": (["opid_train/algorithms/opid.py"], ALGORITHM_TESTS),
     "sdar": (["opid_train/algorithms/sdar.py"], ALGORITHM_TESTS),
     "learner": (["opid_train/learner.py"], ["tests/train/test_checkpoints.py", "tests/train/test_learner.py"]),
+    "learner_update": (["opid_train/learner.py"], ALGORITHM_TESTS + [  # with the one update the rollout tests run
+        "tests/train/test_policy_rollout.py::test_update_skips_rows_without_loss_and_takes_the_same_step"]),
     "parsing": (["wrappers/parsing.py"], ["tests/wrappers/test_parsing.py", "tests/wrappers/test_prompt_skills_recording.py"]),
     "skills": (["wrappers/skills.py"], ["tests/wrappers/test_prompt_skills_recording.py",
                                         "tests/train/test_opid_advantages.py"]),
@@ -57,15 +59,19 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                        "tests/envs/test_alfworld.py::test_step_bookkeeping_on_the_easy_suite"]),
 }
 ALIASES = {"algorithms": ["grpo", "opid", "sdar"]}
+# learner.py in two groups: the update (the loss the algorithm's advantages go into) and checkpoint/resume
+LEARNER_UPDATE = ["make_batch", "token_weights", "chunks", "score_in_chunks", "Learner.__init__", "Learner.update",
+                  "Learner.loss_rows"]
+LEARNER_CHECKPOINTS = ["Learner.save_checkpoint", "folder_update", "checkpoint_folders", "checkpoint_update",
+                       "latest_checkpoint", "load_newest_checkpoint", "verl_hf_folder", "model_folder_of"]
 # functions left out of a group's mutation, per file: none of them can change a result (a score, an
-# advantage, a statistic, a step's bookkeeping, what a checkpoint holds)
+# advantage, a statistic, a step's bookkeeping, what a checkpoint holds), or another group mutates them
 NOT_MUTATED: dict[str, dict[str, list[str]]] = {
     "core": {"opid_envs/core.py": [  # the console view, a random agent's actions, import and id look-ups
         "TextEnv.render", "TextEnv.random_action", "TextSpace.sample", "TextSpace.__repr__",
         "MissingDependencyError.__init__", "require", "resolve_env_id"]},
-    "learner": {"opid_train/learner.py": [  # checkpoint/resume only: the loss maths is the algorithms' groups'
-        "make_batch", "token_weights", "chunks", "score_in_chunks", "Learner.__init__", "Learner.update",
-        "Learner.loss_rows"]},
+    "learner": {"opid_train/learner.py": LEARNER_UPDATE},  # checkpoint/resume only: the update is learner_update's
+    "learner_update": {"opid_train/learner.py": LEARNER_CHECKPOINTS},  # the update only: checkpoints are learner's
     "searchqa_reward": {"opid_envs/searchqa/env.py": [  # the expert and random agents, the shared index
         "shared_retriever", "SearchQAEnv.expert_action", "SearchQAEnv.random_action"]},
     "alfworld_step": {"opid_envs/alfworld/env.py": [  # step bookkeeping only: loading, paths, experts are not
