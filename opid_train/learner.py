@@ -39,7 +39,6 @@ def make_batch(trajectories: list[Trajectory]) -> Batch:
     return Batch(
         trajectories=trajectories, rows=rows, prompt_ids=[s.prompt_ids for s in steps],
         response_ids=ids, response_mask=mask, old_logp=old,
-        scores=torch.tensor([trajectories[i].score for i, _ in rows], dtype=torch.float32),
         group_ids=torch.tensor([trajectories[i].group_id for i, _ in rows], dtype=torch.long),
         format_valid=torch.tensor([s.format_valid for s in steps], dtype=torch.bool),
     )
@@ -100,7 +99,7 @@ class Learner:
                 for micro_index in chunks(rows, cfg.micro_batch_size):
                     micro = batch.select(micro_index)
                     dev = self.policy.device
-                    mask, adv, old = (micro.response_mask.to(dev), micro.advantages.to(dev), micro.old_logp.to(dev))
+                    adv, old = micro.advantages.to(dev), micro.old_logp.to(dev)
                     weight_tok = micro.extras["token_weight"].to(dev)
                     logp = self.policy.logprobs(micro.prompt_ids, micro.response_ids, micro.response_mask)
                     pg_loss, pg_metrics = ppo_clip_loss(logp, old, adv, weight_tok, cfg.grpo.clip_eps,

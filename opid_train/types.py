@@ -66,7 +66,6 @@ class Batch:
     response_ids: torch.Tensor  # [R, T] long, pad positions hold any id
     response_mask: torch.Tensor  # [R, T] float, 1 on real response tokens
     old_logp: torch.Tensor  # [R, T] float
-    scores: torch.Tensor  # [R] outcome score of the row's trajectory
     group_ids: torch.Tensor  # [R] long
     format_valid: torch.Tensor  # [R] bool
     ref_logp: torch.Tensor | None = None  # [R, T] reference policy, for the KL term
@@ -91,7 +90,6 @@ class Batch:
             response_ids=self.response_ids[idx],
             response_mask=self.response_mask[idx],
             old_logp=self.old_logp[idx],
-            scores=self.scores[idx],
             group_ids=self.group_ids[idx],
             format_valid=self.format_valid[idx],
             ref_logp=pick(self.ref_logp),

@@ -370,7 +370,7 @@ def test_make_batch_by_hand():
     assert batch.response_ids.tolist() == [[11, 12, 13], [14, 0, 0], [15, 16, 0]]
     assert batch.response_mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 1, 0]]
     torch.testing.assert_close(batch.old_logp, torch.tensor([[-0.1, -0.2, -0.3], [-0.4, 0, 0], [-0.5, -0.6, 0]]))
-    assert batch.scores.tolist() == [0.25, 0.25, 1.0] and batch.group_ids.tolist() == [3, 3, 1]
+    assert batch.group_ids.tolist() == [3, 3, 1]
     assert batch.format_valid.tolist() == [True, False, True]
     # responses without a token still make a batch one token wide, all padding
     empty = make_batch([Trajectory(env_id="x", split="train", task="t", task_id=0, task_type="k", group_id=0,

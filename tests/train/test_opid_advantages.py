@@ -63,7 +63,7 @@ def make_batch(trajectories, lengths):
     return Batch(
         trajectories=trajectories, rows=rows, prompt_ids=[[0] for _ in rows],
         response_ids=torch.ones(len(rows), T, dtype=torch.long), response_mask=mask,
-        old_logp=PLAIN * mask, scores=torch.tensor([trajectories[i].score for i, _ in rows]),
+        old_logp=PLAIN * mask,
         group_ids=torch.tensor([trajectories[i].group_id for i, _ in rows]),
         format_valid=torch.ones(len(rows), dtype=torch.bool),
     )
