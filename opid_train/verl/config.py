@@ -121,6 +121,9 @@ def compose_preset(preset: str | Path, overrides: list[str] | None = None):
     path = resolve_preset(preset)
     with initialize_config_dir(config_dir=str(path.parent), version_base=None):
         cfg = compose(config_name=path.stem, overrides=list(overrides or []))
+    if cfg.get("opid", {}).get("run_dir"):  # absolute: verl's task runner is a Ray actor, its folder may not be ours
+        with open_dict(cfg):
+            cfg.opid.run_dir = str(Path(cfg.opid.run_dir).expanduser().resolve())
     OmegaConf.resolve(cfg)
     data = OmegaConf.to_container(cfg)
     train = opid_config(dict(data.get("opid") or {}))

@@ -4,6 +4,7 @@ vLLM it stops early with one line naming what is missing; config mistakes are on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 import tests.train.toy_expert  # noqa: F401
 from opid_train.cli.train import main as opid_train
 from opid_train.presets import load_preset
+from opid_train.learner import KEEP_CHECKPOINTS
 from opid_train.verl.config import PRESETS, compose_preset
 from opid_train.verl.dataset import OpidTaskDataset
 from tests.train.toy_expert import EXPERT_ID
@@ -53,6 +55,17 @@ def test_bundled_presets_compose_with_verls_config_and_take_the_parity_presets_n
     assert cfg.opid.prompt == reference["prompt"]  # written into the config the Ray workers read
     assert cfg.data.train_files == f"{train.run_dir}/tasks/train.jsonl"  # interpolated from the opid section
     assert "${" not in OmegaConf.to_yaml(cfg)  # resolved here: verl's workers need no opid resolver
+    assert cfg.trainer.max_actor_ckpt_to_keep == KEEP_CHECKPOINTS  # as the local backend: not every 50 GB checkpoint
+
+
+def test_a_relative_run_folder_becomes_absolute_in_every_path_verls_workers_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # verl's task runner is a Ray actor: on a cluster it may start in another folder
+    cfg, train, _ = compose_preset("alfworld", ["trainer.n_gpus_per_node=1", "opid.run_dir=runs/mine"])
+    run_dir = tmp_path / "runs" / "mine"
+    assert Path(train.run_dir) == run_dir and Path(cfg.opid.run_dir) == run_dir
+    assert Path(cfg.trainer.default_local_dir) == run_dir / "checkpoints"
+    assert Path(cfg.data.train_files) == run_dir / "tasks" / "train.jsonl"
+    assert Path(cfg.data.val_files) == run_dir / "tasks" / "val.jsonl"
 
 
 def test_the_grpo_baseline_takes_the_references_own_grpo_settings():
