@@ -220,7 +220,9 @@ def run_minutes(run_dir: Path) -> tuple[float | None, float | None]:
     wall_s = None
     info, done = run_dir / "run_info.json", run_dir / "eval.json"
     if info.exists() and done.exists():
-        started = calendar.timegm(time.strptime(json.loads(info.read_text())["started"], "%Y-%m-%dT%H:%M:%SZ"))
+        record = json.loads(info.read_text())
+        last_start = (record.get("resumed") or [record])[-1]["started"]
+        started = calendar.timegm(time.strptime(last_start, "%Y-%m-%dT%H:%M:%SZ"))
         wall_s = done.stat().st_mtime - started
     return (None if train_s is None else train_s / 60), (None if wall_s is None else wall_s / 60)
 

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from opid_train.records import RECORDS_FILE, RecordWriter, read_records
 from opid_train.view.app import load_site, serve
@@ -47,6 +48,11 @@ def runs(tmp_path_factory, private_opid_cache):
             r["won"], r["score"] = True, 1.0
     (root / "other" / RECORDS_FILE).unlink()
     RecordWriter(root / "other" / RECORDS_FILE).write(records)
+    # and run B was resumed once, on another torch
+    info = json.loads((root / "other" / "run_info.json").read_text())
+    info["resumed"] = [{"argv": [*info["argv"], "--resume"], "started": "2026-12-04T11:00:00Z",
+                        "versions": {**info["versions"], "torch": "9.9.9"}}, None]  # a damaged entry is skipped
+    (root / "other" / "run_info.json").write_text(json.dumps(info))
     return root / "opid", root / "other"
 
 
@@ -207,11 +213,22 @@ def test_a_person_browses_a_run_in_headless_chromium(runs, tmp_path):
         # the run: learning curves with a value on hover, the command that made it
         browser.goto(url + "#run", "run")
         assert browser.js("document.querySelectorAll('.chart svg').length") >= 4
+        # every y tick label inside its chart and clear of the rotated axis title at x 6-18 (a loss moving
+        # by 1e-6 around 0.1 is labelled 1.0000010e-1)
+        clipped = browser.js("[...document.querySelectorAll('.chart svg text[text-anchor=end]')]"
+                             ".filter(t => t.getBBox().x < 19).map(t => t.textContent)")
+        assert clipped == [], clipped
         argv = json.loads((runs[0] / "run_info.json").read_text())["argv"]
         assert browser.js("document.querySelector('pre.command').textContent").startswith(argv[0])
         browser.hover(".chart svg[data-key='loss'] rect.hover")
         tip = browser.wait("!document.getElementById('tip').hidden && document.getElementById('tip').textContent")
         assert re.fullmatch(r"loss at update [12]\nopid: [-\d.e]+\nother: [-\d.e]+", tip), tip
+        # run B's card says when it was resumed, with which command, on which other versions
+        resumed = browser.js("document.querySelectorAll('.card.run')[1].querySelector('ul.resumed').innerText")
+        assert resumed.startswith("started 2026-12-04T11:00:00Z") and f"torch {torch.__version__} → 9.9.9" in resumed
+        assert resumed.strip().endswith("--resume") and browser.js("document.querySelectorAll('ul.resumed li').length") == 1
+        browser.js("document.querySelector('ul.resumed').scrollIntoView()")
+        browser.screenshot(shots / "view-run-resumed.png")
         browser.screenshot(shots / "view-run.png")
 
         # the evaluation: the final policy's success per split and type, its episodes per task

@@ -83,13 +83,27 @@ def claim_run_folder(run_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def record_run(run_dir: Path, cfg: TrainConfig, **extra) -> None:
-    """config.yaml and run_info.json (`extra` added to the latter: the verl backend's task counts)."""
+def record_run(run_dir: Path, cfg: TrainConfig, continuing: bool = False, **extra) -> None:
+    """config.yaml and run_info.json (`extra` added to the latter: the verl backend's task counts).
+    A run `continuing` from its checkpoints keeps its first start's record (seed, command, versions,
+    time) and adds this start to `resumed`, so the folder tells every command and install that wrote it."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    info = {"seed": cfg.seed, "argv": sys.argv, "versions": versions(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))
+    start = {"argv": sys.argv, "versions": versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+             **extra}
+    path = run_dir / "run_info.json"
+    first = None
+    if continuing and path.exists():
+        try:
+            first = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            first = None  # unreadable: this start's record replaces it
+    if isinstance(first, dict):
+        earlier = first.get("resumed")
+        info = {**first, "resumed": [*(earlier if isinstance(earlier, list) else []), start]}
+    else:
+        info = {"seed": cfg.seed, **start}
+    path.write_text(json.dumps(info, indent=2))
 
 
 def demo_tasks(split: str, n_tasks: int, episodes: int) -> list[tuple[str, int]]:
@@ -177,7 +191,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, overwrite: bool = F
     envs = max(cfg.tasks_per_update * cfg.group_size, 1 if cfg.eval.greedy else cfg.eval.samples)
     pool = make_pool(cfg.env, envs, cfg.env_kwargs, cfg.env_workers, agent_config_for(cfg))
     try:
-        record_run(run_dir, cfg)
+        record_run(run_dir, cfg, continuing=resumed is not None or (resume and warm_started))
         if resumed is not None:
             policy, start = resumed.policy, resumed.update
         elif resume and warm_started:  # killed after the warm start

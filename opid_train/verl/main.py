@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 
 PROG = "opid-train --backend verl"
 
@@ -31,6 +32,15 @@ def missing_for_a_run(rollout_engine: str) -> list[str]:
     if importlib.util.find_spec(rollout_engine) is None:
         missing.append(f"{rollout_engine} (verl's GPU extra, in its own environment: pip install 'verl[{rollout_engine}]')")
     return missing
+
+
+def resumes_from_checkpoint(cfg) -> bool:
+    """Whether verl's trainer will continue from a checkpoint (its `_load_checkpoint`: resume_mode auto
+    reads the tracker file verl writes next to its newest checkpoint, resume_path names a checkpoint)."""
+    mode = cfg.trainer.resume_mode
+    if mode == "resume_path":
+        return bool(cfg.trainer.resume_from_path)
+    return mode == "auto" and (Path(cfg.trainer.default_local_dir) / "latest_checkpointed_iteration.txt").exists()
 
 
 def one_line(exc: Exception) -> str:
@@ -76,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{PROG}: the env {train.env} could not list its tasks: {type(exc).__name__}: {one_line(exc)}") from None
     run_dir = train.resolved_run_dir()
     cfg.trainer.v1.trainer_mode = "opid_sync"
-    record_run(run_dir, run_config(cfg, train), backend="verl", tasks=counts)  # config.yaml, run_info.json
+    record_run(run_dir, run_config(cfg, train), continuing=resumes_from_checkpoint(cfg),
+               backend="verl", tasks=counts)  # config.yaml, run_info.json
     OmegaConf.save(cfg, run_dir / "verl_config.yaml")
     print(f"{PROG}: {train.algo} on {train.env}: {counts} tasks, config in {run_dir / 'verl_config.yaml'}")
     if args.check:

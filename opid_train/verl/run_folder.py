@@ -3,7 +3,7 @@ curves read it the same way:
 
     config.yaml        the opid TrainConfig of the run, the keys verl owns filled from verl's config
     verl_config.yaml   the composed verl config (what verl ran)
-    run_info.json      seed, argv, versions, start time, backend, task counts
+    run_info.json      seed, argv, versions, start time, backend, task counts (each resume under `resumed`)
     tasks/             the task files verl's dataloader reads
     metrics.jsonl      one line per update, the local backend's names (`local_metrics`), verl's others kept
     skills.jsonl       the analyzer's skills per update (written by OPID's / SDAR's prepare, as locally)

@@ -68,7 +68,7 @@ function tickFormat(ticks) {
 }
 
 function chart(key, series) {
-  const W = 380, H = 230, L = 54, R = 12, T = 10, B = 40;
+  const W = 380, H = 230, R = 12, T = 10, B = 40;
   const pts = series.flatMap(s => s.points);
   if (!pts.length) return "";
   let x0 = Math.min(...pts.map(p => p[0])), x1 = Math.max(...pts.map(p => p[0]));
@@ -78,6 +78,9 @@ function chart(key, series) {
   y0 = Math.min(y0, yt[0]); y1 = Math.max(y1, yt[yt.length - 1]);
   if (y0 === y1) { y0 -= 1; y1 += 1; }
   const yfmt = tickFormat(yt);
+  // room left of the axis for the axis title (x 6-18) and the longest tick label (10 px text: about
+  // 6 px a character), e.g. 1.0000010e-1
+  const L = Math.max(54, 26 + 6 * Math.max(...yt.map(v => yfmt(v).length)));
   const xt = niceTicks(x0, x1, Math.min(8, x1 - x0)).filter(v => Number.isInteger(v));
   const sx = x => L + (x - x0) / (x1 - x0) * (W - L - R), sy = y => H - B - (y - y0) / (y1 - y0) * (H - T - B);
   let svg = `<svg viewBox="0 0 ${W} ${H}" data-key="${esc(key)}" role="img" aria-label="${esc(key)} by update">`;
@@ -109,7 +112,7 @@ function wireChart(div, key, series) {
     const x = xs.reduce((a, b) => Math.abs(b - want) < Math.abs(a - want) ? b : a);
     const px = L + (x - (x0 === x1 ? x0 - 1 : x0)) / ((x0 === x1 ? 2 : x1 - x0)) * Wd;
     guide.setAttribute("x1", px); guide.setAttribute("x2", px); guide.setAttribute("visibility", "visible");
-    const lines = series.map(s => { const p = s.points.find(q => q[0] === x); return p ? `${s.name}: ${fmt(p[1])}` : null; }).filter(Boolean);
+    const lines = series.map(s => { const p = s.points.find(q => q[0] === x); return p ? `${s.name}: ${+p[1].toPrecision(7)}` : null; }).filter(Boolean);
     showTip(evt, `${key} at update ${x}\n` + lines.join("\n"));
   });
   rect.addEventListener("mouseleave", () => { guide.setAttribute("visibility", "hidden"); hideTip(); });
@@ -152,7 +155,7 @@ function renderRun() {
   const box = document.getElementById("runs");
   for (const r of RUNS) {
     const info = r.run_info || {}, cfg = r.config || {};
-    const argv = (info.argv || []).map(a => /^[\w@%+=:,./-]+$/.test(a) ? a : "'" + a.replace(/'/g, "'\\''") + "'").join(" ");
+    const argv = shellLine(info.argv);
     const versions = Object.entries(info.versions || {}).map(([k, v]) => `<tr><td>${esc(k)}</td><td class="mono">${esc(v)}</td></tr>`).join("");
     const warm = r.warmstart && Object.keys(r.warmstart).length ? Object.entries(r.warmstart).map(([k, v]) => `${esc(k)} ${esc(fmt(v))}`).join(" · ") : "";
     box.insertAdjacentHTML("beforeend", `<div class="card run"><h2>${esc(r.name)}</h2>
@@ -163,8 +166,26 @@ function renderRun() {
       ${argv ? `<h3>Command</h3><pre class="command">${esc(argv)}</pre>` : ""}
       ${warm ? `<h3>Warm start</h3><p class="mono">${warm}</p>` : ""}
       ${versions ? `<h3>Versions</h3><table>${versions}</table>` : ""}
+      ${resumedList(info)}
       <details><summary>Config</summary><pre>${esc(JSON.stringify(cfg, null, 2))}</pre></details></div>`);
   }
+}
+
+function shellLine(argv) {
+  return (argv || []).map(a => /^[\w@%+=:,./-]+$/.test(a) ? a : "'" + a.replace(/'/g, "'\\''") + "'").join(" ");
+}
+
+// Each later start of a resumed run: when, the command, and the versions that differ from the first start's.
+function resumedList(info) {
+  if (!Array.isArray(info.resumed) || !info.resumed.length) return "";
+  const first = info.versions || {};
+  const items = info.resumed.filter(r => r && typeof r === "object").map(r => {
+    const changed = Object.entries(r.versions || {}).filter(([k, v]) => first[k] !== v)
+      .map(([k, v]) => `${esc(k)} ${esc(first[k] ?? "–")} → ${esc(v)}`).join(" · ");
+    return `<li>started ${esc(r.started || "–")}${changed ? ` · <b>other versions:</b> ${changed}` : " · same versions"}
+      <pre class="command">${esc(shellLine(r.argv))}</pre></li>`;
+  }).join("");
+  return `<h3>Resumed</h3><ul class="resumed">${items}</ul>`;
 }
 
 // ---- evaluation ----------------------------------------------------------------------------------

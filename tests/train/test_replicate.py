@@ -226,3 +226,16 @@ def test_the_main_jobs_evaluation_games_stay_translated_between_its_passes():
     cfg = main_config()
     games = sum(LEVELS[cfg.env_kwargs["level"]].sizes[split] for split in cfg.eval.splits)
     assert fastpath.TRANSLATION_CACHE >= games
+
+
+def test_wall_minutes_of_a_resumed_run_count_from_its_last_start(replicate, tmp_path):
+    """A resumed run keeps its first start in run_info.json and lists each resume: its wall minutes
+    are those of the start that finished it, not the time it lay killed in between."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_info.json").write_text(json.dumps({"started": "2026-12-01T10:00:00Z",
+                                                       "resumed": [{"started": "2026-12-01T11:00:00Z"},
+                                                                   {"started": "2026-12-01T12:00:00Z"}]}))
+    (run_dir / "eval.json").write_text("{}")
+    os.utime(run_dir / "eval.json", (0, calendar.timegm((2026, 12, 1, 12, 9, 0, 0, 0, 0))))
+    assert replicate.run_minutes(run_dir) == (None, 9.0)

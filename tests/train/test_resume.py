@@ -98,6 +98,23 @@ def test_a_latest_pointer_naming_a_missing_folder_resumes_from_the_newest_checkp
 
 
 @pytest.mark.slow
+def test_a_resumed_run_keeps_its_first_starts_record_and_adds_its_own(run_copy, monkeypatch):
+    """run_info.json is the run's record of how it was made: a resume must not replace the first start's
+    command, versions and time (it did: every start rewrote the file), it adds itself under `resumed`."""
+    first = json.loads((run_copy / "run_info.json").read_text())
+    first.update(argv=["opid-train", "--the-first-start"], started="2026-01-01T00:00:00Z")
+    (run_copy / "run_info.json").write_text(json.dumps(first))
+    command = ["--run-dir", str(run_copy), *ARGS, "--resume"]
+    monkeypatch.setattr("sys.argv", ["opid-train", *command])  # what run_info records
+    for _ in range(2):
+        main(command)
+    info = json.loads((run_copy / "run_info.json").read_text())
+    assert {k: info[k] for k in first} == first
+    assert len(info["resumed"]) == 2 and all(r["started"] > first["started"] for r in info["resumed"])
+    assert info["resumed"][0]["versions"] == first["versions"] and info["resumed"][1]["argv"][-1] == "--resume"
+
+
+@pytest.mark.slow
 def test_when_no_checkpoint_loads_resume_stops_and_changes_nothing(run_copy, capsys):
     for folder in (run_copy / "checkpoints").glob("update_*"):
         truncate(folder / "model" / "model.safetensors")

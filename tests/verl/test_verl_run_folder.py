@@ -43,6 +43,33 @@ def test_check_writes_config_yaml_with_verls_values_and_run_info(tmp_path):
     assert "hf_model" in saved.actor_rollout_ref.actor.checkpoint.save_contents
 
 
+def test_a_start_on_verls_checkpoints_keeps_the_runs_first_record(tmp_path, monkeypatch):
+    """verl resumes by itself (resume_mode auto) when its tracker file names a checkpoint: then
+    run_info.json keeps the first start's command and time and adds this start under `resumed`."""
+    from opid_train.verl.config import compose_preset
+    from opid_train.verl.main import resumes_from_checkpoint
+
+    run_dir = tmp_path / "run"
+    args = ["--backend", "verl", "--preset", "alfworld", "--check", f"opid.env={EXPERT_ID}", "~opid.env_kwargs.level",
+            f"opid.run_dir={run_dir}", "opid_rollout.eval_split=null"]
+    cfg, _, _ = compose_preset("alfworld", args[5:])
+    assert not resumes_from_checkpoint(cfg)
+    monkeypatch.setattr("sys.argv", ["opid-train", *args])
+    opid_train(args)
+    first = json.loads((run_dir / "run_info.json").read_text())
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")  # as verl's save writes it
+    assert resumes_from_checkpoint(cfg)
+    cfg.trainer.resume_mode = "disable"
+    assert not resumes_from_checkpoint(cfg)
+    monkeypatch.setattr("sys.argv", ["opid-train", *args, "trainer.total_training_steps=9"])
+    opid_train([*args, "trainer.total_training_steps=9"])
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert {k: info[k] for k in first} == first
+    assert [r["argv"][-1] for r in info["resumed"]] == ["trainer.total_training_steps=9"]
+    assert info["resumed"][0]["tasks"] == {"train": 5}
+
+
 def test_a_preset_without_hf_checkpoints_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="save_contents needs hf_model"):
         opid_train(["--backend", "verl", "--preset", "alfworld", "--check",
