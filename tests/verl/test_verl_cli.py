@@ -171,3 +171,28 @@ def test_every_launch_line_gives_verls_workers_shares_they_can_split(preset, lau
     for times in (1, 3):
         split(step_multiple * times // ranks, rollout.log_prob_use_dynamic_bsz, rollout.log_prob_micro_batch_size_per_gpu,
               rollout.log_prob_max_token_len_per_gpu)
+
+
+@pytest.mark.slow
+def test_on_the_cpu_the_whole_command_reaches_verls_gpu_request(tmp_path, monkeypatch, tiny_policy):
+    """The command as on a GPU node, past its GPU check: the task files and run folder, verl's `run_ppo`
+    (a local Ray), opid's task runner as a Ray actor in its own process, where the `opid_sync` trainer
+    must be registered and verl builds it, its tokenizer from the model folder and its dataloaders from
+    opid's task files; it stops where verl asks Ray for the GPUs. (Ray gets 8 logical CPUs: the task
+    runner and the TransferQueue's controller and storage each hold one, and with 2 verl waits forever.)"""
+    import ray
+
+    tiny_policy.save(tmp_path / "model")
+    monkeypatch.setattr("opid_train.verl.main.missing_for_a_run", lambda engine: [])
+    run_dir = tmp_path / "run"
+    try:
+        with pytest.raises(Exception, match="Total available GPUs 0 is less than total desired GPUs 1") as exc:
+            opid_train(["--backend", "verl", "--preset", "alfworld", f"opid.run_dir={run_dir}", f"opid.env={EXPERT_ID}",
+                        "~opid.env_kwargs.level", "opid_rollout.env_workers=0", "+opid.parity=reference",
+                        f"actor_rollout_ref.model.path={tmp_path / 'model'}", "trainer.n_gpus_per_node=1",
+                        "data.max_prompt_length=768", "data.max_response_length=8", "trainer.logger=[console]",
+                        "ray_kwargs.ray_init.num_cpus=8", "transfer_queue.backend.SimpleStorage.num_data_storage_units=1"])
+    finally:
+        ray.shutdown()
+    assert "opid_train/verl/trainer.py" in str(exc.value) and "_check_resource_available" in str(exc.value)
+    assert (run_dir / "tasks" / "train.jsonl").is_file() and (run_dir / "verl_config.yaml").is_file()
