@@ -34,6 +34,33 @@ def missing_for_a_run(rollout_engine: str) -> list[str]:
     return missing
 
 
+# CPUs verl's Ray actors hold for their lifetime, measured on a local Ray (tests/verl/test_verl_cli.py):
+# the task runner and the TransferQueue's controller one each, each SimpleStorage unit one; read in verl:
+# each GPU's bundle of the worker groups' placement group, ResourcePoolManager.max_colocate_count (3).
+HELD_BY_RUNNER_AND_CONTROLLER, HELD_PER_GPU = 2, 3
+
+
+def ray_cpus_short(cfg) -> str | None:
+    """Why verl would wait forever on a local Ray (the Ray it starts itself on one node) that has fewer
+    logical CPUs than its actors hold; None when there are enough, or the Ray is a cluster's."""
+    import os
+
+    ray_init = cfg.ray_kwargs.get("ray_init") or {}
+    if os.environ.get("RAY_ADDRESS") or ray_init.get("address") or int(cfg.trainer.nnodes) > 1:
+        return None  # a running cluster's resources are its nodes'
+    queue = cfg.transfer_queue.backend
+    units = int(queue.SimpleStorage.num_data_storage_units) if queue.storage_backend == "SimpleStorage" else 0
+    gpus = int(cfg.trainer.n_gpus_per_node)
+    needed = HELD_BY_RUNNER_AND_CONTROLLER + units + HELD_PER_GPU * gpus
+    available = ray_init.get("num_cpus") or os.cpu_count() or 1
+    if needed <= available:
+        return None
+    return (f"verl's Ray actors hold {needed} CPUs (task runner and TransferQueue controller 2, {units} storage units, "
+            f"{HELD_PER_GPU} for each of {gpus} GPUs) and this Ray has {available}: verl would wait for them forever. "
+            f"Pass ray_kwargs.ray_init.num_cpus={needed} (Ray's CPUs are logical: more than the cores is fine) "
+            f"or fewer transfer_queue.backend.SimpleStorage.num_data_storage_units")
+
+
 def resumes_from_checkpoint(cfg) -> bool:
     """Whether verl's trainer will continue from a checkpoint (its `_load_checkpoint`: resume_mode auto
     reads the tracker file verl writes next to its newest checkpoint, resume_path names a checkpoint)."""
@@ -80,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         raise SystemExit(f"{PROG}: this machine cannot run verl: missing {'; '.join(missing)}. "
                          f"The config is valid ('--check' composes it and writes the task files without a GPU).")
+    short = None if args.check else ray_cpus_short(cfg)
+    if short:
+        raise SystemExit(f"{PROG}: {short}")
     try:
         counts = write_tasks(cfg, train, rollout)
     except Exception as exc:

@@ -196,3 +196,26 @@ def test_on_the_cpu_the_whole_command_reaches_verls_gpu_request(tmp_path, monkey
         ray.shutdown()
     assert "opid_train/verl/trainer.py" in str(exc.value) and "_check_resource_available" in str(exc.value)
     assert (run_dir / "tasks" / "train.jsonl").is_file() and (run_dir / "verl_config.yaml").is_file()
+
+
+def test_a_local_ray_with_fewer_cpus_than_verls_actors_hold_is_one_line_before_ray_starts(monkeypatch):
+    """With fewer logical CPUs than its actors hold, verl waits forever at the TransferQueue's start (measured:
+    2 CPUs for the task runner, controller and 1 storage unit hung; 3 reached the GPU request), so the command
+    stops first and names the override; a cluster's Ray (RAY_ADDRESS, several nodes) is not counted here."""
+    from opid_train.verl.main import ray_cpus_short
+
+    monkeypatch.setattr("opid_train.verl.main.missing_for_a_run", lambda engine: [])
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    message = error_of(["--backend", "verl", "--preset", "alfworld", "trainer.n_gpus_per_node=1",
+                        "ray_kwargs.ray_init.num_cpus=12"])
+    assert "hold 13 CPUs (task runner and TransferQueue controller 2, 8 storage units, 3 for each of 1 GPUs)" in message
+    assert "this Ray has 12" in message and "ray_kwargs.ray_init.num_cpus=13" in message
+    assert ray_cpus_short(compose_preset("alfworld", ["trainer.n_gpus_per_node=1", "ray_kwargs.ray_init.num_cpus=13"])[0]) is None
+    cfg, _, _ = compose_preset("alfworld", ["transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+                                            "ray_kwargs.ray_init.num_cpus=2", "trainer.n_gpus_per_node=1"])
+    assert "hold 6 CPUs" in ray_cpus_short(cfg)
+    cfg.trainer.nnodes = 2
+    assert ray_cpus_short(cfg) is None
+    cfg.trainer.nnodes = 1
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_cpus_short(cfg) is None
