@@ -60,23 +60,6 @@ def transfer_queue():
         ray.shutdown()
 
 
-@pytest.fixture
-def gloo_group():
-    """This process as a 1-rank torch.distributed gloo group, as each of verl's FSDP workers is one rank of its."""
-    import socket
-
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 class FsdpActor:
     """The actor's model, optimizer and LR schedule as verl's FSDP engine builds them (`FSDPEngine.
     _build_model_optimizer`: torch FSDP with verl's wrap policy, verl's `build_optimizer` and constant
