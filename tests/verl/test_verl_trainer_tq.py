@@ -64,11 +64,10 @@ class FsdpActor:
     """The actor's model, optimizer and LR schedule as verl's FSDP engine builds them (`FSDPEngine.
     _build_model_optimizer`: torch FSDP with verl's wrap policy, verl's `build_optimizer` and constant
     schedule), on the CPU in the gloo group, under verl's own `FSDPCheckpointManager` (the actor's checkpoint
-    config: save_contents with hf_model), which is what verl's engine saves and loads with. The engine
-    itself does not run on a CPU: `initialize` logs GPU memory (verl/workers/engine/fsdp/transformer_impl.py:609
-    -> verl/utils/profiler/performance.py:54, torch.cuda.mem_get_info) and gives FSDP the CUDA device
-    (transformer_impl.py:441), and its `save_checkpoint` first moves a CPU module to the GPU
-    (transformer_impl.py:886 -> verl/utils/fsdp_utils.py:224); torch's FSDP needs device_id="cpu" here."""
+    config: save_contents with hf_model), which is what verl's engine saves and loads with. The engine itself
+    runs on a CPU only with its GPU-only calls patched (tests/verl/test_verl_fsdp_engine_cpu.py), and its
+    `save_checkpoint` would first move the CPU module to the GPU (transformer_impl.py:886 ->
+    verl/utils/fsdp_utils.py:224); torch's FSDP needs device_id="cpu" here."""
 
     def __init__(self, model_path, tokenizer, config):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
