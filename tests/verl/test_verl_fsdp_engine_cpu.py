@@ -78,18 +78,23 @@ def cpu_engine(gloo_group, monkeypatch):
     monkeypatch.setattr(engine_workers, "get_device_name", lambda: "cpu")  # 8
 
 
-def actor_worker(policy, model_dir, overrides=()):
-    """(verl's actor worker over `policy` saved as a Hugging Face folder, the composed config)."""
+def engine_worker(policy, cfg, model_dir):
+    """verl's actor worker of the composed config `cfg` over `policy`, saved as a Hugging Face folder."""
     from omegaconf import open_dict
     from verl.workers.engine_workers import ActorRolloutRefWorker
 
     policy.save(model_dir)
-    cfg = verl_config([*CPU_SETTINGS, *overrides])
     with open_dict(cfg):
         cfg.actor_rollout_ref.model.path = str(model_dir)
     worker = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="actor")
     worker.init_model()  # verl's: engine, optimizer, LR schedule, ppo_loss as the loss function
-    return worker, cfg
+    return worker
+
+
+def actor_worker(policy, model_dir, overrides=()):
+    """(verl's actor worker over `policy`, the composed config)."""
+    cfg = verl_config([*CPU_SETTINGS, *overrides])
+    return engine_worker(policy, cfg, model_dir), cfg
 
 
 def prompt_ids(data) -> list[list[int]]:
