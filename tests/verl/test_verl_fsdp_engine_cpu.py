@@ -158,7 +158,8 @@ def test_verls_engine_scores_the_rows_as_the_tiny_policy(tiny_policy, trajectori
 
 def older_policy(trajectories, seed: int = 3):
     """The trajectories with their sampling log-probs moved (as if an older policy had sampled them), so that
-    the update's ratios leave the clip range and PPO's clipped and dual-clipped branches both carry loss."""
+    the update's ratios leave the clip range and PPO's clipped branch carries loss. (The dual clip does not
+    fire: these rows' advantages are all positive.)"""
     gen = torch.Generator().manual_seed(seed)
     out = []
     for traj in trajectories:
@@ -246,8 +247,8 @@ def assert_same_update(before, after, metrics, local, local_metrics, _, lr):
 
 
 def test_verls_ppo_update_is_the_local_learners(tiny_policy, trajectories, cpu_engine, tmp_path):
-    """verl's default loss (its `ppo_loss`: clipped and dual-clipped surrogate, token-mean over the mini-batch)
-    through the engine's micro-batches, gradient clipping and AdamW: the local learner's GRPO step."""
+    """verl's default loss (its `ppo_loss`: clipped surrogate and low-variance KL, token-mean over the
+    mini-batch) through the engine's micro-batches, gradient clipping and AdamW: the local learner's GRPO step."""
     result = one_update_both_ways("grpo", tiny_policy, older_policy(trajectories), tmp_path)
     assert result[4]["pg_clipfrac"] > 0.1 and result[4]["kl"] > 0  # the clip is active, the KL term too
     assert_same_update(*result, lr=1e-6)
