@@ -156,18 +156,18 @@ def test_verls_engine_scores_the_rows_as_the_tiny_policy(tiny_policy, trajectori
     assert out["entropy"].values().min() > 0
 
 
-def older_policy(trajectories, seed: int = 3):
-    """The trajectories with their sampling log-probs moved (as if an older policy had sampled them), so that
-    the update's ratios leave the clip range and PPO's clipped branch carries loss. (The dual clip does not
-    fire: these rows' advantages are all positive.)"""
+def off_policy_rows(trajectories, seed: int = 3):
+    """The trajectories with half of each group won (the tiny policy wins none: without it every advantage is
+    the same) and their sampling log-probs moved, as if an older policy had sampled them, so that the update's
+    ratios leave the clip range: PPO's clipped branch and, for negative advantages, its dual clip carry loss."""
     gen = torch.Generator().manual_seed(seed)
     out = []
-    for traj in trajectories:
+    for k, traj in enumerate(trajectories):
         steps = []
         for step in traj.steps:
-            old = torch.tensor(step.old_logprobs) + 0.4 * torch.randn(len(step.old_logprobs), generator=gen)
+            old = torch.tensor(step.old_logprobs) + 0.8 * torch.randn(len(step.old_logprobs), generator=gen)
             steps.append(dataclasses.replace(step, old_logprobs=old.tolist()))
-        out.append(dataclasses.replace(traj, steps=steps))
+        out.append(dataclasses.replace(traj, steps=steps, score=float(k % 2), won=bool(k % 2)))
     return out
 
 
@@ -247,10 +247,13 @@ def assert_same_update(before, after, metrics, local, local_metrics, _, lr):
 
 
 def test_verls_ppo_update_is_the_local_learners(tiny_policy, trajectories, cpu_engine, tmp_path):
-    """verl's default loss (its `ppo_loss`: clipped surrogate and low-variance KL, token-mean over the
-    mini-batch) through the engine's micro-batches, gradient clipping and AdamW: the local learner's GRPO step."""
-    result = one_update_both_ways("grpo", tiny_policy, older_policy(trajectories), tmp_path)
-    assert result[4]["pg_clipfrac"] > 0.1 and result[4]["kl"] > 0  # the clip is active, the KL term too
+    """verl's default loss (its `ppo_loss`: clipped and dual-clipped surrogate and low-variance KL, token-mean
+    over the mini-batch) through the engine's micro-batches, gradient clipping and AdamW: the local learner's
+    GRPO step."""
+    result = one_update_both_ways("grpo", tiny_policy, off_policy_rows(trajectories), tmp_path)
+    local_metrics = result[4]
+    assert local_metrics["pg_clipfrac"] > 0.1 and local_metrics["pg_clipfrac_lower"] > 0  # the clip and dual clip
+    assert local_metrics["kl"] > 0 and local_metrics["adv_ep_abs_mean"] > 0.5
     assert_same_update(*result, lr=1e-6)
 
 
@@ -284,7 +287,7 @@ def test_sdar_in_verls_engine_is_the_local_learners_sdar_step(tiny_policy, traje
         recorder.append(RecordingSdarLoss(SdarPPOLoss(omega_conf_to_dataclass(cfg.actor_rollout_ref.actor), train.sdar)))
         return recorder[0]
 
-    result = one_update_both_ways("sdar", tiny_policy, older_policy(trajectories), tmp_path, sdar_loss,
+    result = one_update_both_ways("sdar", tiny_policy, off_policy_rows(trajectories), tmp_path, sdar_loss,
                                   ["opid.analyzer.backend=offline", "opid.sdar.coef=0.5", "opid.sdar.beta=2.0"])
     metrics, local_metrics = result[2], result[4]
     (loss,) = recorder
