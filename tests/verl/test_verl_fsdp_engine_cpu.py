@@ -30,7 +30,11 @@ the CPU's, not patches: attention by SDPA (`model.override_config.attn_implement
 is flash-attention 2; packed rows are separated by their position ids as under flash-attention) and
 fp32 parameters in the forward (`fsdp_config.mixed_precision.param_dtype`, verl's default bf16), so
 that the comparisons hold to float tolerance. Not run here: param/optimizer offload (off for the actor
-in the presets), the FSDP2 strategy, more than one rank, and the weight sync to the rollout servers.
+in the presets), the FSDP2 strategy, more than one rank, the weight sync to the rollout servers, and the
+reference worker: its forward-only engine wraps FSDP with CPUOffload(offload_params=True)
+(transformer_impl.py:433), whose first forward pins the offloaded parameters for an accelerator
+(torch/distributed/fsdp/_flat_param.py:1260, "Cannot access accelerator device"), so the KL's
+ref_log_prob here is the reference policy's own scoring.
 """
 
 from __future__ import annotations
