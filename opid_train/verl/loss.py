@@ -11,7 +11,8 @@ advantage step wrote next to the advantages (`sdar_fields`).
 verl sums micro-batch losses and averages over data-parallel ranks; the SDAR term of a micro-batch
 is scaled by the micro-batch's share of the mini-batch under verl's own aggregation (`agg_loss` of
 ones), which is how the local learner weighs each micro-batch's loss, so both backends take the same
-gradient step.
+gradient step (`tests/verl/test_verl_fsdp_engine_cpu.py` runs it in verl's FSDP engine). The sdar/*
+metrics are weighed the same way, so they read as the local learner's.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ class SdarPPOLoss:
         loss, metrics = ppo_loss(self.config, model_output, data, dp_group)  # sets config.global_batch_info
         fields = data.select("response_mask", TEACHER_LOGP, TEACHER_MASK).to_padded_tensor()
         log_prob = no_padding_2_padding(model_output["log_probs"], data)
-        mask = fields[TEACHER_MASK].to(log_prob.dtype)
-        if mask.sum() == 0:
-            return loss, metrics
-        term, sdar_metrics = sdar_loss(log_prob, fields[TEACHER_LOGP].to(log_prob.dtype), mask, self.sdar.coef,
-                                       self.sdar.beta, self.sdar.gate)
+        # a micro-batch without teacher rows gives a zero term and zero metrics: it still reports them, as verl
+        # aggregates each metric over the data-parallel ranks position by position (lists of one length)
+        term, sdar_metrics = sdar_loss(log_prob, fields[TEACHER_LOGP].to(log_prob.dtype),
+                                       fields[TEACHER_MASK].to(log_prob.dtype), self.sdar.coef, self.sdar.beta,
+                                       self.sdar.gate)
         share = agg_loss(loss_mat=torch.ones_like(log_prob), loss_mask=fields["response_mask"].bool(),
                          loss_agg_mode=self.config.loss_agg_mode, **self.config.global_batch_info)
-        metrics.update(Metric.from_dict(sdar_metrics, aggregation=AggregationType.MEAN))
+        # weighed by the share and summed, as verl reports its pg_loss: the local learner's token-weighted means
+        metrics.update(Metric.from_dict({k: v * float(share) for k, v in sdar_metrics.items()},
+                                        aggregation=AggregationType.SUM))
         return loss + term * share, metrics

@@ -79,6 +79,28 @@ def tiny_policy(opid_cache):
     return load_policy("tiny", texts=[d.prompt + d.response for d in demos], seed=0, tiny=TINY)
 
 
+@pytest.fixture
+def gloo_group(monkeypatch):
+    """This process as a 1-rank torch.distributed gloo group, as each of verl's FSDP workers is one rank of its
+    own; the rank's environment as verl's Ray worker group sets it (verl's `Worker` reads it, and writes it back)."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "REDIS_STORE_SERVER_HOST": "127.0.0.1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    dist.init_process_group("gloo", init_method="env://", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 def verl_config(overrides: list[str] | None = None):
     """The ALFWorld preset composed with verl's ppo_trainer, sized for the CPU tests."""
     from opid_train.verl.config import compose_preset

@@ -6,7 +6,10 @@ stand-in server and writes its step rows into the TransferQueue, verl's replay b
 pads and balances the batch, computes old (and reference) log-probs, then `OpidTrainer._compute_advantage`
 (with OPID's teacher pass) writes the advantages back and its `_compute_metrics` writes metrics.jsonl.
 The one stand-in is the actor worker group (FSDP workers on GPUs): `ActorWorkers` runs the tiny policy
-behind verl's own TransferQueue bridge, on each data-parallel rank's share of the rows.
+behind verl's own TransferQueue bridge, on each data-parallel rank's share of the rows. One `fit` test
+(`test_fit_trains_verls_real_actor_engine_with_sdar`) has verl's real actor worker instead (its FSDP engine
+on the CPU, one rank, GPU-only calls patched as tests/verl/test_verl_fsdp_engine_cpu.py lists), actor
+update included.
 """
 
 from __future__ import annotations
@@ -34,18 +37,20 @@ from opid_train.verl.loss import TEACHER_LOGP, TEACHER_MASK
 from opid_train.verl.records import trajectories_from_records
 from tests.train.toy_expert import EXPERT_ID
 from tests.verl.conftest import TinyServer, verl_config
+from tests.verl.test_verl_fsdp_engine_cpu import cpu_engine  # noqa: F401  (a fixture)
 
 TASKS, GROUP, DP = 2, 2, 3  # tasks per update, rollouts per task, data-parallel ranks of the stand-in actor
 
 
 def step_config(algo: str, run_dir, overrides=()):
-    return verl_config([*overrides, f"opid.algo={algo}", "opid.analyzer.backend=offline", f"opid.run_dir={run_dir}",
+    return verl_config([f"opid.algo={algo}", "opid.analyzer.backend=offline", f"opid.run_dir={run_dir}",
                         f"data.train_batch_size={TASKS}", f"actor_rollout_ref.actor.ppo_mini_batch_size={TASKS}",
                         f"actor_rollout_ref.rollout.n={GROUP}",
                         "actor_rollout_ref.rollout.calculate_log_probs=true", "trainer.val_before_train=false",
-                        "trainer.critic_warmup=1000",  # the actor update needs the GPU workers: stop before it
+                        "trainer.critic_warmup=1000",  # no actor update with the stand-in actor workers
                         "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-                        "trainer.v1.trainer_mode=opid_sync"])  # as opid-train --backend verl sets it
+                        "trainer.v1.trainer_mode=opid_sync",  # as opid-train --backend verl sets it
+                        *overrides])  # last: they win
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +65,14 @@ def transfer_queue():
         ray.shutdown()
 
 
-@pytest.fixture
-def gloo_group():
-    """This process as a 1-rank torch.distributed gloo group, as each of verl's FSDP workers is one rank of its."""
-    import socket
-
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 class FsdpActor:
     """The actor's model, optimizer and LR schedule as verl's FSDP engine builds them (`FSDPEngine.
     _build_model_optimizer`: torch FSDP with verl's wrap policy, verl's `build_optimizer` and constant
     schedule), on the CPU in the gloo group, under verl's own `FSDPCheckpointManager` (the actor's checkpoint
-    config: save_contents with hf_model), which is what verl's engine saves and loads with. The engine
-    itself does not run on a CPU: `initialize` logs GPU memory (verl/workers/engine/fsdp/transformer_impl.py:609
-    -> verl/utils/profiler/performance.py:54, torch.cuda.mem_get_info) and gives FSDP the CUDA device
-    (transformer_impl.py:441), and its `save_checkpoint` first moves a CPU module to the GPU
-    (transformer_impl.py:886 -> verl/utils/fsdp_utils.py:224); torch's FSDP needs device_id="cpu" here."""
+    config: save_contents with hf_model), which is what verl's engine saves and loads with. The engine itself
+    runs on a CPU only with its GPU-only calls patched (tests/verl/test_verl_fsdp_engine_cpu.py), and its
+    `save_checkpoint` would first move the CPU module to the GPU (transformer_impl.py:886 ->
+    verl/utils/fsdp_utils.py:224); torch's FSDP needs device_id="cpu" here."""
 
     def __init__(self, model_path, tokenizer, config):
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
@@ -179,6 +166,25 @@ class ActorWorkers:
         self.actor.checkpoint.load_checkpoint(local_path, hdfs_path, del_local_after_load)
 
 
+class EngineWorkers:
+    """verl's actor worker group of one rank: verl's real `ActorRolloutRefWorker` with its FSDP engine on the
+    CPU (tests/verl/test_verl_fsdp_engine_cpu.py), called with the KVBatchMeta as verl's dispatch calls a rank
+    (verl's TransferQueue bridge around each method reads the rows and writes the outputs back)."""
+
+    def __init__(self, worker):
+        self.worker = worker
+        self._dispatch_info = {"actor": [0]}  # one data-parallel rank
+
+    def compute_log_prob(self, meta: KVBatchMeta) -> KVBatchMeta:
+        return self.worker.compute_log_prob(meta)
+
+    def update_actor(self, meta: KVBatchMeta) -> TensorDict:
+        return self.worker.update_actor(meta)
+
+    def set_loss_fn(self, loss_fn) -> None:
+        self.worker.set_loss_fn(ray.cloudpickle.loads(ray.cloudpickle.dumps(loss_fn)))  # as Ray ships it
+
+
 class InProcessRollout:
     """verl's AgentLoopManagerTQ with one AgentLoopWorkerTQ living in this process instead of a Ray actor
     (its LLM client: the tiny policy's stand-in server); waits for the episodes the worker spawns."""
@@ -220,9 +226,10 @@ class NoServers:
 
 
 def opid_trainer(algo: str, policy, tmp_path, overrides=(), actor: FsdpActor | None = None, dp: int = DP,
-                 train_tasks: int = TASKS):
+                 train_tasks: int = TASKS, workers=None):
     """`OpidTrainer` as verl's task runner builds it, with the GPU parts of `init()` replaced; verl's
-    `_load_checkpoint` has run (global_steps: the step of the checkpoint it resumed from, else 0)."""
+    `_load_checkpoint` has run (global_steps: the step of the checkpoint it resumed from, else 0). The actor
+    workers: `workers` (a group over verl's real worker) or the stand-in `ActorWorkers`."""
     from opid_train.verl.dataset import write_task_file
     from opid_train.verl.trainer import OpidTrainer
 
@@ -234,7 +241,7 @@ def opid_trainer(algo: str, policy, tmp_path, overrides=(), actor: FsdpActor | N
     trainer._init_dataloader()
     trainer._init_resource_pool_mgr()
     trainer.ref_in_actor = False
-    trainer.actor_rollout_wg = trainer.ref_policy_wg = ActorWorkers(policy, dp, cfg, actor)
+    trainer.actor_rollout_wg = trainer.ref_policy_wg = workers or ActorWorkers(policy, dp, cfg, actor)
     trainer.checkpoint_manager = trainer.reward_loop_manager = NoServers()
     trainer.agent_loop_manager = InProcessRollout(cfg, policy, TinyServer(policy, seed=1))
     trainer._load_checkpoint()  # trainer.resume_mode (verl's default: auto)
@@ -486,3 +493,25 @@ def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(tran
     exported = hf_policy(folder).model.state_dict()
     for name, value in second_actor.weights().items():
         torch.testing.assert_close(exported[name].float(), value, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_fit_trains_verls_real_actor_engine_with_sdar(transfer_queue, tiny_policy, gloo_group, cpu_engine, tmp_path):
+    """verl's `fit` for one SDAR update with verl's real actor worker (its FSDP engine on the CPU) as the actor
+    workers: old log-probs and OPID/SDAR's teacher pass by the engine, then its actor update with `SdarPPOLoss`
+    reading the fields `_compute_advantage` wrote into the TransferQueue."""
+    from tests.verl.test_verl_fsdp_engine_cpu import CPU_SETTINGS, engine_worker, full_weights
+
+    overrides = ["trainer.total_training_steps=1", "trainer.save_freq=0", "trainer.test_freq=0",
+                 "trainer.critic_warmup=0", "actor_rollout_ref.actor.use_kl_loss=false", *CPU_SETTINGS]
+    worker = engine_worker(tiny_policy, step_config("sdar", tmp_path / "run", overrides), tmp_path / "model")
+    before = full_weights(worker)
+    trainer = opid_trainer("sdar", tiny_policy, tmp_path, overrides, dp=1, workers=EngineWorkers(worker))
+    trainer.fit(trainer.agent_loop_manager)
+    after = full_weights(worker)
+    assert all(not torch.equal(after[k], before[k]) for k in after)  # the actor was updated
+    (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert line["training/rollout_probs_diff_max"] < 1e-4  # the engine scores the rows as the server sampled them
+    assert line["sdar/teacher_active_token_ratio"] > 0 and line["grad_norm"] > 0
+    assert {"pg_loss", "loss", "sdar/gate_mean", "sdar/loss"} <= set(line)  # the update's, under the local names
+    assert not tq.kv_list("train").get("train")
