@@ -18,15 +18,16 @@ Run on CPU (`tests/verl/test_verl_trainer_tq.py`): verl's `fit` for up to four u
 all but the actor update, with the real TransferQueue on a local Ray, verl's agent-loop worker, replay
 buffer, padding and log-prob steps, and this class's advantage step, teacher pass, metrics hook,
 `on_init_end` and `fit`; the actor worker group is the tiny policy behind verl's TransferQueue bridge.
-Checkpoints inside `fit` and a resume from them: verl's `_save_checkpoint` / `_load_checkpoint`, the
-actor's part by verl's `FSDPCheckpointManager` over the tiny policy under torch FSDP (1-rank gloo group).
 verl's real actor worker and FSDP engine over the tiny policy in a 1-rank gloo group, its GPU-only calls
 patched (`tests/verl/test_verl_fsdp_engine_cpu.py`): `compute_log_prob` as the teacher pass and old
 log-probs call it, and `update_actor` with verl's PPO loss and with `SdarPPOLoss` (the fields
-`_compute_advantage` writes), each step equal to the local learner's; and as the actor workers of one SDAR
-update of `fit` (old log-probs, teacher pass, actor update through the TransferQueue). Not run here: the
-engine on a GPU or over several ranks, the engine's save/load around the checkpoint manager, vLLM servers,
-weight sync.
+`_compute_advantage` writes), each step equal to the local learner's; its `save_checkpoint` /
+`load_checkpoint` (the engine's, around verl's `FSDPCheckpointManager`: shards, AdamW state, LR schedule and
+RNG, Hugging Face export), a resumed worker's next update bit-identical to an uninterrupted one
+(`tests/verl/test_verl_engine_checkpoint_cpu.py`); and as the actor workers of one SDAR update of `fit` (old
+log-probs, teacher pass, actor update through the TransferQueue) and of `fit`'s checkpoints and a resume from
+them (verl's `_save_checkpoint` / `_load_checkpoint`, the actor updated at each step). Not run here: the
+engine on a GPU or over several ranks, vLLM servers, weight sync.
 """
 
 from __future__ import annotations

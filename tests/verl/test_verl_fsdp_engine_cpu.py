@@ -24,6 +24,10 @@ each one was checked to be needed: the tests fail without it). Paths under verl/
 7. utils/seqlen_balancing.py:404, the dynamic batch size's micro-batch count all-reduced over the
    data-parallel group in a tensor on `get_device_name()`: "cpu".
 8. workers/engine_workers.py:98 `TrainingWorker.device_name`: the device of the loss it reports (:209).
+9. transformer_impl.py:886 `save_checkpoint` moves a module whose parameters are on the CPU to the GPU first
+   (`load_fsdp_model_to_gpu`, utils/fsdp_utils.py:224 asks torch.cuda for the device id): with no GPU the
+   module stays where it is (the checkpoint tests: tests/verl/test_verl_engine_checkpoint_cpu.py and
+   test_verl_trainer_tq.py::test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them).
 
 EngineRegistry needs no patch: it looks the engine up under the same fallback "cuda". Two settings are
 the CPU's, not patches: attention by SDPA (`model.override_config.attn_implementation`, verl's default
@@ -80,6 +84,12 @@ def cpu_engine(gloo_group, monkeypatch):
     monkeypatch.setattr(flops_counter, "get_torch_device", lambda: torch.cpu)  # 6
     monkeypatch.setattr(seqlen_balancing, "get_device_name", lambda: "cpu")  # 7
     monkeypatch.setattr(engine_workers, "get_device_name", lambda: "cpu")  # 8
+    monkeypatch.setattr(impl, "load_fsdp_model_to_gpu", stay_on_cpu)  # 9
+
+
+def stay_on_cpu(module) -> None:
+    """`load_fsdp_model_to_gpu` without a GPU: the module is on the CPU already and stays there."""
+    assert all(param.device.type == "cpu" for param in module.parameters())
 
 
 def engine_worker(policy, cfg, model_dir):

@@ -6,10 +6,10 @@ stand-in server and writes its step rows into the TransferQueue, verl's replay b
 pads and balances the batch, computes old (and reference) log-probs, then `OpidTrainer._compute_advantage`
 (with OPID's teacher pass) writes the advantages back and its `_compute_metrics` writes metrics.jsonl.
 The one stand-in is the actor worker group (FSDP workers on GPUs): `ActorWorkers` runs the tiny policy
-behind verl's own TransferQueue bridge, on each data-parallel rank's share of the rows. One `fit` test
-(`test_fit_trains_verls_real_actor_engine_with_sdar`) has verl's real actor worker instead (its FSDP engine
-on the CPU, one rank, GPU-only calls patched as tests/verl/test_verl_fsdp_engine_cpu.py lists), actor
-update included.
+behind verl's own TransferQueue bridge, on each data-parallel rank's share of the rows. The two `fit` tests
+with actor updates (one SDAR update; checkpoints and a resume) have verl's real actor worker instead
+(`EngineWorkers`: its FSDP engine on the CPU, one rank, GPU-only calls patched as
+tests/verl/test_verl_fsdp_engine_cpu.py lists), its update, checkpoint save and load included.
 """
 
 from __future__ import annotations
@@ -65,42 +65,6 @@ def transfer_queue():
         ray.shutdown()
 
 
-class FsdpActor:
-    """The actor's model, optimizer and LR schedule as verl's FSDP engine builds them (`FSDPEngine.
-    _build_model_optimizer`: torch FSDP with verl's wrap policy, verl's `build_optimizer` and constant
-    schedule), on the CPU in the gloo group, under verl's own `FSDPCheckpointManager` (the actor's checkpoint
-    config: save_contents with hf_model), which is what verl's engine saves and loads with. The engine itself
-    runs on a CPU only with its GPU-only calls patched (tests/verl/test_verl_fsdp_engine_cpu.py), and its
-    `save_checkpoint` would first move the CPU module to the GPU (transformer_impl.py:886 ->
-    verl/utils/fsdp_utils.py:224); torch's FSDP needs device_id="cpu" here."""
-
-    def __init__(self, model_path, tokenizer, config):
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-        from verl.utils.checkpoint.fsdp_checkpoint_manager import FSDPCheckpointManager
-        from verl.utils.config import omega_conf_to_dataclass
-        from verl.utils.fsdp_utils import get_fsdp_wrap_policy
-        from verl.utils.torch_functional import get_constant_schedule_with_warmup
-        from transformers import AutoModelForCausalLM
-        from verl.workers.config.optimizer import build_optimizer
-
-        actor = config.actor_rollout_ref.actor
-        assert actor.strategy == "fsdp"  # the presets' (FSDP1)
-        module = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)  # verl trains in fp32
-        wrap = get_fsdp_wrap_policy(module, omega_conf_to_dataclass(actor.fsdp_config).wrap_policy)
-        self.module = FSDP(module, auto_wrap_policy=wrap, device_id=torch.device("cpu"))
-        self.optimizer = build_optimizer(self.module.parameters(), omega_conf_to_dataclass(actor.optim))
-        self.lr_scheduler = get_constant_schedule_with_warmup(optimizer=self.optimizer, num_warmup_steps=0)
-        self.checkpoint = FSDPCheckpointManager(model=self.module, optimizer=self.optimizer,
-                                                lr_scheduler=self.lr_scheduler, processing_class=tokenizer,
-                                                checkpoint_config=omega_conf_to_dataclass(actor.checkpoint))
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The full (unsharded) weights, as verl gathers them for the Hugging Face export."""
-        from verl.utils.fsdp_utils import get_fsdp_full_state_dict
-
-        return {k: v.clone() for k, v in get_fsdp_full_state_dict(self.module).items()}
-
-
 class ActorWorkers:
     """Stand-in for verl's actor worker group. verl's dispatch splits a KVBatchMeta over the data-parallel
     ranks; on each, verl's `tqbridge` reads the rows it names (plus its extra_info) from the TransferQueue
@@ -110,15 +74,14 @@ class ActorWorkers:
     position_ids, loss_mask, temperature) and returning what it returns (log_probs over prompt +
     response, entropy on request)."""
 
-    def __init__(self, policy, dp_size: int, config, actor: FsdpActor | None = None):
+    def __init__(self, policy, dp_size: int, config):
         from verl.utils.transferqueue_utils import tqbridge
 
         rollout = config.actor_rollout_ref.rollout
         self.engine = dict(use_dynamic_bsz=rollout.log_prob_use_dynamic_bsz,
                            max_token_len_per_gpu=rollout.log_prob_max_token_len_per_gpu,
                            micro_batch_size_per_gpu=rollout.log_prob_micro_batch_size_per_gpu)
-        self.model = actor.module if actor else policy.model
-        self.actor = actor
+        self.model = policy.model
         self._dispatch_info = {"actor": list(range(dp_size))}
         self.shares: list[list[int]] = []  # rows per rank, per call
         self.bridged = tqbridge()(self.forward)
@@ -157,14 +120,6 @@ class ActorWorkers:
         """verl sends the loss function to every worker process (Ray pickles it)."""
         self.loss_fn = ray.cloudpickle.loads(ray.cloudpickle.dumps(loss_fn))
 
-    def save_checkpoint(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None) -> None:
-        """verl's worker: `TrainingWorker.save_checkpoint` -> `FSDPEngine.save_checkpoint` -> its
-        `FSDPCheckpointManager`; the engine's step before it moves the model to the GPU, a no-op here."""
-        self.actor.checkpoint.save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)
-
-    def load_checkpoint(self, local_path, hdfs_path=None, del_local_after_load=False) -> None:
-        self.actor.checkpoint.load_checkpoint(local_path, hdfs_path, del_local_after_load)
-
 
 class EngineWorkers:
     """verl's actor worker group of one rank: verl's real `ActorRolloutRefWorker` with its FSDP engine on the
@@ -183,6 +138,12 @@ class EngineWorkers:
 
     def set_loss_fn(self, loss_fn) -> None:
         self.worker.set_loss_fn(ray.cloudpickle.loads(ray.cloudpickle.dumps(loss_fn)))  # as Ray ships it
+
+    def save_checkpoint(self, local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None) -> None:
+        self.worker.save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)
+
+    def load_checkpoint(self, local_path, hdfs_path=None, del_local_after_load=False) -> None:
+        self.worker.load_checkpoint(local_path, hdfs_path, del_local_after_load)
 
 
 class InProcessRollout:
@@ -225,8 +186,7 @@ class NoServers:
         pass
 
 
-def opid_trainer(algo: str, policy, tmp_path, overrides=(), actor: FsdpActor | None = None, dp: int = DP,
-                 train_tasks: int = TASKS, workers=None):
+def opid_trainer(algo: str, policy, tmp_path, overrides=(), dp: int = DP, train_tasks: int = TASKS, workers=None):
     """`OpidTrainer` as verl's task runner builds it, with the GPU parts of `init()` replaced; verl's
     `_load_checkpoint` has run (global_steps: the step of the checkpoint it resumed from, else 0). The actor
     workers: `workers` (a group over verl's real worker) or the stand-in `ActorWorkers`."""
@@ -241,7 +201,7 @@ def opid_trainer(algo: str, policy, tmp_path, overrides=(), actor: FsdpActor | N
     trainer._init_dataloader()
     trainer._init_resource_pool_mgr()
     trainer.ref_in_actor = False
-    trainer.actor_rollout_wg = trainer.ref_policy_wg = workers or ActorWorkers(policy, dp, cfg, actor)
+    trainer.actor_rollout_wg = trainer.ref_policy_wg = workers or ActorWorkers(policy, dp, cfg)
     trainer.checkpoint_manager = trainer.reward_loop_manager = NoServers()
     trainer.agent_loop_manager = InProcessRollout(cfg, policy, TinyServer(policy, seed=1))
     trainer._load_checkpoint()  # trainer.resume_mode (verl's default: auto)
@@ -424,24 +384,36 @@ def run_lines(run_dir):
 
 @pytest.mark.slow
 def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(transfer_queue, tiny_policy, gloo_group,
-                                                                             tmp_path):
-    """verl's `fit` with save_freq 2 saves through verl's `_save_checkpoint` (the actor's shards, optimizer,
-    extra state and Hugging Face export by verl's FSDPCheckpointManager, the dataloader state, the tracker);
+                                                                             cpu_engine, tmp_path):
+    """verl's `fit` with save_freq 2, verl's real actor worker updating the actor at each step, saves through
+    verl's `_save_checkpoint` (the engine's `save_checkpoint`: the actor's shards, AdamW state, extra state with
+    the LR schedule and the Hugging Face export by its FSDPCheckpointManager; the dataloader state, the tracker);
     the run dies in step 4's validation, after update 2 was logged past its last checkpoint (step 2). A second
-    trainer on the same run folder, resume_mode auto: verl's `_load_checkpoint` finds step 2 and loads the
-    actor (its weights, perturbed before, come back) and the dataloader; `fit` goes on at step 3, and
-    metrics.jsonl, skills.jsonl and records.jsonl.gz hold each update once. opid-eval reads the export
-    of the last step. The actor is not updated (no GPU workers), so its optimizer state is empty."""
+    trainer on the same run folder with a fresh worker over other weights, resume_mode auto: verl's
+    `_load_checkpoint` finds step 2 and loads the actor (weights, AdamW state after two updates, schedule: those
+    saved, bit for bit) and the dataloader; `fit` goes on at step 3, and metrics.jsonl, skills.jsonl and
+    records.jsonl.gz hold each update once. opid-eval reads the export of the last step. (That a resumed worker
+    takes the very step the first would have: tests/verl/test_verl_engine_checkpoint_cpu.py; here the stand-in
+    server samples from the tiny policy, not from the trained weights, and restarts with the second trainer.)"""
     from opid_train.learner import model_folder_of
     from opid_train.policy.presets import hf_policy
+    from tests.verl.test_verl_engine_checkpoint_cpu import assert_same_state, training_state
+    from tests.verl.test_verl_fsdp_engine_cpu import CPU_SETTINGS, engine_worker, full_weights, reference_policy
 
     run_dir, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints"
     overrides = ["trainer.total_training_steps=4", "trainer.save_freq=2", "trainer.test_freq=4",
-                 "trainer.resume_mode=auto", "actor_rollout_ref.actor.use_kl_loss=false"]  # no reference pass: faster
+                 "trainer.resume_mode=auto", "trainer.critic_warmup=0",
+                 "actor_rollout_ref.actor.use_kl_loss=false", *CPU_SETTINGS]  # no reference pass: faster
     cfg = step_config("opid", run_dir, overrides)
-    tiny_policy.model.save_pretrained(tmp_path / "model")  # verl's actor loads the model path's folder
-    first_actor = FsdpActor(tmp_path / "model", tiny_policy.tokenizer, cfg)
-    first = opid_trainer("opid", tiny_policy, tmp_path, overrides, first_actor, dp=1,  # 1 rank, as the gloo group
+    first_workers = EngineWorkers(engine_worker(tiny_policy, cfg, tmp_path / "model"))
+    saved = {}
+
+    def save_and_keep_the_state(local_path, hdfs_path=None, global_step=0, max_ckpt_to_keep=None):
+        first_workers.worker.save_checkpoint(local_path, hdfs_path, global_step, max_ckpt_to_keep)
+        saved[global_step] = training_state(first_workers.worker)
+
+    first_workers.save_checkpoint = save_and_keep_the_state
+    first = opid_trainer("opid", tiny_policy, tmp_path, overrides, dp=1, workers=first_workers,
                          train_tasks=3 * TASKS)  # 3 updates an epoch: the dataloader's position tells
     assert first.global_steps == 0
 
@@ -451,7 +423,10 @@ def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(tran
     first._validate = killed_in_validation
     with pytest.raises(Killed):
         first.fit(first.agent_loop_manager)
-    saved = first_actor.weights()
+    assert list(saved) == [2]
+    _, adam, schedule = saved[2]
+    (adam_steps,) = {float(state["step"]) for state in adam.values()}  # one per mini-batch: several an update
+    assert adam_steps >= 2 and schedule["last_epoch"] == 2  # the schedule: one step an update
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "2"
     assert sorted(p.name for p in ckpt.glob("global_step_*")) == ["global_step_2"]
     step2 = ckpt / "global_step_2"
@@ -461,24 +436,24 @@ def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(tran
     assert (step2 / "data.pt").is_file()
     metrics, skills, tasks, _ = run_lines(run_dir)
     assert [json.loads(line)["update"] for line in metrics] == [0, 1, 2]
+    assert all(json.loads(line)["grad_norm"] > 0 for line in metrics)  # the actor was updated at each step
     assert sorted(skills) == sorted(tasks) == [0, 1, 2, 3]
     assert tasks[0] != tasks[2]  # different tasks: a dataloader not restored would replay update 0's
     # the cluster died with the run: a new one starts with an empty TransferQueue
     tq.kv_clear(keys=list(tq.kv_list("train").get("train", {})), partition_id="train")
 
-    second_actor = FsdpActor(tmp_path / "model", tiny_policy.tokenizer, cfg)
-    with torch.no_grad():
-        for param in second_actor.module.parameters():
-            param.add_(0.5)  # a fresh actor: its weights are not the checkpoint's until loaded
-    assert not torch.equal(second_actor.weights()["lm_head.weight"], saved["lm_head.weight"])
-    second = opid_trainer("opid", tiny_policy, tmp_path, overrides, second_actor, dp=1, train_tasks=3 * TASKS)
+    second_worker = engine_worker(reference_policy(tiny_policy), cfg, tmp_path / "other")  # other weights
+    assert not torch.equal(full_weights(second_worker)["lm_head.weight"], saved[2][0]["lm_head.weight"])
+    second = opid_trainer("opid", tiny_policy, tmp_path, overrides, dp=1, workers=EngineWorkers(second_worker),
+                          train_tasks=3 * TASKS)
     assert second.global_steps == 2
-    loaded = second_actor.weights()
-    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert_same_state(training_state(second_worker), saved[2])
     assert [json.loads(line)["update"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [0, 1]
 
     second.fit(second.agent_loop_manager)
     assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "4"
+    _, adam, schedule = training_state(second_worker)
+    assert min(float(state["step"]) for state in adam.values()) > adam_steps and schedule["last_epoch"] == 4
     resumed, skills, resumed_tasks, steps = run_lines(run_dir)
     assert resumed[:2] == metrics[:2]  # the updates before the checkpoint, untouched
     assert [json.loads(line)["update"] for line in resumed] == [0, 1, 2, 3]
@@ -491,7 +466,7 @@ def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(tran
     folder = model_folder_of(run_dir)  # what `opid-eval --checkpoint RUN_DIR` evaluates
     assert folder == ckpt / "global_step_4" / "actor" / "huggingface"
     exported = hf_policy(folder).model.state_dict()
-    for name, value in second_actor.weights().items():
+    for name, value in full_weights(second_worker).items():
         torch.testing.assert_close(exported[name].float(), value, rtol=0, atol=0)
 
 
