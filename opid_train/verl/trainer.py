@@ -25,8 +25,8 @@ patched (`tests/verl/test_verl_fsdp_engine_cpu.py`): `compute_log_prob` as the t
 log-probs call it, and `update_actor` with verl's PPO loss and with `SdarPPOLoss` (the fields
 `_compute_advantage` writes), each step equal to the local learner's; and as the actor workers of one SDAR
 update of `fit` (old log-probs, teacher pass, actor update through the TransferQueue). Not run here: the
-engine on a GPU or over several ranks, the engine's save/load around the checkpoint manager, vLLM servers,
-weight sync.
+engine on a GPU or over more than two ranks (`tests/verl/test_verl_fsdp_engine_two_ranks.py` runs two), the
+engine's save/load around the checkpoint manager, vLLM servers, weight sync.
 """
 
 from __future__ import annotations
