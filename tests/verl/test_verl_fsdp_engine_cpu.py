@@ -16,7 +16,8 @@ each one was checked to be needed: the tests fail without it). Paths under verl/
    loss of a forward without loss function (`compute_log_prob`): "cpu".
 4. transformer_impl.py:441 FSDP with `sync_module_states=True` broadcasts rank 0's weights, which torch
    refuses for CPU tensors (torch/distributed/fsdp/_init_utils.py:1176); with one rank there is nothing
-   to broadcast: the engine's FSDP class is built with it off.
+   to broadcast: the engine's FSDP class is built with it off. (On more ranks too: the tiny policy ties its
+   embeddings, so verl loads its weights on every rank, not on rank 0 only: utils/fsdp_utils.py:64.)
 5. utils/profiler/performance.py:54 `log_gpu_memory_usage` (transformer_impl.py:609) reads
    torch.cuda.mem_get_info: `get_torch_device()` is torch.cpu there, for which verl logs zeros.
 6. utils/flops_counter.py:80, the MFU metric of each step, asks the device's name for its peak FLOPS:
@@ -34,9 +35,9 @@ the CPU's, not patches: attention by SDPA (`model.override_config.attn_implement
 is flash-attention 2; packed rows are separated by their position ids as under flash-attention) and
 fp32 parameters in the forward (`fsdp_config.mixed_precision.param_dtype`, verl's default bf16), so
 that the comparisons hold to float tolerance. Not run here: param/optimizer offload (off for the actor
-in the presets), the FSDP2 strategy, more than one rank, the weight sync to the rollout servers, and the
-reference worker: its forward-only engine wraps FSDP with CPUOffload(offload_params=True)
-(transformer_impl.py:433), whose first forward pins the offloaded parameters for an accelerator
+in the presets), the FSDP2 strategy, more than one rank (`test_verl_fsdp_engine_two_ranks.py` runs two),
+the weight sync to the rollout servers, and the reference worker: its forward-only engine wraps FSDP with
+CPUOffload(offload_params=True) (transformer_impl.py:433), whose first forward pins the offloaded parameters for an accelerator
 (torch/distributed/fsdp/_flat_param.py:1260, "Cannot access accelerator device"), so the KL's
 ref_log_prob here is the reference policy's own scoring.
 """
@@ -62,9 +63,10 @@ CPU_SETTINGS = ["+actor_rollout_ref.model.override_config.attn_implementation=sd
                 "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: fp32}"]
 
 
-@pytest.fixture
-def cpu_engine(gloo_group, monkeypatch):
-    """The GPU-only calls of verl's FSDP engine and worker, replaced for the CPU (module docstring)."""
+def cpu_patches(setattr_) -> None:
+    """Replace the GPU-only calls of verl's FSDP engine and worker for the CPU (module docstring), each by
+    `setattr_(module, name, value)`: pytest's `monkeypatch.setattr` here, plain `setattr` in the processes of
+    `test_verl_fsdp_engine_two_ranks.py`."""
     import verl.utils.flops_counter as flops_counter
     import verl.utils.profiler.performance as performance
     import verl.utils.seqlen_balancing as seqlen_balancing
@@ -72,24 +74,30 @@ def cpu_engine(gloo_group, monkeypatch):
     import verl.workers.engine.fsdp.utils as fsdp_engine_utils
     import verl.workers.engine_workers as engine_workers
 
-    class OneRankFSDP(impl.FSDP):
+    class UnbroadcastFSDP(impl.FSDP):
         def __init__(self, module, **kwargs):
             super().__init__(module, **{**kwargs, "sync_module_states": False})
 
-    monkeypatch.setattr(fsdp_engine_utils, "get_device_name", lambda: "cpu")  # 1
-    monkeypatch.setattr(impl, "get_device_id", lambda: torch.device("cpu"))  # 2
-    monkeypatch.setattr(impl, "get_device_name", lambda: "cpu")  # 3
-    monkeypatch.setattr(impl, "FSDP", OneRankFSDP)  # 4
-    monkeypatch.setattr(performance, "get_torch_device", lambda: torch.cpu)  # 5
-    monkeypatch.setattr(flops_counter, "get_torch_device", lambda: torch.cpu)  # 6
-    monkeypatch.setattr(seqlen_balancing, "get_device_name", lambda: "cpu")  # 7
-    monkeypatch.setattr(engine_workers, "get_device_name", lambda: "cpu")  # 8
-    monkeypatch.setattr(impl, "load_fsdp_model_to_gpu", stay_on_cpu)  # 9
+    setattr_(fsdp_engine_utils, "get_device_name", lambda: "cpu")  # 1
+    setattr_(impl, "get_device_id", lambda: torch.device("cpu"))  # 2
+    setattr_(impl, "get_device_name", lambda: "cpu")  # 3
+    setattr_(impl, "FSDP", UnbroadcastFSDP)  # 4
+    setattr_(performance, "get_torch_device", lambda: torch.cpu)  # 5
+    setattr_(flops_counter, "get_torch_device", lambda: torch.cpu)  # 6
+    setattr_(seqlen_balancing, "get_device_name", lambda: "cpu")  # 7
+    setattr_(engine_workers, "get_device_name", lambda: "cpu")  # 8
+    setattr_(impl, "load_fsdp_model_to_gpu", stay_on_cpu)  # 9
 
 
 def stay_on_cpu(module) -> None:
     """`load_fsdp_model_to_gpu` without a GPU: the module is on the CPU already and stays there."""
     assert all(param.device.type == "cpu" for param in module.parameters())
+
+
+@pytest.fixture
+def cpu_engine(gloo_group, monkeypatch):
+    """The GPU-only calls of verl's FSDP engine and worker, replaced for the CPU (module docstring)."""
+    cpu_patches(monkeypatch.setattr)
 
 
 def engine_worker(policy, cfg, model_dir):
