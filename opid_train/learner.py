@@ -127,7 +127,7 @@ class Learner:
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
                 n_minibatches += 1
         metrics.update({k: v / max(1, n_minibatches) for k, v in sums.items()})
-        return metrics
+        return self.algorithm.finish_metrics(metrics)
 
     def loss_rows(self, batch: Batch, index: torch.Tensor) -> torch.Tensor:
         """The rows of a minibatch that carry loss, longest prompt first so micro-batches pad little.

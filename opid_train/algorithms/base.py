@@ -4,6 +4,7 @@ The learner calls, once per update and under no_grad with the old policy,
     metrics = algorithm.prepare(batch, ctx)        # must set batch.advantages [R, T]
 and then, for every PPO minibatch, adds to the clipped PPO loss (+ KL)
     extra, metrics = algorithm.extra_loss(minibatch, logp)   # logp: [R, T] with grad
+and logs `algorithm.finish_metrics(metrics)` of the update.
 
 Construction: the registry in `opid_train.algorithms` maps a name to "module:Class" and builds
 `Class(train_config)` with the whole `opid_train.config.TrainConfig`; a class reads its own section
@@ -54,3 +55,7 @@ class Algorithm:
 
     def extra_loss(self, batch: Batch, logp: torch.Tensor) -> tuple[torch.Tensor | None, dict[str, float]]:
         return None, {}
+
+    def finish_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """An update's metrics as logged, from the learner's token-weighted sums of the extra loss's."""
+        return metrics

@@ -4,7 +4,7 @@ The RL backbone is GRPO, its advantage untouched. The self-teacher is the same w
 policy) reading privileged skills; the student is the current policy on the plain prompt:
     T_t     = log pi_old(y_t | h+, y_<t)        teacher log-prob (prepared once per update, detached)
     D_t     = T_t - log pi_theta(y_t | h, y_<t)  the teacher-student gap
-    L_SDAR  = coef * token_mean( g_t * D_t )     over response tokens of rows that have a teacher
+    L_SDAR  = coef * token_mean( g_t * D_t )     over the loss's tokens, 0 on rows without a teacher
     L       = L_GRPO + L_SDAR                    coef 0.01
 with the gate g_t detached (a confidence weight, never optimised through). Gates (`--sdar.gate`):
     sigmoid   g = sigmoid(beta * D)                      gap gate: teacher-endorsed tokens count most,
@@ -53,18 +53,40 @@ def sdar_gate(gap: torch.Tensor, logp: torch.Tensor, kind: str, beta: float) -> 
     raise ValueError(f"unknown SDAR gate {kind!r}; choose one of {GATES}")
 
 
-def sdar_loss(logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, coef: float, beta: float,
-              gate: str) -> tuple[torch.Tensor, dict[str, float]]:
-    """coef * token_mean(g * (T - logp)) over `mask`, and its diagnostics."""
+def sdar_loss(logp: torch.Tensor, teacher_logp: torch.Tensor, teacher_mask: torch.Tensor, token_weight: torch.Tensor,
+              coef: float, beta: float, gate: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """coef * sum(w * m * g * (T - logp)) / sum(w): the gated gap on the tokens that have a teacher (m),
+    averaged over all the loss's tokens (w: the PPO loss's token weights). A row without a teacher adds
+    nothing and still counts, as in the reference's token mean when every row has a teacher, so a
+    minibatch's term does not depend on how it is cut into micro-batches (a mean over each micro-batch's
+    teacher tokens did). The diagnostics are shares of the same tokens, which add up over micro-batches
+    and ranks as the loss does; `share_means` turns them into means over the teacher's tokens."""
     gap = teacher_logp - logp
     g = sdar_gate(gap, logp, gate, beta)
-    loss = coef * masked_mean(g * gap, mask)
+    total = token_weight.sum().clamp(min=1e-8)
+    on = teacher_mask * token_weight
+    loss = coef * (g * gap * on).sum() / total
     with torch.no_grad():
-        metrics = {"sdar/gate_mean": masked_mean(g, mask).item(),
-                   "sdar/gate_active_ratio": masked_mean((g > 0.5).float(), mask).item(),
-                   "sdar/gap_mean": masked_mean(gap, mask).item(),
-                   "sdar/loss": loss.item()}
+        metrics = {"sdar/loss": loss.item(), TEACHER_SHARE: (on.sum() / total).item(),
+                   **{share: ((value * on).sum() / total).item()
+                      for share, value in (("sdar/gate_share", g), ("sdar/gate_active_share", (g > 0.5).to(g)),
+                                           ("sdar/gap_share", gap))}}
     return loss, metrics
+
+
+TEACHER_SHARE = "sdar/teacher_share"
+MEANS = {"sdar/gate_share": "sdar/gate_mean", "sdar/gate_active_share": "sdar/gate_active_ratio",
+         "sdar/gap_share": "sdar/gap_mean"}
+
+
+def share_means(metrics: dict[str, Any]) -> dict[str, Any]:
+    """An update's summed SDAR shares as means over the teacher's tokens (sdar/gate_mean, ...)."""
+    teacher = metrics.pop(TEACHER_SHARE, None)
+    for share, mean in MEANS.items():
+        value = metrics.pop(share, None)
+        if value is not None and teacher:
+            metrics[mean] = value / teacher
+    return metrics
 
 
 class SDAR(Algorithm):
@@ -107,4 +129,9 @@ class SDAR(Algorithm):
         mask = batch.extras["teacher_rows"].to(logp)[:, None] * batch.response_mask.to(logp)
         if mask.sum() == 0:
             return None, {}
-        return sdar_loss(logp, batch.extras["teacher_logp"].to(logp), mask, self.cfg.coef, self.cfg.beta, self.cfg.gate)
+        weight = batch.extras.get("token_weight", batch.response_mask)  # the learner's loss weights (token mean: the mask)
+        return sdar_loss(logp, batch.extras["teacher_logp"].to(logp), mask, weight.to(logp), self.cfg.coef,
+                         self.cfg.beta, self.cfg.gate)
+
+    def finish_metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return share_means(metrics)

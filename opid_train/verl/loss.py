@@ -5,14 +5,15 @@ loss is called with old/new log-probs, advantages, mask and config only, never w
 fields, and SDAR needs the teacher's log-probs. The seam that sees the whole micro-batch is the
 actor worker's loss function (`ActorRolloutRefWorker.set_loss_fn`, the one verl's own distillation
 loss uses): `SdarPPOLoss` calls verl's `ppo_loss` (clipped surrogate, KL, entropy as configured) and
-adds coef * token_mean(g * (T - logp)) over the rows that had a teacher, from the fields the
+adds coef * token_mean(g * (T - logp)) over the loss's tokens (0 on rows without a teacher), from the fields the
 advantage step wrote next to the advantages (`sdar_fields`).
 
 verl sums micro-batch losses and averages over data-parallel ranks; the SDAR term of a micro-batch
 is scaled by the micro-batch's share of the mini-batch under verl's own aggregation (`agg_loss` of
 ones), which is how the local learner weighs each micro-batch's loss, so both backends take the same
-gradient step (`tests/verl/test_verl_fsdp_engine_cpu.py` runs it in verl's FSDP engine). The sdar/*
-metrics are weighed the same way, so they read as the local learner's.
+gradient step (`tests/verl/test_verl_fsdp_engine_cpu.py` runs it in verl's FSDP engine, and
+`test_verl_fsdp_engine_two_ranks.py` on two ranks). The sdar/* metrics are shares of the same tokens,
+weighed the same way; the trainer turns them into the local learner's means (`sdar.share_means`).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class SdarPPOLoss:
         # a micro-batch without teacher rows gives a zero term and zero metrics: it still reports them, as verl
         # aggregates each metric over the data-parallel ranks position by position (lists of one length)
         term, sdar_metrics = sdar_loss(log_prob, fields[TEACHER_LOGP].to(log_prob.dtype),
-                                       fields[TEACHER_MASK].to(log_prob.dtype), self.sdar.coef, self.sdar.beta,
-                                       self.sdar.gate)
+                                       fields[TEACHER_MASK].to(log_prob.dtype), fields["response_mask"].to(log_prob.dtype),
+                                       self.sdar.coef, self.sdar.beta, self.sdar.gate)
         share = agg_loss(loss_mat=torch.ones_like(log_prob), loss_mask=fields["response_mask"].bool(),
                          loss_agg_mode=self.config.loss_agg_mode, **self.config.global_batch_info)
         # weighed by the share and summed, as verl reports its pg_loss: the local learner's token-weighted means

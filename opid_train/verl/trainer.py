@@ -201,7 +201,7 @@ class OpidTrainer(PPOTrainerSync):
 
     def _compute_metrics(self, batch, metrics, timing_raw, global_steps, epoch):
         super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)
-        line = local_metrics(metrics)
+        line = self.opid_algorithm.finish_metrics(local_metrics(metrics))  # SDAR's shares -> its means
         line.pop("timing_s/save_checkpoint", None)  # the deferred save's (~0 s); the save comes after the line
         self.opid_metrics.log(global_steps - 1, line)
         if self.checkpoint_due:

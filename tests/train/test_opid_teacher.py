@@ -78,7 +78,8 @@ def test_sdar_teacher_is_the_routed_prompt(policy_and_batch):
     torch.testing.assert_close(batch.extras["teacher_logp"][row],
                                one_by_one(policy, batch, row, step_skill="open the door now"), atol=2e-6, rtol=1e-4)
     logp = policy.logprobs(batch.prompt_ids, batch.response_ids, batch.response_mask)
-    loss, metrics = algo.extra_loss(batch, logp)
+    loss, shares = algo.extra_loss(batch, logp)
+    metrics = algo.finish_metrics(shares)  # as the learner logs them
     loss.backward()  # a real gradient reaches the weights
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
     # by the formula, every row has a teacher here: g = sigmoid(5 (T - logp)), L = 0.01 * token_mean(g (T - logp))

@@ -5,7 +5,7 @@ import torch
 
 from opid_train.algorithms.base import PrepareContext
 from opid_train.algorithms.config import SDARConfig
-from opid_train.algorithms.sdar import SDAR, sdar_gate, sdar_loss
+from opid_train.algorithms.sdar import SDAR, sdar_gate, sdar_loss, share_means
 from opid_train.analyzers import Analysis
 from tests.train.test_opid_advantages import (
     TEMPLATE, FixedAnalyzer, SkillReadingScorer, make_batch, make_trajectory, train_config,
@@ -14,8 +14,9 @@ from tests.train.test_opid_advantages import (
 
 @pytest.mark.parametrize("gate", ["sigmoid", "entropy", "soft_or"])
 def test_gradient_equals_closed_form(gate):
-    """Toy model: free logits per position. With g detached,
-    d/dz_t [coef * mean_t g_t (T_t - log softmax(z_t)[y_t])] = -coef/N * g_t * (onehot(y_t) - softmax(z_t))."""
+    """Toy model: free logits per position. With g detached and N the loss's tokens (row 1 has no teacher:
+    it counts in N and adds nothing), d/dz_t [coef/N * sum_t m_t g_t (T_t - log softmax(z_t)[y_t])]
+    = -coef/N * m_t g_t * (onehot(y_t) - softmax(z_t))."""
     torch.manual_seed(0)
     R, T, V, coef, beta = 3, 4, 7, 0.01, 5.0
     logits = torch.randn(R, T, V, requires_grad=True)
@@ -23,7 +24,8 @@ def test_gradient_equals_closed_form(gate):
     teacher = torch.log_softmax(torch.randn(R, T, V), -1).gather(-1, y[..., None]).squeeze(-1)
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
     logp = torch.log_softmax(logits, -1).gather(-1, y[..., None]).squeeze(-1)
-    loss, _ = sdar_loss(logp, teacher, mask, coef, beta, gate)
+    teacher_mask = mask * torch.tensor([[1.0], [0.0], [1.0]])
+    loss, _ = sdar_loss(logp, teacher, teacher_mask, mask, coef, beta, gate)
     loss.backward()
 
     with torch.no_grad():
@@ -33,9 +35,9 @@ def test_gradient_equals_closed_form(gate):
         g_ent = 1 - lp.exp()
         g = {"sigmoid": g_gap, "entropy": g_ent, "soft_or": g_gap + g_ent - g_gap * g_ent}[gate]
         onehot = torch.nn.functional.one_hot(y, V).float()
-        analytic = -coef / mask.sum() * (g * mask)[..., None] * (onehot - p)
+        analytic = -coef / mask.sum() * (g * teacher_mask)[..., None] * (onehot - p)
     torch.testing.assert_close(logits.grad, analytic, rtol=1e-5, atol=1e-8)
-    assert logits.grad[0, 3].abs().sum() == 0  # padded tokens get no gradient
+    assert logits.grad[0, 3].abs().sum() == 0 and logits.grad[1].abs().sum() == 0  # pads, the row without teacher
 
 
 def test_gap_gate_endorses_positive_gaps_and_fades_rejections():
@@ -76,10 +78,10 @@ def test_prepare_keeps_grpo_advantage_and_stores_the_teacher(tmp_path):
     mb = batch.select([1, 2])
     logp = torch.full_like(mb.old_logp, -1.0, requires_grad=True)
     loss, m = algo.extra_loss(mb, logp)
-    # only row 1 (2 tokens) has a teacher: gap = -0.2 - (-1) = 0.8
+    # only row 1 (2 of the minibatch's 3 tokens) has a teacher: gap = -0.2 - (-1) = 0.8, averaged over all 3
     g = torch.sigmoid(torch.tensor(5.0 * 0.8))
-    assert loss.item() == pytest.approx(0.01 * (g * 0.8).item(), rel=1e-5)
-    assert m["sdar/gate_mean"] == pytest.approx(g.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(0.01 * (g * 0.8).item() * 2 / 3, rel=1e-5)
+    assert algo.finish_metrics(m)["sdar/gate_mean"] == pytest.approx(g.item(), rel=1e-5)  # over the teacher's tokens
     assert algo.extra_loss(batch.select([2, 3]), torch.zeros(2, 3))[0] is None  # no teacher: no term
 
 
@@ -138,16 +140,21 @@ def test_a_batch_without_any_analysis_has_no_teacher_and_no_extra_loss(tmp_path)
 
 
 def test_loss_diagnostics_by_hand():
-    logp = torch.full((1, 4), -1.0)
-    teacher = torch.tensor([[-1.0, 1.0, -2.0, 5.0]])  # gaps 0, 2, -1 and a padded token
-    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    loss, metrics = sdar_loss(logp, teacher, mask, coef=0.01, beta=5.0, gate="sigmoid")
+    logp = torch.full((2, 4), -1.0)
+    teacher = torch.tensor([[-1.0, 1.0, -2.0, 5.0], [3.0, 3.0, 3.0, 3.0]])  # gaps 0, 2, -1, a pad; row 1: no teacher
+    teacher_mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    weight = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])  # the loss's 5 tokens
+    loss, metrics = sdar_loss(logp, teacher, teacher_mask, weight, coef=0.01, beta=5.0, gate="sigmoid")
     g = torch.sigmoid(torch.tensor([0.0, 10.0, -5.0]))
-    want = 0.01 * (2 * g[1] - g[2]).item() / 3
+    want = 0.01 * (2 * g[1] - g[2]).item() / 5
     assert loss.item() == pytest.approx(want, rel=1e-6)
-    assert metrics == {"sdar/gate_mean": pytest.approx(g.mean().item(), rel=1e-6),
-                       "sdar/gate_active_ratio": pytest.approx(1 / 3),  # a gate of exactly 1/2 is not active
-                       "sdar/gap_mean": pytest.approx(1 / 3), "sdar/loss": pytest.approx(want, rel=1e-6)}
+    assert metrics == {"sdar/teacher_share": pytest.approx(3 / 5), "sdar/gate_share": pytest.approx(g.sum().item() / 5),
+                       "sdar/gate_active_share": pytest.approx(1 / 5), "sdar/gap_share": pytest.approx(1 / 5),
+                       "sdar/loss": pytest.approx(want, rel=1e-6)}
+    # over the teacher's tokens, as the learner logs them
+    assert share_means(metrics) == {"sdar/gate_mean": pytest.approx(g.mean().item(), rel=1e-6),
+                                    "sdar/gate_active_ratio": pytest.approx(1 / 3),  # a gate of exactly 1/2 is not active
+                                    "sdar/gap_mean": pytest.approx(1 / 3), "sdar/loss": pytest.approx(want, rel=1e-6)}
 
 
 def test_unknown_teacher_context_is_named():

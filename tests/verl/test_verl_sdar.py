@@ -141,7 +141,7 @@ def test_verl_actor_loss_with_sdar_equals_the_local_learners(prepared, n_micro):
     loss_local, grad_local, loss_verl, grad_verl, metrics = both_losses(prepared, micro_batches)
     torch.testing.assert_close(loss_verl, loss_local, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad_verl, grad_local, rtol=1e-5, atol=1e-7)
-    assert {"sdar/gate_mean", "sdar/gap_mean", "actor/pg_loss", "kl_loss"} <= set(metrics)
+    assert {"sdar/gate_share", "sdar/gap_share", "sdar/teacher_share", "actor/pg_loss", "kl_loss"} <= set(metrics)
 
 
 def test_the_sdar_term_changes_verls_loss(prepared):
@@ -160,7 +160,7 @@ def test_the_sdar_term_changes_verls_loss(prepared):
     assert abs(float(with_teacher - plain)) > 1e-4
     # still reported (as 0): verl aggregates a metric over data-parallel ranks position by position, and a
     # rank whose micro-batch had no teacher row must report as many values as one whose micro-batch had
-    for key in ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/gap_mean", "sdar/loss"):
+    for key in ("sdar/teacher_share", "sdar/gate_share", "sdar/gate_active_share", "sdar/gap_share", "sdar/loss"):
         assert metrics[key].values == [0.0], key
 
 
