@@ -36,10 +36,12 @@ is flash-attention 2; packed rows are separated by their position ids as under f
 fp32 parameters in the forward (`fsdp_config.mixed_precision.param_dtype`, verl's default bf16), so
 that the comparisons hold to float tolerance. Not run here: param/optimizer offload (off for the actor
 in the presets), the FSDP2 strategy, more than one rank (`test_verl_fsdp_engine_two_ranks.py` runs two),
-the weight sync to the rollout servers, and the reference worker: its forward-only engine wraps FSDP with
-CPUOffload(offload_params=True) (transformer_impl.py:433), whose first forward pins the offloaded parameters for an accelerator
-(torch/distributed/fsdp/_flat_param.py:1260, "Cannot access accelerator device"), so the KL's
-ref_log_prob here is the reference policy's own scoring.
+the weight sync to the rollout servers, and the reference worker's parameter offload: its forward-only
+engine wraps FSDP with CPUOffload(offload_params=True) (transformer_impl.py:433), whose first forward pins the
+offloaded parameters for an accelerator (torch/distributed/fsdp/_flat_param.py:1260, "Cannot access
+accelerator device"); the reference worker runs here without it
+(`test_verls_reference_worker_scores_the_rows_as_the_tiny_policy`), and the updates' KL takes the reference
+policy's own scoring as its ref_log_prob.
 """
 
 from __future__ import annotations
@@ -325,3 +327,33 @@ def test_sdar_in_verls_engine_is_the_local_learners_sdar_step(tiny_policy, traje
                            ("sdar/gate_active_ratio", 0.01)):
         assert means[key] == pytest.approx(local_metrics[key], abs=tolerance), key
     assert_same_update(*result, lr=1e-6)
+
+
+def test_verls_reference_worker_scores_the_rows_as_the_tiny_policy(tiny_policy, trajectories, cpu_engine, tmp_path,
+                                                                  monkeypatch):
+    """verl's reference worker (role "ref", the presets' `ref` section) as the trainer calls it for the KL's
+    ref_log_prob: the tiny policy's scoring. One more patch, for this worker only: its forward-only engine
+    wraps FSDP with CPUOffload(offload_params=True) (transformer_impl.py:433), whose first forward pins the
+    parameters for an accelerator (torch/distributed/fsdp/_flat_param.py:1260); here they stay on the CPU. Its
+    forward in fp32 as the actor's (verl's default bf16 moved these log-probs by up to 0.029)."""
+    import torch.distributed.fsdp as torch_fsdp
+    from omegaconf import open_dict
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+    from verl.workers.utils.padding import response_from_nested
+
+    monkeypatch.setattr(torch_fsdp, "CPUOffload", lambda offload_params: None)  # the engine imports it at build time
+    cfg = verl_config([*CPU_SETTINGS, "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype: fp32}"])
+    assert cfg.actor_rollout_ref.ref.fsdp_config.param_offload  # the presets offload the reference
+    tiny_policy.save(tmp_path / "model")
+    with open_dict(cfg):
+        cfg.actor_rollout_ref.model.path = str(tmp_path / "model")
+    worker = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="ref")
+    worker.init_model()
+    data = verl_batch(trajectories, tiny_policy.pad_id)
+    rows = assign(engine_rows(data), calculate_entropy=False, compute_loss=False,
+                  temperature=cfg.actor_rollout_ref.rollout.temperature)
+    out = worker.compute_ref_log_prob(rows)
+    logp = response_from_nested(out["log_probs"], rows["response_mask"]).to_padded_tensor(0.0)
+    mask = data.batch["response_mask"].float()
+    expected = tiny_policy.score(prompt_ids(data), data.batch["responses"], data.batch["response_mask"])
+    torch.testing.assert_close(logp[:, :mask.shape[1]] * mask, expected * mask, rtol=1e-5, atol=1e-5)
