@@ -126,12 +126,15 @@ class EngineWorkers:
     CPU (tests/verl/test_verl_fsdp_engine_cpu.py), called with the KVBatchMeta as verl's dispatch calls a rank
     (verl's TransferQueue bridge around each method reads the rows and writes the outputs back)."""
 
-    def __init__(self, worker):
-        self.worker = worker
+    def __init__(self, worker, reference=None):
+        self.worker, self.reference = worker, reference  # reference: verl's worker of role "ref"
         self._dispatch_info = {"actor": [0]}  # one data-parallel rank
 
     def compute_log_prob(self, meta: KVBatchMeta) -> KVBatchMeta:
         return self.worker.compute_log_prob(meta)
+
+    def compute_ref_log_prob(self, meta: KVBatchMeta) -> KVBatchMeta:
+        return self.reference.compute_ref_log_prob(meta)
 
     def update_actor(self, meta: KVBatchMeta) -> TensorDict:
         return self.worker.update_actor(meta)
@@ -471,22 +474,34 @@ def test_fit_saves_verls_checkpoints_and_a_second_trainer_resumes_from_them(tran
 
 
 @pytest.mark.slow
-def test_fit_trains_verls_real_actor_engine_with_sdar(transfer_queue, tiny_policy, gloo_group, cpu_engine, tmp_path):
-    """verl's `fit` for one SDAR update with verl's real actor worker (its FSDP engine on the CPU) as the actor
-    workers: old log-probs and OPID/SDAR's teacher pass by the engine, then its actor update with `SdarPPOLoss`
-    reading the fields `_compute_advantage` wrote into the TransferQueue."""
+def test_fit_trains_verls_real_actor_engine_with_sdar(transfer_queue, tiny_policy, gloo_group, cpu_engine, tmp_path,
+                                                      monkeypatch):
+    """verl's `fit` for one SDAR update with verl's real workers (their FSDP engines on the CPU): old log-probs
+    and OPID/SDAR's teacher pass by the actor's engine, the KL's reference log-probs by the reference worker
+    (`test_verls_reference_worker_scores_the_rows_as_the_tiny_policy`: its CPUOffload left out), then the
+    actor update with `SdarPPOLoss` reading the fields `_compute_advantage` wrote into the TransferQueue."""
+    import torch.distributed.fsdp as torch_fsdp
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+
     from tests.verl.test_verl_fsdp_engine_cpu import CPU_SETTINGS, engine_worker, full_weights
 
+    monkeypatch.setattr(torch_fsdp, "CPUOffload", lambda offload_params: None)
     overrides = ["trainer.total_training_steps=1", "trainer.save_freq=0", "trainer.test_freq=0",
-                 "trainer.critic_warmup=0", "actor_rollout_ref.actor.use_kl_loss=false", *CPU_SETTINGS]
-    worker = engine_worker(tiny_policy, step_config("sdar", tmp_path / "run", overrides), tmp_path / "model")
+                 "trainer.critic_warmup=0", *CPU_SETTINGS,
+                 "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype: fp32}"]
+    cfg = step_config("sdar", tmp_path / "run", overrides)
+    assert cfg.actor_rollout_ref.actor.use_kl_loss  # the presets' KL to the reference
+    worker = engine_worker(tiny_policy, cfg, tmp_path / "model")
+    reference = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="ref")
+    reference.init_model()
     before = full_weights(worker)
-    trainer = opid_trainer("sdar", tiny_policy, tmp_path, overrides, dp=1, workers=EngineWorkers(worker))
+    trainer = opid_trainer("sdar", tiny_policy, tmp_path, overrides, dp=1, workers=EngineWorkers(worker, reference))
     trainer.fit(trainer.agent_loop_manager)
     after = full_weights(worker)
     assert all(not torch.equal(after[k], before[k]) for k in after)  # the actor was updated
     (line,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert line["training/rollout_probs_diff_max"] < 1e-4  # the engine scores the rows as the server sampled them
     assert line["sdar/teacher_active_token_ratio"] > 0 and line["grad_norm"] > 0
-    assert {"pg_loss", "loss", "sdar/gate_mean", "sdar/loss"} <= set(line)  # the update's, under the local names
+    assert {"pg_loss", "loss", "sdar/gate_mean", "sdar/loss", "kl"} <= set(line)  # the update's, under the local names
+    assert 0 <= line["kl"] < 1e-6  # one update from the reference's weights: the KL starts at 0
     assert not tq.kv_list("train").get("train")
