@@ -7,6 +7,7 @@ from opid_train.algorithms.base import PrepareContext
 from opid_train.algorithms.config import SDARConfig
 from opid_train.algorithms.sdar import SDAR, sdar_gate, sdar_loss, share_means
 from opid_train.analyzers import Analysis
+from opid_train.learner import token_weights
 from tests.train.test_opid_advantages import (
     TEMPLATE, FixedAnalyzer, SkillReadingScorer, make_batch, make_trajectory, train_config,
 )
@@ -155,6 +156,30 @@ def test_loss_diagnostics_by_hand():
     assert share_means(metrics) == {"sdar/gate_mean": pytest.approx(g.mean().item(), rel=1e-6),
                                     "sdar/gate_active_ratio": pytest.approx(1 / 3),  # a gate of exactly 1/2 is not active
                                     "sdar/gap_mean": pytest.approx(1 / 3), "sdar/loss": pytest.approx(want, rel=1e-6)}
+
+
+def test_traj_mean_minibatch_weighs_the_term_by_the_learners_token_weights(tmp_path):
+    """Under traj-mean the learner's token weights are 1/(tokens of the row's trajectory): the term is
+    sum(w*m*g*gap)/sum(w) with those weights, not a plain token mean, even where sum(w) is below 1."""
+    algo, batch, _, _ = _sdar(tmp_path)
+    batch.extras["token_weight"] = token_weights(batch, "traj-mean")  # as Learner.update sets it
+    mb = batch.select([1, 2])  # row 1: 2 tokens of a 5-token trajectory, with a teacher; row 2: 1 of 4, without
+    loss, m = algo.extra_loss(mb, torch.full_like(mb.old_logp, -1.0))
+    g = torch.sigmoid(torch.tensor(5.0 * 0.8)).item()
+    total = 2 / 5 + 1 / 4  # 0.65
+    assert loss.item() == pytest.approx(0.01 * g * 0.8 * (2 / 5) / total, rel=1e-5)
+    assert m["sdar/teacher_share"] == pytest.approx((2 / 5) / total, rel=1e-5)
+
+
+def test_an_update_without_a_teacher_token_logs_no_sdar_means():
+    """No teacher token in the whole update: locally no micro-batch reports SDAR metrics; under verl every
+    micro-batch reports zero shares (teacher share 0). Either way no mean is logged, and nothing fails."""
+    assert SDAR(train_config()).finish_metrics({"loss": 0.5, "pg_loss": 0.25}) == {"loss": 0.5, "pg_loss": 0.25}
+    logp = torch.full((2, 3), -1.0)
+    _, shares = sdar_loss(logp, torch.zeros_like(logp), torch.zeros_like(logp), torch.ones_like(logp),
+                          coef=0.01, beta=5.0, gate="sigmoid")
+    assert shares["sdar/teacher_share"] == 0.0
+    assert share_means(shares) == {"sdar/loss": 0.0}
 
 
 def test_unknown_teacher_context_is_named():
