@@ -162,22 +162,27 @@ def full_weights(worker) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in get_fsdp_full_state_dict(worker.actor.engine.module).items()}
 
 
+def assert_scored_as(policy, data, rows, out) -> None:
+    """The engine's log-probs of every row (verl's padding row included) are `policy`'s own scoring."""
+    from verl.workers.utils.padding import response_from_nested
+
+    logp = response_from_nested(out["log_probs"], rows["response_mask"]).to_padded_tensor(0.0)
+    mask = data.batch["response_mask"].float()
+    expected = policy.score(prompt_ids(data), data.batch["responses"], data.batch["response_mask"])
+    assert logp.shape[0] == len(data) and mask.sum() > 50
+    torch.testing.assert_close(logp[:, :mask.shape[1]] * mask, expected * mask, rtol=1e-5, atol=1e-5)
+
+
 def test_verls_engine_scores_the_rows_as_the_tiny_policy(tiny_policy, trajectories, cpu_engine, tmp_path):
     """`compute_log_prob` as verl's trainer calls it for old_log_probs (entropy on, no loss): the engine's
     packed forward gives the log-probs of the tiny policy's own scoring, on every row; verl's padding row
     comes back too."""
-    from verl.workers.utils.padding import response_from_nested
-
     worker, cfg = actor_worker(tiny_policy, tmp_path / "model")
     data = verl_batch(trajectories, tiny_policy.pad_id)
     rows = assign(engine_rows(data), calculate_entropy=True, compute_loss=False,
                   temperature=cfg.actor_rollout_ref.rollout.temperature)
     out = worker.compute_log_prob(rows)
-    logp = response_from_nested(out["log_probs"], rows["response_mask"]).to_padded_tensor(0.0)
-    mask = data.batch["response_mask"].float()
-    expected = tiny_policy.score(prompt_ids(data), data.batch["responses"], data.batch["response_mask"])
-    assert logp.shape[0] == len(data) and mask.sum() > 50
-    torch.testing.assert_close(logp[:, :mask.shape[1]] * mask, expected * mask, rtol=1e-5, atol=1e-5)
+    assert_scored_as(tiny_policy, data, rows, out)
     assert out["entropy"].values().min() > 0
 
 
@@ -339,7 +344,6 @@ def test_verls_reference_worker_scores_the_rows_as_the_tiny_policy(tiny_policy, 
     import torch.distributed.fsdp as torch_fsdp
     from omegaconf import open_dict
     from verl.workers.engine_workers import ActorRolloutRefWorker
-    from verl.workers.utils.padding import response_from_nested
 
     monkeypatch.setattr(torch_fsdp, "CPUOffload", lambda offload_params: None)  # the engine imports it at build time
     cfg = verl_config([*CPU_SETTINGS, "+actor_rollout_ref.ref.fsdp_config.mixed_precision={param_dtype: fp32}"])
@@ -352,8 +356,4 @@ def test_verls_reference_worker_scores_the_rows_as_the_tiny_policy(tiny_policy, 
     data = verl_batch(trajectories, tiny_policy.pad_id)
     rows = assign(engine_rows(data), calculate_entropy=False, compute_loss=False,
                   temperature=cfg.actor_rollout_ref.rollout.temperature)
-    out = worker.compute_ref_log_prob(rows)
-    logp = response_from_nested(out["log_probs"], rows["response_mask"]).to_padded_tensor(0.0)
-    mask = data.batch["response_mask"].float()
-    expected = tiny_policy.score(prompt_ids(data), data.batch["responses"], data.batch["response_mask"])
-    torch.testing.assert_close(logp[:, :mask.shape[1]] * mask, expected * mask, rtol=1e-5, atol=1e-5)
+    assert_scored_as(tiny_policy, data, rows, worker.compute_ref_log_prob(rows))
