@@ -53,6 +53,12 @@ def sdar_gate(gap: torch.Tensor, logp: torch.Tensor, kind: str, beta: float) -> 
     raise ValueError(f"unknown SDAR gate {kind!r}; choose one of {GATES}")
 
 
+# SDAR's diagnostics as token shares (summed like the loss) -> the means an update logs
+TEACHER_SHARE = "sdar/teacher_share"
+MEANS = {"sdar/gate_share": "sdar/gate_mean", "sdar/gate_active_share": "sdar/gate_active_ratio",
+         "sdar/gap_share": "sdar/gap_mean"}
+
+
 def sdar_loss(logp: torch.Tensor, teacher_logp: torch.Tensor, teacher_mask: torch.Tensor, token_weight: torch.Tensor,
               coef: float, beta: float, gate: str) -> tuple[torch.Tensor, dict[str, float]]:
     """coef * sum(w * m * g * (T - logp)) / sum(w): the gated gap on the tokens that have a teacher (m),
@@ -72,11 +78,6 @@ def sdar_loss(logp: torch.Tensor, teacher_logp: torch.Tensor, teacher_mask: torc
                       for share, value in (("sdar/gate_share", g), ("sdar/gate_active_share", (g > 0.5).to(g)),
                                            ("sdar/gap_share", gap))}}
     return loss, metrics
-
-
-TEACHER_SHARE = "sdar/teacher_share"
-MEANS = {"sdar/gate_share": "sdar/gate_mean", "sdar/gate_active_share": "sdar/gate_active_ratio",
-         "sdar/gap_share": "sdar/gap_mean"}
 
 
 def share_means(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from pathlib import Path
 
 PROG = "opid-train --backend verl"
@@ -43,8 +44,6 @@ HELD_BY_RUNNER_AND_CONTROLLER, HELD_PER_GPU = 2, 3
 def ray_cpus_short(cfg) -> str | None:
     """Why verl would wait forever on a local Ray (the Ray it starts itself on one node) that has fewer
     logical CPUs than its actors hold; None when there are enough, or the Ray is a cluster's."""
-    import os
-
     ray_init = cfg.ray_kwargs.get("ray_init") or {}
     if os.environ.get("RAY_ADDRESS") or ray_init.get("address") or int(cfg.trainer.nnodes) > 1:
         return None  # a running cluster's resources are its nodes'

@@ -26,9 +26,9 @@ log-probs call it, and `update_actor` with verl's PPO loss and with `SdarPPOLoss
 RNG, Hugging Face export), a resumed worker's next update bit-identical to an uninterrupted one
 (`tests/verl/test_verl_engine_checkpoint_cpu.py`); and as the actor workers of one SDAR update of `fit` (old
 log-probs, teacher pass, actor update through the TransferQueue) and of `fit`'s checkpoints and a resume from
-them (verl's `_save_checkpoint` / `_load_checkpoint`, the actor updated at each step). Not run here: the
-engine on a GPU or over more than two ranks
-(`tests/verl/test_verl_fsdp_engine_two_ranks.py` runs two), vLLM servers, weight sync.
+them (verl's `_save_checkpoint` / `_load_checkpoint`, the actor updated at each step); verl's reference
+worker gives the KL's reference log-probs in the SDAR update. Not run here: the engine on a GPU or over more
+than two ranks (`tests/verl/test_verl_fsdp_engine_two_ranks.py` runs two), vLLM servers, weight sync.
 """
 
 from __future__ import annotations

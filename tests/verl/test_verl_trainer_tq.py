@@ -9,7 +9,8 @@ The one stand-in is the actor worker group (FSDP workers on GPUs): `ActorWorkers
 behind verl's own TransferQueue bridge, on each data-parallel rank's share of the rows. The two `fit` tests
 with actor updates (one SDAR update; checkpoints and a resume) have verl's real actor worker instead
 (`EngineWorkers`: its FSDP engine on the CPU, one rank, GPU-only calls patched as
-tests/verl/test_verl_fsdp_engine_cpu.py lists), its update, checkpoint save and load included.
+tests/verl/test_verl_fsdp_engine_cpu.py lists), its update, checkpoint save and load included; the SDAR one
+has verl's real reference worker for the KL too.
 """
 
 from __future__ import annotations
